@@ -1,0 +1,171 @@
+"""The public API: ``invert`` a photo on a stock LCM pipeline, ``regenerate`` it under any prompt (DESIGN.md s5)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers import LatentConsistencyModelPipeline
+from PIL import Image
+
+from rnri import adapter
+from rnri.chain import sample
+from rnri.counting import count_unet_calls
+from rnri.images import prepare_image
+from rnri.inversion import ProgressFn, invert_chain
+from rnri.solvers import make_config
+
+CHAINS = ("lcm", "ddim")  # stochastic LCM chain with stored noises; deterministic chain with n_i = eps
+DEFAULT_GUIDANCE = 8.5  # the stock LCM pipeline's default
+
+
+@dataclass
+class Inversion:
+    """Everything regeneration needs, and what the inversion cost."""
+
+    latents: torch.Tensor  # z_T, the start latent, (1, 4, h, w), float32
+    noises: list[torch.Tensor | None]  # n_i per step; None where the step uses eps (deterministic) or is last
+    timesteps: list[int]  # the inverted steps' timesteps, noisiest first
+    num_inference_steps: int  # the schedule the timesteps come from (more than len(timesteps) when strength < 1)
+    guidance_scale: float
+    method: str
+    chain: str  # "lcm" or "ddim"
+    residuals: list[list[float]]  # per step (chain order), per iterate: ||S_i(z) - y|| / ||y||
+    unet_forwards: int  # counted by hooks on the UNet
+    unet_backwards: int
+    trajectory: list[torch.Tensor] = field(repr=False)  # [z_T, ..., clean latent], as found by the inversion
+    seed: int | None = None  # a stock pipeline call with this seed replays the chain; None when it cannot
+    image_size: tuple[int, int] | None = None  # (width, height) of the input image; outputs are resized to it
+    solver_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def start_step(self) -> int:
+        """Index of the first inverted step in the full schedule (0 unless strength < 1)."""
+        return self.num_inference_steps - len(self.timesteps)
+
+
+def _check_prompt(pipe: LatentConsistencyModelPipeline, prompt: str) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt must be a non-empty string")
+    overflow = adapter.prompt_overflow(pipe, prompt)
+    if overflow:
+        warnings.warn(
+            f"prompt is {overflow} token(s) longer than the text encoder takes; the end is ignored", stacklevel=3
+        )
+
+
+def _start_latents(
+    pipe, image: Image.Image | None, latents: torch.Tensor | None, resolution: int | None
+) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    if (image is None) == (latents is None):
+        raise ValueError("give exactly one of image= or latents=")
+    if latents is not None:
+        channels = pipe.unet.config.in_channels
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[:2] != (1, channels):
+            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be a tensor of shape (1, {channels}, h, w), got {shape}")
+        if not torch.isfinite(latents).all():
+            raise ValueError("latents contain NaN or infinite values")
+        return latents.to(device=pipe._execution_device, dtype=torch.float32), None
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image must be a PIL image, got {type(image).__name__}")
+    resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    fitted = prepare_image(image, resolution, pipe.vae_scale_factor)
+    return adapter.encode_image(pipe, fitted), image.size
+
+
+def invert(
+    pipe: LatentConsistencyModelPipeline,
+    prompt: str,
+    *,
+    image: Image.Image | None = None,
+    latents: torch.Tensor | None = None,
+    method: str = "rnri",
+    num_inference_steps: int = 4,
+    guidance_scale: float = DEFAULT_GUIDANCE,
+    seed: int = 0,
+    chain: str = "lcm",
+    strength: float = 1.0,
+    noise_correction: bool = False,
+    resolution: int | None = None,
+    callback: ProgressFn | None = None,
+    **solver_options: Any,
+) -> Inversion:
+    """Find the start latent (and noises) from which ``pipe`` regenerates ``image`` (or ``latents``) under ``prompt``.
+
+    image: a PIL image of any size and mode, fitted to ``resolution`` (default: the model's native size) with the
+    aspect ratio kept. latents: (1, 4, h, w), already scaled by the VAE scaling factor. strength in (0, 1]: the
+    fraction of the chain to invert (the last steps). ``solver_options`` go to the method's config.
+    """
+    config = make_config(method, solver_options)
+    if chain not in CHAINS:
+        raise ValueError(f"chain must be one of {CHAINS}, got {chain!r}")
+    if not (isinstance(num_inference_steps, int) and 1 <= num_inference_steps <= 50):
+        raise ValueError(f"num_inference_steps must be an integer from 1 to 50, got {num_inference_steps!r}")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    if not math.isfinite(guidance_scale):
+        raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
+    _check_prompt(pipe, prompt)
+    z0, image_size = _start_latents(pipe, image, latents, resolution)
+    steps = adapter.lcm_steps(pipe.scheduler, num_inference_steps)
+    start = num_inference_steps - max(1, round(strength * num_inference_steps))
+    draws = adapter.stock_noises(pipe, tuple(z0.shape), seed, num_inference_steps) if chain == "lcm" else []
+    noises = [draws[i] if draws and not s.is_last else None for i, s in enumerate(steps)][start:]
+    eps_fn = adapter.unet_eps_fn(
+        pipe, adapter.encode_prompt(pipe, prompt), adapter.guidance_embedding(pipe, guidance_scale)
+    )
+    with count_unet_calls(pipe.unet) as calls:
+        result = invert_chain(eps_fn, steps[start:], z0, noises, method, config, noise_correction, callback)
+    return Inversion(
+        latents=result.trajectory[0],
+        noises=result.noises,
+        timesteps=[s.t for s in steps[start:]],
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        method=method,
+        chain=chain,
+        residuals=result.residuals,
+        unet_forwards=calls.forwards,
+        unet_backwards=calls.backwards,
+        trajectory=result.trajectory,
+        seed=seed if chain == "lcm" and not noise_correction and start == 0 else None,
+        image_size=image_size,
+        solver_options=dict(solver_options),
+    )
+
+
+@torch.no_grad()
+def regenerate(
+    pipe: LatentConsistencyModelPipeline,
+    inv: Inversion,
+    prompt: str,
+    *,
+    output_type: str = "pil",
+    guidance_scale: float | None = None,
+) -> Image.Image | torch.Tensor:
+    """Run the inverted chain under ``prompt``: the source prompt reconstructs, another one edits.
+
+    Returns a PIL image at the input image's size, or with ``output_type="latent"`` the clean latents (1, 4, h, w).
+    """
+    if output_type not in ("pil", "latent"):
+        raise ValueError(f"output_type must be 'pil' or 'latent', got {output_type!r}")
+    _check_prompt(pipe, prompt)
+    steps = adapter.lcm_steps(pipe.scheduler, inv.num_inference_steps)[inv.start_step :]
+    if [s.t for s in steps] != inv.timesteps:
+        raise ValueError(
+            f"this pipeline's scheduler gives timesteps {[s.t for s in steps]}, "
+            f"the inversion was made with {inv.timesteps}"
+        )
+    w_emb = adapter.guidance_embedding(pipe, inv.guidance_scale if guidance_scale is None else guidance_scale)
+    eps_fn = adapter.unet_eps_fn(pipe, adapter.encode_prompt(pipe, prompt), w_emb)
+    clean = sample(eps_fn, steps, inv.latents, inv.noises)[-1]
+    if output_type == "latent":
+        return clean
+    image = adapter.decode_latents(pipe, clean)
+    if inv.image_size is not None and image.size != inv.image_size:
+        image = image.resize(inv.image_size, Image.Resampling.LANCZOS)
+    return image

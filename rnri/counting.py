@@ -1,0 +1,47 @@
+"""Counting UNet evaluations from the outside, by hooks on the module, so no solver can miscount itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class UNetCalls:
+    """UNet passes seen by the hooks."""
+
+    forwards: int = 0
+    backwards: int = 0  # backward passes through a UNet output (vector-Jacobian products)
+
+
+def _output_tensor(output) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, tuple):
+        return output[0] if output and isinstance(output[0], torch.Tensor) else None
+    return getattr(output, "sample", None)
+
+
+@contextmanager
+def count_unet_calls(unet: nn.Module) -> Iterator[UNetCalls]:
+    """Count forward and backward passes of ``unet`` inside the ``with`` block."""
+    calls = UNetCalls()
+
+    def on_backward(grad: torch.Tensor) -> None:
+        calls.backwards += 1
+
+    def on_forward(module: nn.Module, args, output) -> None:
+        calls.forwards += 1
+        out = _output_tensor(output)
+        if out is not None and out.requires_grad:
+            out.register_hook(on_backward)
+
+    handle = unet.register_forward_hook(on_forward)
+    try:
+        yield calls
+    finally:
+        handle.remove()

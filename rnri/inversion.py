@@ -1,0 +1,52 @@
+"""Walking a chain backwards: one inverse-step solve per step, from the clean latent to z_T."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from rnri.chain import ChainInversion, EpsFn, Step, correct_noise
+from rnri.solvers import StepProblem, get_method
+from rnri.solvers.problem import InversionError  # raised below; also the public error type
+
+ProgressFn = Callable[[int, int, list[float]], None]  # (steps done, steps in all, residuals of the step solved)
+
+
+def invert_chain(
+    eps_fn: EpsFn,
+    steps: list[Step],
+    z0: torch.Tensor,
+    noises: list[torch.Tensor | None],
+    method: str,
+    config: Any,
+    noise_correction: bool = False,
+    callback: ProgressFn | None = None,
+) -> ChainInversion:
+    """Find ``z_T`` (and, with noise correction, the noises) that the chain maps onto the clean latent ``z0``.
+
+    ``noises[i]`` is n_i of step i (None: the deterministic chain's ``eps``); ``z0`` is (B, C, H, W).
+    """
+    solve = get_method(method).solve
+    noises = list(noises)
+    trajectory, residuals = [z0], [[] for _ in steps]
+    forwards = backwards = 0
+    for done, i in enumerate(reversed(range(len(steps))), start=1):
+        step, y = steps[i], trajectory[0]
+        solution = solve(StepProblem(eps_fn, step, y, noises[i], z0), config)
+        forwards, backwards = forwards + solution.forwards, backwards + solution.backwards
+        if not torch.isfinite(solution.z).all():
+            raise InversionError(f"{method} produced a non-finite latent at timestep {step.t}")
+        if noise_correction and not step.is_last:
+            eps = solution.eps
+            if eps is None:
+                with torch.no_grad():
+                    eps = eps_fn(solution.z, step.t)
+                forwards += 1
+            noises[i] = correct_noise(y, solution.z, eps, step)
+        trajectory.insert(0, solution.z)
+        residuals[i] = solution.residuals
+        if callback is not None:
+            callback(done, len(steps), solution.residuals)
+    return ChainInversion(trajectory, noises, residuals, forwards, backwards)

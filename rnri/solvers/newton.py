@@ -1,0 +1,131 @@
+"""Regularized Newton-Raphson inversion (RNRI; Samuel et al., "Lightning-Fast Image Inversion", Eq. 6-8).
+
+One scalar equation in many unknowns, ``F(z) = ||S_i(z) - y|| + lambda G(z) = 0``, solved by the minimum-norm
+Newton step ``z <- z - F(z) grad F / ||grad F||^2``, with ``grad F`` from autograd through the UNet (one forward
+and one backward per iteration). G is the Gaussian negative log-likelihood of z under the forward-process prior
+``q(z_t | z_next)``, measured from its expected value so that a typical sample, not the mode, is the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rnri.chain import solve_frozen
+from rnri.priors import forward_prior, gaussian_nll
+from rnri.solvers.ddim import ddim_guess
+from rnri.solvers.problem import InversionError, StepProblem, StepSolution
+
+NORMS = ("l2", "l1")
+INITS = ("auto", "ddim", "prior")
+DIRECTIONS = ("fixed-point", "gradient")
+PRIORS = ("typical", "nll")
+
+
+@dataclass(frozen=True)
+class NewtonConfig:
+    """Options of the RNRI solver; the defaults are the measured best (docs/solver-choice.md)."""
+
+    iterations: int = 1  # Newton iterations per step, each one UNet forward and one backward
+    prior_weight: float = 0.1  # lambda, weight of the prior term G
+    norm: str = "l2"  # residual norm: "l2" (root mean square) or "l1" (mean absolute, the paper's)
+    prior: str = "typical"  # G: "typical" = |NLL - E[NLL]| per element, "nll" = NLL per element (paper literal)
+    init: str = "auto"  # first iterate: "ddim" (one extra UNet call), "prior" (the prior's mean, free), or "auto":
+    # "prior" where the step injects a stored noise or is the last, "ddim" on deterministic (eta = 0) steps
+    direction: str = "fixed-point"  # search direction: "fixed-point" (T(z) - z) or "gradient" (min-norm step)
+    max_step: float = 4.0  # largest multiple of the fixed-point direction taken in one iteration
+    damping: float = 1.0  # fraction of the Newton step taken
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ValueError(f"rnri iterations must be at least 1, got {self.iterations}")
+        if not self.prior_weight >= 0.0:
+            raise ValueError(f"prior_weight must be a number >= 0, got {self.prior_weight}")
+        if not 0.0 < self.damping <= 1.0:
+            raise ValueError(f"damping must be in (0, 1], got {self.damping}")
+        for name, value, allowed in (
+            ("norm", self.norm, NORMS),
+            ("prior", self.prior, PRIORS),
+            ("init", self.init, INITS),
+            ("direction", self.direction, DIRECTIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"rnri {name} must be one of {allowed}, got {value!r}")
+
+
+def residual_norm(r: torch.Tensor, norm: str) -> torch.Tensor:
+    """Size of the residual per element: root mean square (l2) or mean absolute value (l1)."""
+    return r.pow(2).mean().sqrt() if norm == "l2" else r.abs().mean()
+
+
+def objective(problem: StepProblem, z: torch.Tensor, config: NewtonConfig) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """``F(z) = ||S_i(z) - y|| + lambda G(z)`` (a scalar tensor), the relative residual of z, and eps(z)."""
+    s, eps = problem.forward(z)
+    mean, var = forward_prior(problem.y, problem.step)
+    g = gaussian_nll(z, mean, var)
+    if config.prior == "typical":
+        g = (g - 0.5).abs()  # E[NLL per element] = 1/2 for z drawn from the prior itself
+    f = residual_norm(s - problem.y, config.norm) + config.prior_weight * g
+    return f, problem.relative_residual(s.detach()), eps.detach()
+
+
+def newton_update(z: torch.Tensor, f: torch.Tensor, grad: torch.Tensor) -> torch.Tensor | None:
+    """Minimum-norm step ``z - F grad / ||grad||^2``; None where undefined (zero or non-finite gradient)."""
+    grad_sq = grad.pow(2).sum()
+    if not (torch.isfinite(grad_sq) and grad_sq > 0):
+        return None
+    return z - (f / grad_sq) * grad
+
+
+def newton_along(z: torch.Tensor, f: torch.Tensor, grad: torch.Tensor, p: torch.Tensor, max_step: float):
+    """Newton step on the line ``z + alpha p``: ``F + alpha grad.p = 0``, alpha in (0, max_step]; None if p ascends."""
+    slope = (grad * p).sum()
+    if not (torch.isfinite(slope) and slope < 0):
+        return None
+    return z + (-f / slope).clamp(max=max_step) * p
+
+
+def initial_guess(problem: StepProblem, init: str) -> tuple[torch.Tensor, int]:
+    """The first iterate and the UNet forwards it cost."""
+    if init == "auto":
+        deterministic = problem.noise is None and not problem.step.is_last
+        init = "ddim" if deterministic else "prior"
+    with torch.no_grad():
+        if init == "ddim":
+            return ddim_guess(problem), 1
+        return forward_prior(problem.y, problem.step)[0], 0
+
+
+def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
+    """Newton iterations from the initial guess; the iterate with the smallest F is returned."""
+    z, forwards = initial_guess(problem, config.init)
+    best_z, best_eps, best_f, residuals, backwards = z, None, float("inf"), [], 0
+    for k in range(config.iterations + 1):
+        last = k == config.iterations
+        z = z.detach().requires_grad_(not last)
+        with torch.set_grad_enabled(not last):
+            f, residual, eps = objective(problem, z, config)
+        forwards += 1
+        if not torch.isfinite(f):
+            break
+        residuals.append(residual)
+        if f.item() < best_f:
+            best_z, best_eps, best_f = z.detach(), eps, f.item()
+        if last:
+            break
+        (grad,) = torch.autograd.grad(f, z)
+        backwards += 1
+        z = z.detach()
+        step = None
+        if config.direction == "fixed-point":  # the frozen-eps (DDIM) Jacobian as preconditioner
+            p = solve_frozen(problem.y, eps, problem.step, problem.noise) - z
+            step = newton_along(z, f.detach(), grad, p, config.max_step)
+        if step is None:
+            step = newton_update(z, f.detach(), grad)
+        if step is None:
+            break
+        z = z + config.damping * (step - z)
+    if best_eps is None:
+        raise InversionError(f"the objective was not finite at any iterate (timestep {problem.step.t})")
+    return StepSolution(z=best_z, eps=best_eps, residuals=residuals, forwards=forwards, backwards=backwards)

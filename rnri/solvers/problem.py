@@ -1,0 +1,44 @@
+"""What every inverse-step solver takes and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from rnri.chain import EpsFn, Step, step_map
+
+
+class InversionError(FloatingPointError):
+    """Inversion met NaN or infinite values it could not recover from (no finite iterate to fall back on)."""
+
+
+@dataclass
+class StepProblem:
+    """Find the noisier latent z with ``S_i(z) = y`` for one step of the chain."""
+
+    eps_fn: EpsFn  # the UNet's noise prediction, prompt and guidance fixed
+    step: Step
+    y: torch.Tensor  # z_{i+1}, the known less-noisy latent, (B, C, H, W)
+    noise: torch.Tensor | None  # n_i of the stochastic chain, or None for the deterministic chain
+    z0: torch.Tensor  # the clean latent being inverted (the official code centres its prior on it)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(S_i(z), eps(z, t))``; differentiable in z when z requires grad."""
+        eps = self.eps_fn(z, self.step.t)
+        return step_map(z, eps, self.step, self.noise), eps
+
+    def relative_residual(self, s: torch.Tensor) -> float:
+        """``||S_i(z) - y|| / ||y||``, the number recorded in residual histories."""
+        return (torch.linalg.vector_norm(s - self.y) / torch.linalg.vector_norm(self.y).clamp_min(1e-12)).item()
+
+
+@dataclass
+class StepSolution:
+    """A solver's answer for one step."""
+
+    z: torch.Tensor  # the noisier latent, (B, C, H, W)
+    eps: torch.Tensor | None  # eps(z, t) when the solver evaluated it at the returned z, else None
+    residuals: list[float] = field(default_factory=list)  # relative residual of each iterate the solver evaluated
+    forwards: int = 0  # UNet forward passes, by the solver's own tally
+    backwards: int = 0  # UNet backward passes (vector-Jacobian products)
