@@ -7,15 +7,27 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import LatentConsistencyModelPipeline
 from PIL import Image
 
 from rnri import adapter
-from rnri.chain import sample
+from rnri.chain import Step, sample
 from rnri.counting import count_unet_calls
-from rnri.images import prepare_image
+from rnri.images import fit_size, to_rgb
 from rnri.inversion import ProgressFn, invert_chain
+from rnri.masks import (
+    BlendConfig,
+    blended_sample,
+    fit_mask,
+    latent_mask,
+    mask_array,
+    noise_difference,
+    soften,
+    threshold_mask,
+    to_image,
+)
 from rnri.solvers import make_config
 
 CHAINS = ("lcm", "ddim")  # stochastic LCM chain with stored noises; deterministic chain with n_i = eps
@@ -40,6 +52,8 @@ class Inversion:
     seed: int | None = None  # a stock pipeline call with this seed replays the chain; None when it cannot
     image_size: tuple[int, int] | None = None  # (width, height) of the input image; outputs are resized to it
     solver_options: dict[str, Any] = field(default_factory=dict)
+    prompt: str = ""  # the source prompt the image was inverted under
+    source_image: Image.Image | None = field(default=None, repr=False)  # the input as RGB, for paste-back
 
     @property
     def start_step(self) -> int:
@@ -59,7 +73,7 @@ def _check_prompt(pipe: LatentConsistencyModelPipeline, prompt: str) -> None:
 
 def _start_latents(
     pipe, image: Image.Image | None, latents: torch.Tensor | None, resolution: int | None
-) -> tuple[torch.Tensor, tuple[int, int] | None]:
+) -> tuple[torch.Tensor, Image.Image | None]:
     if (image is None) == (latents is None):
         raise ValueError("give exactly one of image= or latents=")
     if latents is not None:
@@ -72,9 +86,10 @@ def _start_latents(
         return latents.to(device=pipe._execution_device, dtype=torch.float32), None
     if not isinstance(image, Image.Image):
         raise ValueError(f"image must be a PIL image, got {type(image).__name__}")
+    rgb = to_rgb(image)
     resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    fitted = prepare_image(image, resolution, pipe.vae_scale_factor)
-    return adapter.encode_image(pipe, fitted), image.size
+    fitted = rgb.resize(fit_size(*rgb.size, resolution, pipe.vae_scale_factor), Image.Resampling.LANCZOS)
+    return adapter.encode_image(pipe, fitted), rgb
 
 
 def invert(
@@ -110,7 +125,7 @@ def invert(
     if not math.isfinite(guidance_scale):
         raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
     _check_prompt(pipe, prompt)
-    z0, image_size = _start_latents(pipe, image, latents, resolution)
+    z0, source_image = _start_latents(pipe, image, latents, resolution)
     steps = adapter.lcm_steps(pipe.scheduler, num_inference_steps)
     start = num_inference_steps - max(1, round(strength * num_inference_steps))
     draws = adapter.stock_noises(pipe, tuple(z0.shape), seed, num_inference_steps) if chain == "lcm" else []
@@ -133,9 +148,31 @@ def invert(
         unet_backwards=calls.backwards,
         trajectory=result.trajectory,
         seed=seed if chain == "lcm" and not noise_correction and start == 0 else None,
-        image_size=image_size,
+        image_size=source_image.size if source_image else None,
         solver_options=dict(solver_options),
+        prompt=prompt,
+        source_image=source_image,
     )
+
+
+def _steps_of(pipe: LatentConsistencyModelPipeline, inv: Inversion) -> list[Step]:
+    steps = adapter.lcm_steps(pipe.scheduler, inv.num_inference_steps)[inv.start_step :]
+    if [s.t for s in steps] != inv.timesteps:
+        raise ValueError(
+            f"this pipeline's scheduler gives timesteps {[s.t for s in steps]}, "
+            f"the inversion was made with {inv.timesteps}"
+        )
+    return steps
+
+
+def _eps_fn(pipe: LatentConsistencyModelPipeline, inv: Inversion, prompt: str, guidance_scale: float | None):
+    w_emb = adapter.guidance_embedding(pipe, inv.guidance_scale if guidance_scale is None else guidance_scale)
+    return adapter.unet_eps_fn(pipe, adapter.encode_prompt(pipe, prompt), w_emb)
+
+
+def _output_size(inv: Inversion, vae_scale_factor: int) -> tuple[int, int]:
+    """(width, height) of regenerated images: the input's, or the latents' times the VAE factor."""
+    return inv.image_size or (inv.latents.shape[-1] * vae_scale_factor, inv.latents.shape[-2] * vae_scale_factor)
 
 
 @torch.no_grad()
@@ -146,26 +183,63 @@ def regenerate(
     *,
     output_type: str = "pil",
     guidance_scale: float | None = None,
+    mask: Image.Image | np.ndarray | torch.Tensor | str | None = None,
+    blend: BlendConfig | None = None,
 ) -> Image.Image | torch.Tensor:
     """Run the inverted chain under ``prompt``: the source prompt reconstructs, another one edits.
 
-    Returns a PIL image at the input image's size, or with ``output_type="latent"`` the clean latents (1, 4, h, w).
+    mask: where the edit may act (white / 1 / opaque), as an image, array or tensor of the input's aspect ratio,
+    or ``"auto"`` (:func:`auto_mask`); outside it the source chain is followed, and with ``blend.paste_back``
+    the original pixels are put back. Returns a PIL image at the input image's size, or with
+    ``output_type="latent"`` the clean latents (1, 4, h, w).
     """
     if output_type not in ("pil", "latent"):
         raise ValueError(f"output_type must be 'pil' or 'latent', got {output_type!r}")
     _check_prompt(pipe, prompt)
-    steps = adapter.lcm_steps(pipe.scheduler, inv.num_inference_steps)[inv.start_step :]
-    if [s.t for s in steps] != inv.timesteps:
-        raise ValueError(
-            f"this pipeline's scheduler gives timesteps {[s.t for s in steps]}, "
-            f"the inversion was made with {inv.timesteps}"
-        )
-    w_emb = adapter.guidance_embedding(pipe, inv.guidance_scale if guidance_scale is None else guidance_scale)
-    eps_fn = adapter.unet_eps_fn(pipe, adapter.encode_prompt(pipe, prompt), w_emb)
-    clean = sample(eps_fn, steps, inv.latents, inv.noises)[-1]
+    steps = _steps_of(pipe, inv)
+    eps_fn = _eps_fn(pipe, inv, prompt, guidance_scale)
+    size = _output_size(inv, pipe.vae_scale_factor)
+    pixel_mask = None
+    if mask is None:
+        clean = sample(eps_fn, steps, inv.latents, inv.noises)[-1]
+    else:
+        if isinstance(mask, str) and mask == "auto":
+            mask = auto_mask(pipe, inv, prompt, guidance_scale=guidance_scale)
+        pixel_mask = soften(fit_mask(mask_array(mask), size), blend or BlendConfig())
+        blend_mask = latent_mask(pixel_mask, tuple(inv.latents.shape[-2:])).to(inv.latents.device)
+        clean = blended_sample(eps_fn, steps, inv.trajectory, inv.noises, blend_mask)[-1]
     if output_type == "latent":
         return clean
     image = adapter.decode_latents(pipe, clean)
-    if inv.image_size is not None and image.size != inv.image_size:
-        image = image.resize(inv.image_size, Image.Resampling.LANCZOS)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    if pixel_mask is not None and (blend or BlendConfig()).paste_back and inv.source_image is not None:
+        image = Image.composite(image, inv.source_image, to_image(pixel_mask, size))  # Eq.: m x + (1 - m) x_src
     return image
+
+
+@torch.no_grad()
+def auto_mask(
+    pipe: LatentConsistencyModelPipeline,
+    inv: Inversion,
+    target_prompt: str,
+    *,
+    threshold: float = 0.5,
+    guidance_scale: float | None = None,
+) -> Image.Image:
+    """Where the edit acts, estimated DiffEdit-style from the noise predictions under the source and target prompts.
+
+    Evaluates both prompts at each inverted latent (2 UNet calls per step); returns a binary grayscale mask (255 =
+    edit) at the input image's size, to show the user as an overlay and to pass back as ``mask=``.
+    """
+    _check_prompt(pipe, target_prompt)
+    if not inv.prompt:
+        raise ValueError("this inversion does not record its source prompt; pass a painted mask instead")
+    steps = _steps_of(pipe, inv)
+    difference = noise_difference(
+        _eps_fn(pipe, inv, inv.prompt, guidance_scale),
+        _eps_fn(pipe, inv, target_prompt, guidance_scale),
+        steps,
+        inv.trajectory[:-1],
+    )
+    return to_image(threshold_mask(difference, threshold), _output_size(inv, pipe.vae_scale_factor))

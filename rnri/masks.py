@@ -1,0 +1,150 @@
+"""Local edits: pixel masks, their latent-size versions, the blended chain, and DiffEdit-style automatic masks.
+
+A mask is 1 where the edit acts and 0 where the photo must stay as it was. The blended chain (Blended Latent
+Diffusion, Avrahami et al. 2023) follows the edit inside the mask and the inverted source chain outside it:
+``z_{i+1} = m * S_i(z_i) + (1 - m) * z_{i+1}^src``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from rnri.chain import EpsFn, Step, step_map
+
+ASPECT_TOLERANCE = 0.02  # relative aspect-ratio difference up to which a mask is taken to match its image
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    """How a mask shapes a local edit."""
+
+    dilation: int = 0  # grow the masked region by this many pixels of the input image before feathering
+    feather: float = 4.0  # standard deviation (pixels) of the Gaussian that softens the mask's edge
+    paste_back: bool = True  # after decoding, put the original pixels back where the feathered mask is 0
+
+    def __post_init__(self) -> None:
+        if self.dilation < 0 or not self.feather >= 0:
+            raise ValueError(f"dilation and feather must be >= 0, got {self.dilation} and {self.feather}")
+
+
+def mask_array(mask: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
+    """A mask of any kind as a float array (H, W) in [0, 1].
+
+    PIL images: a layer with transparency (RGBA / LA from an image editor) gives its alpha; otherwise luminance,
+    with 16-bit and float images scaled by their maximum. Arrays: bool, integer (0-255) or float (0-1).
+    """
+    if isinstance(mask, Image.Image):
+        if mask.mode in ("RGBA", "LA", "PA") or (mask.mode == "P" and "transparency" in mask.info):
+            alpha = np.asarray(mask.convert("RGBA"))[..., 3]
+            if alpha.min() < 255:
+                return alpha.astype(np.float32) / 255.0
+        if mask.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            values = np.asarray(mask, dtype=np.float32)
+            return np.clip(values / max(float(values.max()), 1e-12), 0.0, 1.0)
+        return np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+    values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    values = np.squeeze(values)
+    if values.ndim == 3:
+        values = values.max(axis=-1)
+    if values.ndim != 2:
+        raise ValueError(f"a mask must be a 2-D image, got an array of shape {np.shape(mask)}")
+    if values.dtype == bool:
+        return values.astype(np.float32)
+    if np.issubdtype(values.dtype, np.integer):
+        return np.clip(values.astype(np.float32) / 255.0, 0.0, 1.0)
+    values = values.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("the mask contains NaN or infinite values")
+    return np.clip(values, 0.0, 1.0)
+
+
+def fit_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """The mask resized (bilinear) to ``size = (width, height)``: (1, 1, H, W); refuses another aspect ratio."""
+    height, width = mask.shape
+    aspect, target = width / height, size[0] / size[1]
+    if abs(aspect - target) / target > ASPECT_TOLERANCE:
+        raise ValueError(
+            f"the mask is {width}x{height} but the image is {size[0]}x{size[1]}; "
+            "a mask must cover the image it edits (same aspect ratio)"
+        )
+    tensor = torch.from_numpy(np.ascontiguousarray(mask))[None, None]
+    if (width, height) == size:
+        return tensor
+    return F.interpolate(tensor, size=(size[1], size[0]), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+
+
+def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Grow the mask (1, 1, H, W) by ``pixels`` (a square max filter)."""
+    if pixels == 0:
+        return mask
+    return F.max_pool2d(mask, kernel_size=2 * pixels + 1, stride=1, padding=pixels)
+
+
+def feather(mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of standard deviation ``sigma`` truncated at 3 sigma: exactly 0 farther from the mask."""
+    if sigma == 0:
+        return mask
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=mask.dtype)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    soft = F.conv2d(F.pad(mask, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    soft = F.conv2d(F.pad(soft, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return soft.clamp(0.0, 1.0)
+
+
+def soften(mask: torch.Tensor, config: BlendConfig) -> torch.Tensor:
+    """Dilate, then feather: the mask that blends pixels (1, 1, H, W)."""
+    return feather(dilate(mask, config.dilation), config.feather)
+
+
+def latent_mask(mask: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
+    """Area-average a pixel mask (1, 1, H, W) down to the latent grid ``(h, w)``."""
+    return F.interpolate(mask, size=latent_size, mode="area")
+
+
+def blended_sample(
+    eps_fn: EpsFn,
+    steps: list[Step],
+    source: list[torch.Tensor],
+    noises: list[torch.Tensor | None],
+    mask: torch.Tensor,
+) -> list[torch.Tensor]:
+    """The chain that edits inside ``mask`` (1, 1, h, w) and follows the inverted ``source`` trajectory outside."""
+    trajectory = [source[0]]
+    for i, step in enumerate(steps):
+        z = trajectory[-1]
+        edited = step_map(z, eps_fn(z, step.t), step, None if step.is_last else noises[i])
+        trajectory.append(mask * edited + (1.0 - mask) * source[i + 1])  # Blended Latent Diffusion, Eq. 3
+    return trajectory
+
+
+def noise_difference(
+    eps_source: EpsFn, eps_target: EpsFn, steps: list[Step], latents: list[torch.Tensor]
+) -> torch.Tensor:
+    """DiffEdit's map: ``|eps_target - eps_source|`` at each inverted latent, channel-averaged, summed: (h, w)."""
+    total = torch.zeros(latents[0].shape[-2:], device=latents[0].device)
+    for step, z in zip(steps, latents):
+        total += (eps_target(z, step.t) - eps_source(z, step.t)).abs().mean(dim=(0, 1))
+    return total
+
+
+def threshold_mask(difference: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Normalise to [0, 1], smooth away specks, binarise at ``threshold`` (DiffEdit, Sec. 3.2): (1, 1, h, w)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    scaled = difference / difference.max().clamp_min(1e-12)
+    smooth = F.avg_pool2d(scaled[None, None], kernel_size=3, stride=1, padding=1, count_include_pad=False)
+    return (smooth >= threshold).float()
+
+
+def to_image(mask: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+    """A (1, 1, h, w) mask as an 8-bit grayscale image of ``size = (width, height)`` (nearest neighbour)."""
+    pixels = (mask[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(pixels, "L").resize(size, Image.Resampling.NEAREST)
