@@ -19,12 +19,12 @@ from rnri.images import fit_size, to_rgb
 from rnri.inversion import ProgressFn, invert_chain
 from rnri.masks import (
     BlendConfig,
+    blend_masks,
     blended_sample,
     fit_mask,
     latent_mask,
     mask_array,
     noise_difference,
-    soften,
     threshold_mask,
     to_image,
 )
@@ -199,22 +199,22 @@ def regenerate(
     steps = _steps_of(pipe, inv)
     eps_fn = _eps_fn(pipe, inv, prompt, guidance_scale)
     size = _output_size(inv, pipe.vae_scale_factor)
-    pixel_mask = None
+    paste_mask = None
     if mask is None:
         clean = sample(eps_fn, steps, inv.latents, inv.noises)[-1]
     else:
         if isinstance(mask, str) and mask == "auto":
             mask = auto_mask(pipe, inv, prompt, guidance_scale=guidance_scale)
-        pixel_mask = soften(fit_mask(mask_array(mask), size), blend or BlendConfig())
-        blend_mask = latent_mask(pixel_mask, tuple(inv.latents.shape[-2:])).to(inv.latents.device)
+        soft_mask, paste_mask = blend_masks(fit_mask(mask_array(mask), size), blend or BlendConfig())
+        blend_mask = latent_mask(soft_mask, tuple(inv.latents.shape[-2:])).to(inv.latents.device)
         clean = blended_sample(eps_fn, steps, inv.trajectory, inv.noises, blend_mask)[-1]
     if output_type == "latent":
         return clean
     image = adapter.decode_latents(pipe, clean)
     if image.size != size:
         image = image.resize(size, Image.Resampling.LANCZOS)
-    if pixel_mask is not None and (blend or BlendConfig()).paste_back and inv.source_image is not None:
-        image = Image.composite(image, inv.source_image, to_image(pixel_mask, size))  # Eq.: m x + (1 - m) x_src
+    if paste_mask is not None and (blend or BlendConfig()).paste_back and inv.source_image is not None:
+        image = Image.composite(image, inv.source_image, to_image(paste_mask, size))  # m x + (1 - m) x_src
     return image
 
 

@@ -24,9 +24,9 @@ ASPECT_TOLERANCE = 0.02  # relative aspect-ratio difference up to which a mask i
 class BlendConfig:
     """How a mask shapes a local edit."""
 
-    dilation: int = 0  # grow the masked region by this many pixels of the input image before feathering
-    feather: float = 4.0  # standard deviation (pixels) of the Gaussian that softens the mask's edge
-    paste_back: bool = True  # after decoding, put the original pixels back where the feathered mask is 0
+    dilation: int = 0  # grow the painted region by this many pixels of the input image
+    feather: float = 4.0  # standard deviation (pixels) of the Gaussian that softens the region's edge
+    paste_back: bool = True  # after decoding, put the original pixels back outside the (dilated) region
 
     def __post_init__(self) -> None:
         if self.dilation < 0 or not self.feather >= 0:
@@ -99,9 +99,15 @@ def feather(mask: torch.Tensor, sigma: float) -> torch.Tensor:
     return soft.clamp(0.0, 1.0)
 
 
-def soften(mask: torch.Tensor, config: BlendConfig) -> torch.Tensor:
-    """Dilate, then feather: the mask that blends pixels (1, 1, H, W)."""
-    return feather(dilate(mask, config.dilation), config.feather)
+def blend_masks(mask: torch.Tensor, config: BlendConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """From a painted pixel mask (1, 1, H, W): the soft mask that blends latents, and the one that pastes pixels.
+
+    The latent mask is the dilated region feathered outwards, so the edit fades into its surroundings; the paste
+    mask is that soft mask cut to the dilated region, so every pixel outside the region is the original's exactly.
+    """
+    region = dilate(mask, config.dilation)
+    soft = feather(region, config.feather)
+    return soft, torch.minimum(region, soft)
 
 
 def latent_mask(mask: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
