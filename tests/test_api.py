@@ -166,3 +166,18 @@ def test_tiny_model_is_deterministic():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert a.tokenizer("a cat").input_ids[0] == a.tokenizer.bos_token_id
+
+
+def test_exif_rotation_is_applied(pipe):
+    """A portrait photo stored landscape with EXIF orientation 6 comes back upright, at its upright size."""
+    stored = noise_image(60, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    import io
+
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", exif=exif)
+    photo = Image.open(io.BytesIO(buffer.getvalue()))
+    inv = rnri.invert(pipe, "a cat", image=photo, method="ddim")
+    assert inv.image_size == (40, 60) and inv.source_image.size == (40, 60)
+    assert rnri.regenerate(pipe, inv, "a cat").size == (40, 60)
