@@ -36,8 +36,6 @@ def invert_chain(
         step, y = steps[i], trajectory[0]
         solution = solve(StepProblem(eps_fn, step, y, noises[i], z0), config)
         forwards, backwards = forwards + solution.forwards, backwards + solution.backwards
-        if not torch.isfinite(solution.z).all():
-            raise InversionError(f"{method} produced a non-finite latent at timestep {step.t}")
         if noise_correction and not step.is_last:
             eps = solution.eps
             if eps is None:
@@ -47,6 +45,17 @@ def invert_chain(
             noises[i] = correct_noise(y, solution.z, eps, step)
         trajectory.insert(0, solution.z)
         residuals[i] = solution.residuals
-        if callback is not None:
-            callback(done, len(steps), solution.residuals)
-    return ChainInversion(trajectory, noises, residuals, forwards, backwards)
+        if callback is not None:  # reading the residuals waits for the device; only when someone listens
+            callback(done, len(steps), [r.item() for r in solution.residuals])
+    check_finite(method, steps, trajectory, noises)
+    history = [torch.stack(r).tolist() if r else [] for r in residuals]  # one device sync for the whole chain
+    return ChainInversion(trajectory, noises, history, forwards, backwards)
+
+
+def check_finite(method: str, steps: list[Step], trajectory: list[torch.Tensor], noises: list) -> None:
+    """Raise ``InversionError`` naming the first step whose latent or noise is NaN or infinite."""
+    latents_ok = torch.stack([torch.isfinite(z).all() for z in trajectory[:-1]]).tolist()
+    noises_ok = [n is None or bool(torch.isfinite(n).all()) for n in noises]
+    for step, latent_ok, noise_ok in zip(steps, latents_ok, noises_ok):
+        if not (latent_ok and noise_ok):
+            raise InversionError(f"{method} produced a non-finite latent at timestep {step.t}")

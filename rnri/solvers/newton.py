@@ -15,11 +15,12 @@ import torch
 from rnri.chain import solve_frozen
 from rnri.priors import forward_prior, gaussian_nll
 from rnri.solvers.ddim import ddim_guess
-from rnri.solvers.problem import InversionError, StepProblem, StepSolution
+from rnri.solvers.problem import StepProblem, StepSolution
 
 NORMS = ("l2", "l1")
 INITS = ("auto", "ddim", "prior")
 DIRECTIONS = ("fixed-point", "gradient")
+TINY = 1e-30  # guards divisions whose result is discarded where the divisor is zero
 PRIORS = ("typical", "nll")
 
 
@@ -59,7 +60,9 @@ def residual_norm(r: torch.Tensor, norm: str) -> torch.Tensor:
     return r.pow(2).mean().sqrt() if norm == "l2" else r.abs().mean()
 
 
-def objective(problem: StepProblem, z: torch.Tensor, config: NewtonConfig) -> tuple[torch.Tensor, float, torch.Tensor]:
+def objective(
+    problem: StepProblem, z: torch.Tensor, config: NewtonConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``F(z) = ||S_i(z) - y|| + lambda G(z)`` (a scalar tensor), the relative residual of z, and eps(z)."""
     s, eps = problem.forward(z)
     mean, var = forward_prior(problem.y, problem.step)
@@ -70,20 +73,24 @@ def objective(problem: StepProblem, z: torch.Tensor, config: NewtonConfig) -> tu
     return f, problem.relative_residual(s.detach()), eps.detach()
 
 
-def newton_update(z: torch.Tensor, f: torch.Tensor, grad: torch.Tensor) -> torch.Tensor | None:
-    """Minimum-norm step ``z - F grad / ||grad||^2``; None where undefined (zero or non-finite gradient)."""
+def newton_update(z: torch.Tensor, f: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Minimum-norm step ``z - F grad / ||grad||^2``; z itself where the gradient is zero or not finite."""
     grad_sq = grad.pow(2).sum()
-    if not (torch.isfinite(grad_sq) and grad_sq > 0):
-        return None
-    return z - (f / grad_sq) * grad
+    defined = torch.isfinite(grad_sq) & (grad_sq > 0)
+    return torch.where(defined, z - (f / grad_sq.clamp_min(TINY)) * grad, z)
 
 
-def newton_along(z: torch.Tensor, f: torch.Tensor, grad: torch.Tensor, p: torch.Tensor, max_step: float):
-    """Newton step on the line ``z + alpha p``: ``F + alpha grad.p = 0``, alpha in (0, max_step]; None if p ascends."""
+def newton_along(
+    z: torch.Tensor, f: torch.Tensor, grad: torch.Tensor, p: torch.Tensor, max_step: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Newton step on the line ``z + alpha p``: ``F + alpha grad.p = 0``, alpha in (0, max_step].
+
+    Returns the step and whether it is defined (p must descend: ``grad.p < 0``), as a boolean tensor.
+    """
     slope = (grad * p).sum()
-    if not (torch.isfinite(slope) and slope < 0):
-        return None
-    return z + (-f / slope).clamp(max=max_step) * p
+    descends = torch.isfinite(slope) & (slope < 0)
+    alpha = (-f / slope.clamp(max=-TINY)).clamp(max=max_step)
+    return z + alpha * p, descends
 
 
 def initial_guess(problem: StepProblem, init: str) -> tuple[torch.Tensor, int]:
@@ -97,35 +104,38 @@ def initial_guess(problem: StepProblem, init: str) -> tuple[torch.Tensor, int]:
         return forward_prior(problem.y, problem.step)[0], 0
 
 
+def next_iterate(
+    problem: StepProblem, z: torch.Tensor, f: torch.Tensor, eps: torch.Tensor, grad: torch.Tensor, config: NewtonConfig
+) -> torch.Tensor:
+    """One damped Newton step from z, along the fixed-point direction where it descends, else the gradient."""
+    step = newton_update(z, f, grad)
+    if config.direction == "fixed-point":  # the frozen-eps (DDIM) Jacobian as preconditioner
+        p = solve_frozen(problem.y, eps, problem.step, problem.noise) - z
+        along, descends = newton_along(z, f, grad, p, config.max_step)
+        step = torch.where(descends, along, step)
+    return z + config.damping * (step - z)
+
+
 def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
-    """Newton iterations from the initial guess; the iterate with the smallest F is returned."""
+    """Newton iterations from the initial guess; the iterate with the smallest F is returned.
+
+    Nothing here waits for the device: the best iterate is selected with tensor ops, so on a GPU the UNet calls
+    queue back to back. Where F is never finite the returned z is NaN, which the chain reports.
+    """
     z, forwards = initial_guess(problem, config.init)
-    best_z, best_eps, best_f, residuals, backwards = z, None, float("inf"), [], 0
+    best_z, best_eps = torch.full_like(z, float("nan")), torch.full_like(z, float("nan"))
+    best_f, residuals = torch.tensor(float("inf"), device=z.device), []
     for k in range(config.iterations + 1):
         last = k == config.iterations
         z = z.detach().requires_grad_(not last)
         with torch.set_grad_enabled(not last):
             f, residual, eps = objective(problem, z, config)
-        forwards += 1
-        if not torch.isfinite(f):
-            break
         residuals.append(residual)
-        if f.item() < best_f:
-            best_z, best_eps, best_f = z.detach(), eps, f.item()
-        if last:
-            break
-        (grad,) = torch.autograd.grad(f, z)
-        backwards += 1
-        z = z.detach()
-        step = None
-        if config.direction == "fixed-point":  # the frozen-eps (DDIM) Jacobian as preconditioner
-            p = solve_frozen(problem.y, eps, problem.step, problem.noise) - z
-            step = newton_along(z, f.detach(), grad, p, config.max_step)
-        if step is None:
-            step = newton_update(z, f.detach(), grad)
-        if step is None:
-            break
-        z = z + config.damping * (step - z)
-    if best_eps is None:
-        raise InversionError(f"the objective was not finite at any iterate (timestep {problem.step.t})")
-    return StepSolution(z=best_z, eps=best_eps, residuals=residuals, forwards=forwards, backwards=backwards)
+        better = f.detach() < best_f  # False for NaN
+        best_z, best_eps = torch.where(better, z.detach(), best_z), torch.where(better, eps, best_eps)
+        best_f = torch.where(better, f.detach(), best_f)
+        if not last:
+            (grad,) = torch.autograd.grad(f, z)
+            z = next_iterate(problem, z.detach(), f.detach(), eps, grad, config)
+    iterations = config.iterations
+    return StepSolution(best_z, best_eps, residuals, forwards=forwards + iterations + 1, backwards=iterations)

@@ -28,9 +28,9 @@ class StepProblem:
         eps = self.eps_fn(z, self.step.t)
         return step_map(z, eps, self.step, self.noise), eps
 
-    def relative_residual(self, s: torch.Tensor) -> float:
-        """``||S_i(z) - y|| / ||y||``, the number recorded in residual histories."""
-        return (torch.linalg.vector_norm(s - self.y) / torch.linalg.vector_norm(self.y).clamp_min(1e-12)).item()
+    def relative_residual(self, s: torch.Tensor) -> torch.Tensor:
+        """``||S_i(z) - y|| / ||y||``, the number recorded in residual histories (a 0-d tensor: no device sync)."""
+        return torch.linalg.vector_norm(s - self.y) / torch.linalg.vector_norm(self.y).clamp_min(1e-12)
 
 
 @dataclass
@@ -39,6 +39,6 @@ class StepSolution:
 
     z: torch.Tensor  # the noisier latent, (B, C, H, W)
     eps: torch.Tensor | None  # eps(z, t) when the solver evaluated it at the returned z, else None
-    residuals: list[float] = field(default_factory=list)  # relative residual of each iterate the solver evaluated
+    residuals: list[torch.Tensor] = field(default_factory=list)  # relative residual (0-d) of each iterate evaluated
     forwards: int = 0  # UNet forward passes, by the solver's own tally
     backwards: int = 0  # UNet backward passes (vector-Jacobian products)
