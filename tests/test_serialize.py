@@ -1,0 +1,141 @@
+"""Inversion files: every field comes back exactly, a loaded file regenerates identically, bad files are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from conftest import noise_image
+from PIL import Image
+from safetensors.torch import save_file
+
+import rnri
+from rnri.serialize import InversionFileError, load_inversion, save_inversion, saved_model
+
+
+def assert_same_inversion(a: rnri.Inversion, b: rnri.Inversion) -> None:
+    """Field by field: tensors bit-equal with the same dtype, images pixel-equal, everything else == and same type."""
+    for f in dataclasses.fields(rnri.Inversion):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, torch.Tensor):
+            assert x.dtype == y.dtype and torch.equal(x, y), f.name
+        elif isinstance(x, list) and any(isinstance(v, torch.Tensor) for v in x):
+            assert len(x) == len(y), f.name
+            for u, v in zip(x, y):
+                assert (u is None and v is None) or (u.dtype == v.dtype and torch.equal(u, v)), f.name
+        elif isinstance(x, Image.Image):
+            assert (x.mode, x.size, x.tobytes()) == (y.mode, y.size, y.tobytes()), f.name
+        else:
+            assert type(x) is type(y) and x == y, f.name
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # stochastic LCM chain: stored noises, the last one None
+        {"chain": "ddim", "method": "fixed-point", "iterations": 2},  # all noises None
+        {"strength": 0.5, "noise_correction": True, "seed": 7},  # a partial chain, corrected noises, seed None
+    ],
+)
+def test_round_trip_is_exact_and_regenerates_identically(pipe, tmp_path, options):
+    inv = rnri.invert(pipe, "a cat", image=noise_image(70, 50), **options)
+    path = tmp_path / "inv.safetensors"
+    save_inversion(inv, path, model="tiny")
+    loaded = load_inversion(path)
+    assert_same_inversion(inv, loaded)
+    assert saved_model(path) == "tiny"
+    for prompt in ("a cat", "a dog"):
+        ours = rnri.regenerate(pipe, loaded, prompt, output_type="latent")
+        assert torch.equal(ours, rnri.regenerate(pipe, inv, prompt, output_type="latent"))
+
+
+def test_latents_input_without_image_round_trips(pipe, tmp_path):
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    inv = rnri.invert(pipe, "a cat", latents=z0, method="ddim")
+    assert inv.source_image is None and inv.image_size is None
+    save_inversion(inv, tmp_path / "z.safetensors")
+    assert_same_inversion(inv, load_inversion(tmp_path / "z.safetensors"))
+    assert saved_model(tmp_path / "z.safetensors") is None
+
+
+def test_every_field_is_recorded(pipe, tmp_path):
+    """A field added to Inversion is saved too (or refused loudly), never dropped."""
+    inv = rnri.invert(pipe, "a cat", image=noise_image(64, 64))
+    save_inversion(inv, tmp_path / "a.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "a.safetensors"), "pt") as f:
+        fields = json.loads(f.metadata()["fields"])
+    assert set(fields) == {f.name for f in dataclasses.fields(rnri.Inversion)}
+    assert fields["image_size"]["value"] == {"__tuple__": [64, 64]}
+
+
+def test_unsupported_values_are_refused_when_saving(pipe, tmp_path):
+    inv = rnri.invert(pipe, "a cat", image=noise_image(64, 64), method="ddim")
+    with pytest.raises(ValueError, match="solver_options.*object"):
+        save_inversion(dataclasses.replace(inv, solver_options={"x": object()}), tmp_path / "bad.safetensors")
+
+
+def _rewrite(path, tmp_path, edit):
+    """Copy of an inversion file with its tensors and metadata changed by ``edit(tensors, metadata)``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())  # noqa: SIM118
+    edit(tensors, metadata)
+    out = tmp_path / "edited.safetensors"
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+def _set_field(name, value):
+    def edit(tensors, metadata):
+        fields = json.loads(metadata["fields"])
+        fields[name] = {"kind": "json", "value": value}
+        metadata["fields"] = json.dumps(fields)
+
+    return edit
+
+
+@pytest.fixture(scope="module")
+def good_file(pipe, tmp_path_factory):
+    """An inversion file (DDIM, 4 timesteps, 64x48 input) to corrupt."""
+    path = tmp_path_factory.mktemp("good") / "good.safetensors"
+    save_inversion(rnri.invert(pipe, "a cat", image=noise_image(64, 48), method="ddim"), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t, m: m.pop("format"), "not an rnri inversion"),
+        (lambda t, m: m.update(version="99"), "version '99'"),
+        (lambda t, m: m.update(fields="{not json"), "not valid JSON"),
+        (lambda t, m: t.pop("trajectory.2"), "tensor 'trajectory.2' is missing"),
+        (lambda t, m: t.update(latents=torch.zeros(1, 4, 3, 3)), "shape"),
+        (lambda t, m: t.update(latents=torch.full((1, 4, 6, 8), float("nan"))), "NaN"),
+        (_set_field("future_field", 1), "unknown field"),
+        (_set_field("timesteps", [999, 759]), "noises must be a list of 2"),
+        (_set_field("chain", "euler"), "chain must be one of"),
+    ],
+)
+def test_malformed_files_are_refused_clearly(good_file, tmp_path, edit, message):
+    load_inversion(good_file)  # the file itself is fine
+    bad = _rewrite(good_file, tmp_path, edit)
+    with pytest.raises(InversionFileError, match=message):
+        load_inversion(bad)
+
+
+def test_files_that_are_not_inversions(tmp_path):
+    with pytest.raises(InversionFileError, match="no such file"):
+        load_inversion(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 3 + b"definitely not safetensors")
+    with pytest.raises(InversionFileError, match="not a safetensors file"):
+        load_inversion(junk)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(2)}, str(plain))
+    with pytest.raises(InversionFileError, match="not an rnri inversion"):
+        load_inversion(plain)
