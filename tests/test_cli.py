@@ -1,0 +1,216 @@
+"""The command line on the tiny model, in process: edit, invert + regenerate, batch, dispatch, and every user error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import noise_image
+from PIL import Image
+
+import rnri
+from rnri import cli
+from rnri.serialize import load_inversion
+
+TINY = ["--model", "tiny", "--device", "cpu"]
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    path = tmp_path / "cat.jpg"
+    noise_image(70, 50).save(path, quality=95)
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_runs_as_a_module():
+    result = subprocess.run(
+        [sys.executable, "-m", "rnri", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert result.returncode == 0, result.stderr
+    for command in ("edit", "invert", "regenerate", "batch", "bench", "eval"):
+        assert command in result.stdout
+
+
+def test_edit_writes_an_image_of_the_input_size(capsys, photo, tmp_path):
+    out = tmp_path / "tiger.png"
+    code, stdout, _ = run(capsys, "edit", photo, "--source", "a cat", "--target", "a tiger", "-o", out, *TINY)
+    assert code == 0 and f"wrote {out}" in stdout and "8 UNet forwards + 4 backwards" in stdout
+    with Image.open(out) as image:
+        assert image.size == (70, 50) and image.format == "PNG"
+
+
+def test_edit_default_output_and_options(capsys, photo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "edit",
+        photo,
+        "--source",
+        "a cat",
+        "--target",
+        "a fox",
+        "--method",
+        "fixed-point",
+        "--option",
+        "iterations=1",
+    ]
+    code, stdout, _ = run(capsys, *argv, "--steps", "2", *TINY)
+    assert code == 0 and (tmp_path / "cat-edit.png").is_file()
+    assert "fixed-point, 4 UNet forwards" in stdout  # 2 steps x (DDIM guess + 1 iteration)
+
+
+def test_saved_inversion_round_trip(capsys, photo, tmp_path, pipe):
+    inv_path, out = tmp_path / "cat.safetensors", tmp_path / "fox.png"
+    assert run(capsys, "invert", photo, "--source", "a cat", "-o", inv_path, "--seed", "3", *TINY)[0] == 0
+    loaded = load_inversion(inv_path)
+    direct = rnri.invert(pipe, "a cat", image=Image.open(photo), seed=3)
+    assert torch.equal(loaded.latents, direct.latents) and loaded.seed == 3 and loaded.prompt == "a cat"
+    code, stdout, _ = run(capsys, "regenerate", inv_path, "--prompt", "a fox", "-o", out, "--device", "cpu")
+    assert code == 0 and f"wrote {out}" in stdout  # the model came from the file
+    with Image.open(out) as image:
+        assert image.tobytes() == rnri.regenerate(pipe, direct, "a fox").tobytes()
+
+
+def make_folder(tmp_path: Path) -> tuple[Path, Path]:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    noise_image(64, 48, seed=1).save(photos / "a.png")
+    noise_image(40, 60, seed=2).save(photos / "b.jpg")
+    (photos / "b.txt").write_text("a photo of a dog\n")  # caption: b's source prompt
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    (photos / "notes.md").write_text("not an image, not listed")
+    targets = tmp_path / "targets.txt"
+    targets.write_text("# augmentations\na tiger\n\nA fox, in the snow!\n")
+    return photos, targets
+
+
+def test_batch_goes_on_past_a_bad_file_and_resumes(capsys, tmp_path):
+    photos, targets = make_folder(tmp_path)
+    out = tmp_path / "out"
+    argv = ["batch", photos, "--targets", targets, "-o", out, "--source", "a photo", "--quiet", *TINY]
+    code, stdout, stderr = run(capsys, *argv)
+    assert code == 1
+    assert "broken.jpg: not a readable image" in stderr and "Traceback" not in stderr
+    assert "3 image(s): 2 edited (4 file(s) written), 0 already done, 1 failed" in stdout
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == [
+        "a/00-a-tiger.png",
+        "a/01-a-fox-in-the-snow.png",
+        "b/00-a-tiger.png",
+        "b/01-a-fox-in-the-snow.png",
+    ]
+    with Image.open(out / "b/00-a-tiger.png") as image:
+        assert image.size == (40, 60)
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {m["output"] for m in manifest} == set(written) and manifest[0]["target"] == "a tiger"
+
+    stamp = (out / "a/00-a-tiger.png").stat().st_mtime_ns
+    (out / "b/01-a-fox-in-the-snow.png").unlink()
+    (photos / "broken.jpg").unlink()
+    code, stdout, _ = run(capsys, *argv)
+    assert code == 0 and "2 image(s): 1 edited (1 file(s) written), 1 already done, 0 failed" in stdout
+    assert (out / "b/01-a-fox-in-the-snow.png").is_file()
+    assert (out / "a/00-a-tiger.png").stat().st_mtime_ns == stamp  # finished outputs are not redone
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_batch_needs_a_source_prompt_per_image(capsys, tmp_path):
+    photos, targets = make_folder(tmp_path)
+    (photos / "broken.jpg").unlink()
+    code, _, stderr = run(capsys, "batch", photos, "--targets", targets, "-o", tmp_path / "out", "--quiet", *TINY)
+    assert code == 1 and "a.png: no source prompt: give --source or write a caption file a.txt" in stderr
+    assert (tmp_path / "out/b/00-a-tiger.png").is_file()  # b has a caption
+
+
+def test_batch_same_name_clash_is_a_per_file_error(capsys, tmp_path):
+    photos, targets = make_folder(tmp_path)
+    (photos / "broken.jpg").unlink()
+    noise_image(64, 64).save(photos / "a.jpg")
+    code, _, stderr = run(capsys, "batch", photos, "--targets", targets, "-o", tmp_path / "o", "--source", "x", *TINY)
+    assert code == 1 and "a.png: has the same name as a.jpg" in stderr
+
+
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["edit", "{dir}/missing.jpg", "--source", "a", "--target", "b"], 1, "missing.jpg: no such file"),
+        (["edit", "{dir}/bad.jpg", "--source", "a", "--target", "b"], 1, "bad.jpg: not a readable image"),
+        (["edit", "{dir}/cut.png", "--source", "a", "--target", "b"], 1, "cut.png: corrupt or truncated image"),
+        (["edit", "{photo}", "--source", "a", "--target", "b", "--method", "newton"], 2, "invalid choice: 'newton'"),
+        (["edit", "{photo}", "--source", "a", "--target", "b", "-o", "{photo}/x.png"], 1, "is not a folder"),
+        (["edit", "{photo}", "--source", "a", "--target", "b", "-o", "{dir}/x.gif"], 1, "must end in .png"),
+        (["edit", "{photo}", "--source", "a", "--target", "b", "--option", "speed=9"], 1, "no option(s) ['speed']"),
+        (["edit", "{photo}", "--source", "a", "--target", "b", "--option", "iterations=0"], 1, "at least 1"),
+        (["edit", "{photo}", "--source", "a", "--target", "b", "--steps", "0"], 2, "from 1 to 50"),
+        (["edit", "{photo}", "--source", "a", "--target", "b", "--strength", "2"], 2, "must be in (0, 1]"),
+        (["edit", "{photo}", "--source", " ", "--target", "b"], 1, "prompt must be a non-empty string"),
+        (["invert", "{photo}", "--source", "a", "-o", "{dir}/inv.pt"], 1, "must end in .safetensors"),
+        (["regenerate", "{photo}", "--prompt", "a"], 1, "not a safetensors file"),
+        (["regenerate", "{dir}/none.safetensors", "--prompt", "a"], 1, "none.safetensors: no such file"),
+        (["batch", "{dir}/nowhere", "--targets", "{dir}/t.txt", "-o", "{dir}/o"], 1, "nowhere: no such folder"),
+        (["batch", "{dir}", "--targets", "{dir}/none.txt", "-o", "{dir}/o"], 1, "cannot read the prompts file"),
+        (["batch", "{dir}", "--targets", "{dir}/empty.txt", "-o", "{dir}/o"], 1, "empty.txt: no prompts"),
+        (["batch", "{dir}", "--targets", "{dir}/t.txt", "-o", "{photo}/o"], 1, "cannot create the output folder"),
+    ],
+)
+def test_user_errors_are_one_clear_line(capsys, tmp_path, photo, argv, code, message):
+    (tmp_path / "bad.jpg").write_text("not an image")
+    noise_image(64, 64).save(tmp_path / "full.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "full.png").read_bytes()[:200])
+    (tmp_path / "t.txt").write_text("a tiger\n")
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    filled = [a.format(dir=tmp_path, photo=photo) for a in argv]
+    with pytest.raises(SystemExit) if code == 2 else nullcontext() as caught:
+        result = cli.main([*filled, *TINY])
+    _, err = capsys.readouterr()
+    assert (caught.value.code if code == 2 else result) == code
+    assert message in err and "Traceback" not in err
+
+
+def test_bench_and_eval_get_the_remaining_arguments(capsys, monkeypatch):
+    seen = []
+    fake = types.ModuleType("rnri.bench")
+    fake.main = lambda argv: seen.append(argv) or 3
+    monkeypatch.setitem(sys.modules, "rnri.bench", fake)
+    assert cli.main(["bench", "--quick", "--help"]) == 3 and seen == [["--quick", "--help"]]
+
+
+@pytest.mark.parametrize(
+    "missing, message",
+    [("rnri.evaluation", "rnri.evaluation is not installed"), ("torchmetrics", "needs the module 'torchmetrics'")],
+)
+def test_dispatch_to_a_missing_module_is_a_clear_error(capsys, monkeypatch, missing, message):
+    def fail(name):
+        raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+
+    monkeypatch.setattr(cli.importlib, "import_module", fail)
+    code, _, err = run(capsys, "eval", "--anything")
+    assert code == 1 and message in err
+
+
+def test_parse_options_and_slug():
+    assert cli.parse_options(["iterations=2", "norm=l1", "prior_weight=0.5", "anderson=True"]) == {
+        "iterations": 2,
+        "norm": "l1",
+        "prior_weight": 0.5,
+        "anderson": True,
+    }
+    with pytest.raises(cli.CliError, match="KEY=VALUE"):
+        cli.parse_options(["iterations"])
+    assert cli.slug("A fox, in the snow!") == "a-fox-in-the-snow" and cli.slug("???") == "prompt"
