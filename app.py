@@ -195,13 +195,13 @@ def invert_photo(photo: Photo, source: str, settings: InversionSettings, progres
 
 
 def residual_frame(inv: rnri.Inversion) -> pd.DataFrame:
-    """The solver's relative residual per step (one line each) and iterate (0 = the initial guess)."""
+    """The solver's relative residual per step (chain order, noisiest first) and iterate (0: the initial guess)."""
     rows = [
-        {"iterate": j, "residual": r, "step": f"t={t}"}
+        {"step": f"t={t}", "residual": r, "iterate": f"iterate {j}"}
         for t, residuals in zip(inv.timesteps, inv.residuals)
         for j, r in enumerate(residuals)
     ]
-    return pd.DataFrame(rows, columns=["iterate", "residual", "step"])
+    return pd.DataFrame(rows, columns=["step", "residual", "iterate"])
 
 
 def details_of(cached: CachedInversion, reused: bool, edit: Measured, size: tuple[int, int], notices: list[str]):
@@ -382,13 +382,15 @@ def outputs_column() -> list[gr.components.Component]:
         )
     summary = gr.Markdown("Upload a photo, describe it, say what it should become, and press **Edit**.")
     plot = gr.LinePlot(
-        x="iterate",
+        x="step",
         y="residual",
-        color="step",
-        label="Solver residual per step and iterate",
-        height=220,
-        x_title="iterate (0 = initial guess)",
+        color="iterate",
+        label="Solver residual per step (iterate 0: the initial guess)",
+        x_title="step (chain order)",
         y_title="||S(z) - y|| / ||y||",
+        color_title="iterate",
+        sort="-x",
+        elem_id="residual-plot",
     )
     with gr.Accordion("Details", open=False):
         details = gr.JSON(label="Details")
