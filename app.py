@@ -118,10 +118,11 @@ def load_resident(model: str) -> Resident:
     except Exception as error:  # ModelLoadError above all, but no loading failure may stop the app starting
         log.warning("could not load %s, running on the tiny model: %s", model, error)
         detail = str(error) if isinstance(error, rnri.ModelLoadError) else f"{type(error).__name__}: {error}"
+        escaped = html.escape(detail).replace("\n", "<br>")
         banner = (
             f"<div role='alert' id='model-banner' style='border:2px solid #d97706;background:#fffbeb;color:#451a03;"
             f"padding:10px 14px;border-radius:8px'><b>Running on the tiny demo model: its images are noise.</b> "
-            f"The model {html.escape(model)!r} could not be loaded.<br><small>{html.escape(detail)}</small><br>"
+            f"The model {html.escape(repr(model))} could not be loaded.<br><small>{escaped}</small><br>"
             "To fix: connect to the internet once so the weights are cached, or start with "
             "<code>python app.py --model /path/to/model</code> (or <code>RNRI_MODEL=...</code>).</div>"
         )

@@ -34,25 +34,40 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright: 
 
 
 @pytest.fixture(scope="module")
-def url():
+def app():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in test_app: two OpenMP threads beside a browser on 2 vCPUs crawl
-    app = import_app()
-    _, local_url, _ = app.launch("127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
-    yield local_url
-    app.demo.close()
+    yield import_app()
     torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
-def page(url):
+def url(app):
+    _, local_url, _ = app.launch("127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+    yield local_url
+    app.demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1500})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(url)
-        yield page
+        yield browser
         browser.close()
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 1500})  # tall: full-page shots need no relayout
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, url):
+    page = open_page(browser, url)
+    yield page
+    page.close()
 
 
 def edited_src(page) -> str:
@@ -84,3 +99,26 @@ def test_typing_in_the_target_prompt_re_edits_live_from_the_cache(page):
     page.wait_for_function("src => document.querySelector('#edited img').src !== src", arg=before)
     page.screenshot(path=str(ARTIFACTS / "app-live-edit.png"), full_page=True)
     assert "This request: 4 UNet forwards + 0 backwards" in page.locator("body").inner_text()  # no inversion
+
+
+def test_an_example_runs_when_clicked(page):
+    page.get_by_text("a marble statue of an astronaut").click()
+    result = page.locator("#edited img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth === 512", arg=result.element_handle())
+    assert page.locator("#target textarea").input_value() == "a marble statue of an astronaut"
+    assert page.get_by_text("computed now").is_visible()
+
+
+def test_a_model_that_cannot_load_starts_on_tiny_with_a_visible_banner(app, browser, tmp_path):
+    resident = app.load_resident(str(tmp_path / "no-such-model"))
+    demo = app.build_demo(resident.banner)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        page = open_page(browser, url)
+        banner = page.locator("#model-banner")
+        banner.wait_for(state="visible")
+        page.screenshot(path=str(ARTIFACTS / "app-fallback-banner.png"))
+        assert "Running on the tiny demo model" in banner.inner_text()
+        assert "no-such-model" in banner.inner_text() and "--model" in banner.inner_text()
+    finally:
+        demo.close()
