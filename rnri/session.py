@@ -31,20 +31,19 @@ MAX_SIDE = 1024  # longer sides above this are downscaled (the models work at 51
 MIN_SIDE = 16  # shorter sides below this are refused: nothing is left to edit
 MAX_PROMPT_CHARS = 1000  # longer prompts are cut before tokenising; CLIP takes 77 tokens anyway
 EXIF_ORIENTATION = 0x0112
-MODE_NOTES = {
-    "1": "1-bit black and white, converted to RGB",
-    "L": "grayscale, converted to RGB",
-    "LA": "grayscale with transparency, flattened onto white",
-    "P": "palette colours, converted to RGB",
-    "PA": "palette colours with transparency, flattened onto white",
-    "RGBA": "transparency flattened onto white",
-    "CMYK": "CMYK, converted to RGB",
-    "YCbCr": "YCbCr, converted to RGB",
-    "I;16": "16-bit, scaled to 8 bits",
-    "I;16B": "16-bit, scaled to 8 bits",
-    "I;16L": "16-bit, scaled to 8 bits",
-    "I": "32-bit integer, scaled to 8 bits",
-    "F": "32-bit float, scaled to 8 bits",
+MODE_NOTES = {  # what converting each Pillow mode to 8-bit RGB did, for the user
+    "1": "The image is black and white (1-bit); it was converted to RGB.",
+    "L": "The image is grayscale; it was converted to RGB.",
+    "LA": "The image is grayscale with transparency; it was flattened onto white and converted to RGB.",
+    "P": "The image uses a colour palette; it was converted to RGB.",
+    "PA": "The image uses a colour palette with transparency; it was flattened onto white.",
+    "RGBA": "The image has transparency; it was flattened onto white.",
+    "CMYK": "The image is CMYK; it was converted to RGB (colours may shift a little).",
+    "I;16": "The image is 16-bit; it was scaled to 8 bits.",
+    "I;16B": "The image is 16-bit; it was scaled to 8 bits.",
+    "I;16L": "The image is 16-bit; it was scaled to 8 bits.",
+    "I": "The image is 32-bit integer; it was scaled to 8 bits.",
+    "F": "The image is 32-bit floating point; it was scaled to 8 bits.",
 }
 METHOD_OPTIONS = {"rnri": ("iterations", "prior_weight"), "fixed-point": ("iterations",), "ddim": ()}
 
@@ -79,7 +78,7 @@ def load_photo(path: str | Path | None) -> Photo:
     if orientation not in (1, None):
         notices.append(f"Rotated upright as its EXIF orientation ({orientation}) says.")
     if mode != "RGB":
-        notices.append(f"The image is {MODE_NOTES.get(mode, f'in mode {mode}, converted to RGB')}.")
+        notices.append(MODE_NOTES.get(mode, f"The image is in colour mode {mode}; it was converted to RGB."))
     rgb, resized = _fit(rgb)
     notices += resized
     return Photo(rgb, _digest(rgb), tuple(notices))
@@ -164,8 +163,12 @@ def check_number(label: str, value: Any, low: float, high: float, integer: bool 
         number = math.nan
     if not low <= number <= high or (integer and not number.is_integer()):
         kind = "a whole number" if integer else "a number"
-        raise InputError(f"{label} must be {kind} from {low:g} to {high:g}, got {value!r}.")
+        raise InputError(f"{label} must be {kind} from {_plain(low)} to {_plain(high)}, got {value!r}.")
     return int(number) if integer else number
+
+
+def _plain(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def clean_prompt(prompt: str | None, role: str) -> str:

@@ -138,12 +138,16 @@ REFUSED = {  # file -> what the user is told
 REPAIRED = {  # file -> (what the user is told, size of the edited image)
     "large.jpg": (lambda p: saved(p, noise_image(2400, 1600)), "downscaled to 1024x683", (1024, 683)),
     "rotated.jpg": (rotated, "EXIF orientation (6)", (40, 60)),
-    "rgba.png": (lambda p: saved(p, noise_image(64, 48, "RGBA")), "transparency flattened", (64, 48)),
+    "rgba.png": (
+        lambda p: saved(p, noise_image(64, 48, "RGBA")),
+        "has transparency; it was flattened onto white",
+        (64, 48),
+    ),
     "la.png": (lambda p: saved(p, noise_image(64, 48, "LA")), "grayscale with transparency", (64, 48)),
-    "palette.png": (palette_with_transparency, "palette colours with transparency", (64, 48)),
-    "cmyk.jpg": (lambda p: saved(p, noise_image(64, 48, "CMYK")), "CMYK, converted", (64, 48)),
-    "16bit.png": (sixteen_bit, "16-bit, scaled to 8 bits", (64, 48)),
-    "gray.png": (lambda p: saved(p, noise_image(64, 48, "L")), "grayscale, converted", (64, 48)),
+    "palette.png": (palette_with_transparency, "colour palette with transparency", (64, 48)),
+    "cmyk.jpg": (lambda p: saved(p, noise_image(64, 48, "CMYK")), "is CMYK; it was converted to RGB", (64, 48)),
+    "16bit.png": (sixteen_bit, "16-bit; it was scaled to 8 bits", (64, 48)),
+    "gray.png": (lambda p: saved(p, noise_image(64, 48, "L")), "grayscale; it was converted to RGB", (64, 48)),
     "animated.gif": (animated, "animated (3 frames)", (64, 48)),
 }
 
@@ -217,7 +221,7 @@ def test_fixable_upload_is_repaired_with_a_notice(client, tmp_path, name):
         (CAT, SOURCE, TARGET, {"iterations": 1000}, "Newton iterations per step must be a whole number from 1 to 5"),
         (CAT, SOURCE, TARGET, {"prior_weight": "lots"}, "Prior weight λ must be a number from 0 to 1, got 'lots'"),
         (CAT, SOURCE, TARGET, {"method": "magic"}, "Unknown method 'magic'"),
-        (CAT, SOURCE, TARGET, {"seed": -1}, "Seed must be a whole number from 0"),
+        (CAT, SOURCE, TARGET, {"seed": -1}, "Seed must be a whole number from 0 to 2147483647, got -1"),
         (CAT, SOURCE, TARGET, {"edit_guidance": 99}, "Edit guidance must be a number from 1 to 15, got 99"),
     ],
 )
