@@ -85,6 +85,10 @@ CACHE = InversionCache(capacity=16)  # all sessions together; an entry is an inv
 TICKETS = LatestRequest()  # tickets are unique across sessions, so a new one always changes the ticket state
 
 
+# The edited image, the reconstruction, the summary (Markdown), the residual plot's data, the details.
+EditOutputs = tuple[Image.Image, Image.Image, str, pd.DataFrame, dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Resident:
     """The pipeline the app runs on, and a banner when it is not the one that was asked for."""
@@ -177,7 +181,30 @@ def settings_of(method: str, *values: Any) -> InversionSettings:
     """The inversion settings from the form's raw values, in ``SETTINGS`` order, checked."""
     if method not in METHODS:
         raise InputError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-    return InversionSettings(method, *(knob_value(name, value) for name, value in zip(SETTINGS, values)))
+    values = {name: knob_value(name, value) for name, value in zip(SETTINGS, values)}
+    return InversionSettings(method=method, **values).relevant()
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One edit, its inputs checked (the photo is checked when it is loaded)."""
+
+    photo_path: str | None
+    source: str
+    target: str
+    settings: InversionSettings
+    edit_guidance: float
+
+
+def request_of(photo: dict[str, Any] | str | None, source: str, target: str, method: str, *values: Any) -> EditRequest:
+    """An ``EditRequest`` from the ``/edit`` endpoint's raw inputs (``values``: the numeric settings, in order)."""
+    return EditRequest(
+        path_of(photo),
+        clean_prompt(source, "source prompt (what the photo shows)"),
+        clean_prompt(target, "target prompt (what the photo should become)"),
+        settings_of(method, *values[:-1]),
+        knob_value("edit_guidance", values[-1]),
+    )
 
 
 def invert_photo(photo: Photo, source: str, settings: InversionSettings, progress: gr.Progress) -> CachedInversion:
@@ -243,31 +270,20 @@ def summary_of(d: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
-def run_edit(
-    photo_path: str | None,
-    source: str,
-    target: str,
-    settings: InversionSettings,
-    edit_guidance: float,
-    session: str,
-    may_invert: bool,
-    progress: gr.Progress,
-) -> tuple[Image.Image, Image.Image, str, pd.DataFrame, dict[str, Any]] | None:
+def run_edit(request: EditRequest, session: str, may_invert: bool, progress: gr.Progress) -> EditOutputs | None:
     """Edit with the session's cached inversion, inverting first when there is none (and ``may_invert``)."""
-    photo = load_photo(photo_path)
-    source = clean_prompt(source, "source prompt (what the photo shows)")
-    target = clean_prompt(target, "target prompt (what the photo should become)")
-    key = InversionKey(session, photo.digest, source, settings)
+    photo = load_photo(request.photo_path)
+    key = InversionKey(session, photo.digest, request.source, request.settings)
     cached = CACHE.get(key)
     reused = cached is not None
     if cached is None:
         if not may_invert:
             return None
-        cached = invert_photo(photo, source, settings, progress)
+        cached = invert_photo(photo, request.source, request.settings, progress)
         CACHE.put(key, cached)
     notices = [*photo.notices, *cached.notices]
     with caught_warnings(notices, "Target prompt"), measure(RESIDENT.pipe.unet) as cost:
-        edited = rnri.regenerate(RESIDENT.pipe, cached.inversion, target, guidance_scale=edit_guidance)
+        edited = rnri.regenerate(RESIDENT.pipe, cached.inversion, request.target, guidance_scale=request.edit_guidance)
     details = details_of(cached, reused, cost, edited.size, notices)
     return edited, cached.reconstruction, summary_of(details), residual_frame(cached.inversion), details
 
@@ -284,19 +300,16 @@ def edit(
     seed: float = DEFAULTS.seed,
     strength: float = DEFAULTS.strength,
     edit_guidance: float = DEFAULTS.guidance_scale,
-    request: gr.Request = None,
+    request: gr.Request | None = None,
     progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way of asking for a progress bar)
-) -> tuple[Image.Image, Image.Image, str, pd.DataFrame, dict[str, Any]]:
+) -> EditOutputs:
     """Edit ``photo`` from ``source`` (what it shows) to ``target`` (what it should become).
 
     Returns the edited image, the reconstruction, a summary, the solver's residuals and the details as numbers.
     """
+    values = (steps, guidance, iterations, prior_weight, seed, strength, edit_guidance)
     with user_errors():
-        settings = settings_of(method, steps, guidance, iterations, prior_weight, seed, strength)
-        guidance_of_edit = knob_value("edit_guidance", edit_guidance)
-        outputs = run_edit(
-            path_of(photo), source, target, settings, guidance_of_edit, session_of(request), True, progress
-        )
+        outputs = run_edit(request_of(photo, source, target, method, *values), session_of(request), True, progress)
     for notice in outputs[4]["notices"] if not outputs[4]["inversion_cached"] else []:
         gr.Warning(notice)
     return outputs
@@ -317,11 +330,10 @@ def live_edit(
     request: gr.Request,
 ) -> tuple[Any, ...]:
     """Re-edit while the target prompt is typed, only when the inversion is cached; otherwise change nothing."""
+    values = (steps, guidance, iterations, prior_weight, seed, strength, edit_guidance)
     try:
-        settings = settings_of(method, steps, guidance, iterations, prior_weight, seed, strength)
-        guidance_of_edit = knob_value("edit_guidance", edit_guidance)
-        session = session_of(request)
-        outputs = run_edit(path_of(photo), source, target, settings, guidance_of_edit, session, False, gr.Progress())
+        edit_request = request_of(photo, source, target, method, *values)
+        outputs = run_edit(edit_request, session_of(request), False, gr.Progress())
     except Exception:  # half-typed input is normal here; Edit reports errors
         outputs = None
     return outputs if outputs is not None else tuple(gr.skip() for _ in range(5))

@@ -16,7 +16,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,11 @@ class InversionSettings:
     prior_weight: float = 0.1  # rnri only
     seed: int = 0  # the stored per-step noises
     strength: float = 1.0  # fraction of the chain inverted (the last steps)
+
+    def relevant(self) -> InversionSettings:
+        """These settings with the options ``method`` ignores at their defaults, so changing those inverts nothing."""
+        ignored = {"iterations", "prior_weight"} - set(METHOD_OPTIONS.get(self.method, ()))
+        return replace(self, **{name: getattr(InversionSettings, name) for name in ignored})
 
     def invert_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``rnri.invert``, with only the options that ``method`` takes."""

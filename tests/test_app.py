@@ -22,6 +22,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from rnri.session import InversionCache, InversionKey, InversionSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 CAT = ROOT / "assets" / "cat.jpg"  # 451x300
 SOURCE, TARGET = "a photo of a cat", "a photo of a tiger"
@@ -185,6 +187,22 @@ def test_what_changes_the_inversion_inverts_again(client, change):
     out = edit(client, CAT, **change)
     assert not out["inversion_cached"]
     assert out["inversion_unet_forwards"] >= 2
+
+
+def test_settings_the_method_ignores_do_not_invert_again(client):
+    edit(client, CAT, method="ddim", seed=9)
+    out = edit(client, CAT, method="ddim", seed=9, prior_weight=0.5, iterations=3)  # rnri's options
+    assert out["inversion_cached"] and out["method"] == "ddim"
+
+
+def test_the_cache_is_bounded_and_drops_the_least_recently_used():
+    cache = InversionCache(capacity=2)
+    first, second, third = (InversionKey("session", f"photo {i}", SOURCE, InversionSettings()) for i in range(3))
+    cache.put(first, "first")
+    cache.put(second, "second")
+    assert cache.get(first) == "first"  # now the most recently used
+    cache.put(third, "third")
+    assert len(cache) == 2 and cache.get(second) is None and cache.get(first) == "first"
 
 
 def test_the_cache_is_per_session(url, client):
