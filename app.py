@@ -141,9 +141,10 @@ def user_errors() -> Iterator[None]:
     except gr.Error:
         raise
     except rnri.InversionError as error:
-        raise gr.Error(f"The inversion failed: {error}. Try the 'ddim' method or a larger prior weight.") from error
-    except (InputError, ValueError, TypeError) as error:
-        raise gr.Error(str(error)) from error
+        message = f"The inversion failed: {error}. Try the 'ddim' method or a larger prior weight."
+        raise gr.Error(message, print_exception=False) from error
+    except (InputError, ValueError, TypeError) as error:  # the user's to fix: no traceback in the server log
+        raise gr.Error(str(error), print_exception=False) from error
     except Exception as error:
         log.exception("edit failed")
         raise gr.Error(f"The edit failed ({type(error).__name__}: {error}). Your inputs are kept.") from error
@@ -257,11 +258,11 @@ def details_of(cached: CachedInversion, reused: bool, edit: Measured, size: tupl
 
 def summary_of(d: dict[str, Any]) -> str:
     """The details as a short Markdown report."""
-    how = "reused from this session's cache" if d["inversion_cached"] else "computed now"
+    how = "reused from this session's cache; it took" if d["inversion_cached"] else "computed now"
     psnr_text = "identical" if d["reconstruction_psnr_db"] is None else f"{d['reconstruction_psnr_db']:.2f} dB"
     lines = [
-        f"**Inversion** ({d['method']}, {how}): {d['inversion_seconds']:.2f} s, "
-        f"{d['inversion_unet_forwards']} UNet forwards + {d['inversion_unet_backwards']} backwards",
+        f"**Inversion** ({d['method']}, {how} {d['inversion_seconds']:.2f} s, "
+        f"{d['inversion_unet_forwards']} UNet forwards + {d['inversion_unet_backwards']} backwards)",
         f"**Reconstruction PSNR**: {psnr_text} · z_T std {d['z_T_std']:.2f} (1 is in distribution)",
         f"**Edit**: {d['edit_seconds']:.2f} s, {d['edit_unet_forwards']} UNet forwards",
         f"**This request**: {d['request_unet_forwards']} UNet forwards + {d['request_unet_backwards']} backwards",
