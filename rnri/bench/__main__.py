@@ -1,0 +1,5 @@
+"""``python -m rnri.bench``."""
+
+from rnri.bench import main
+
+raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Wall time and peak memory of a block of work, on the CPU (resident set) or a CUDA device (allocator)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+@dataclass
+class Usage:
+    """What one block cost: wall and CPU seconds, and the peak memory it added in MiB (NaN where unmeasurable)."""
+
+    wall_s: float = float("nan")
+    cpu_s: float = float("nan")  # CPU time of this process, all threads: robust to other processes on the machine
+    peak_mib: float = float("nan")
+
+
+def _status_kib(field: str) -> float:
+    match = re.search(rf"^{field}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
+    return float(match.group(1)) if match else float("nan")
+
+
+def _reset_cpu_peak() -> bool:
+    """Return freed heap to the OS, then reset the resident-set high-water mark (Linux); False where not allowed."""
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)  # else memory freed earlier but still resident hides this block's growth
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def measure(device: torch.device | str = "cpu") -> Iterator[Usage]:
+    """Time the ``with`` block and record the peak memory it added above what was resident when it began.
+
+    CPU: growth of the resident set's high-water mark (``VmHWM``; includes allocator caching, so small blocks read
+    as noise). CUDA: ``torch.cuda.max_memory_allocated`` above the memory allocated at the start.
+    """
+    device = torch.device(device)
+    usage = Usage()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _status_kib("VmRSS") if _STATUS.exists() and _reset_cpu_peak() else float("nan")
+    start, cpu_start = time.perf_counter(), time.process_time()
+    try:
+        yield usage
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            usage.peak_mib = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        else:
+            grown = _status_kib("VmHWM") - base  # NaN stays NaN where the high-water mark could not be reset
+            usage.peak_mib = grown / 1024 if grown != grown or grown > 0 else 0.0
+        usage.wall_s = time.perf_counter() - start
+        usage.cpu_s = time.process_time() - cpu_start

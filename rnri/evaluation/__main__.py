@@ -1,0 +1,5 @@
+"""``python -m rnri.evaluation``."""
+
+from rnri.evaluation import main
+
+raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""The bench: its numbers agree with the testbeds and with diffusers, and its outputs name every method."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import LCMScheduler
+
+from rnri.bench import main, peer
+from rnri.bench.grid import PEER, QUICK, method_grid
+from rnri.bench.measure import measure
+from rnri.bench.models import chain_steps, make_model
+from rnri.bench.runner import run_cell
+from rnri.chain import sample
+from rnri.inversion import invert_chain
+from rnri.testbeds import run_testbed
+
+
+@pytest.fixture(scope="module")
+def subspace():
+    return make_model("subspace")
+
+
+def test_cells_agree_with_run_testbed(subspace):
+    spec = next(s for s in method_grid((1,)) if s.label == "**rnri (default)**")
+    cell = run_cell(subspace, "lcm", "generated", spec, samples=2)
+    reference = run_testbed("subspace", "generated", "lcm", "rnri", {}, samples=2)
+    assert cell.reconstruction == pytest.approx(reference.reconstruction, rel=1e-6)
+    assert cell.zT_std == pytest.approx(reference.zT_std, rel=1e-6)
+    assert cell.recovery == pytest.approx(reference.recovery, rel=1e-6)
+    assert (cell.forwards, cell.backwards) == (reference.forwards, reference.backwards) == (8, 4)
+    assert cell.forward_equivalents == 8 + 2 * 4
+
+
+def test_uniform_chain_is_diffusers_ddim_sampler(subspace):
+    config = LCMScheduler().config
+    steps = peer.uniform_ddim_steps(config, 4)
+    assert [s.t for s in steps] == [999, 749, 499, 249] and steps[-1].is_last
+    z_T = torch.randn(1, *subspace.shape, generator=torch.Generator().manual_seed(0))
+    ours = sample(subspace.eps_fn, steps, z_T, None)[-1]
+    assert torch.allclose(ours, peer.sample(subspace.eps_fn, config, z_T, 4), atol=1e-5)
+
+
+def test_our_ddim_inversion_is_diffusers_ddim_inverse_scheduler(subspace):
+    config = LCMScheduler().config
+    z0 = subspace.draw_data(torch.Generator().manual_seed(1))
+    ours = invert_chain(subspace.eps_fn, peer.uniform_ddim_steps(config, 4), z0, [None] * 4, "ddim", None)
+    theirs = peer.invert(subspace.eps_fn, config, z0, 4)
+    assert torch.allclose(ours.trajectory[0], theirs, atol=1e-5)
+
+
+def test_peer_runs_only_on_its_chain_and_counts_one_call_per_step(subspace):
+    spec = next(s for s in method_grid((1,)) if s.method == PEER)
+    assert spec.chains == ("ddim-uniform",)
+    cell = run_cell(subspace, "ddim-uniform", "data", spec, samples=1)
+    assert (cell.forwards, cell.backwards) == (4, 0) and cell.reconstruction > 0
+    with pytest.raises(AssertionError):
+        run_cell(subspace, "lcm", "data", spec, samples=1)
+
+
+def test_grid_has_every_method_at_every_budget():
+    labels = [s.label for s in method_grid((1, 3))]
+    for expected in (
+        "ddim",
+        "fixed-point x3",
+        "fixed-point x3 + Anderson",
+        "rnri-jf x1 (official code)",
+        "**rnri (default)**",
+        "rnri x3",
+        "rnri, paper literal",
+        "diffusers DDIMInverseScheduler",
+    ):
+        assert expected in labels
+    assert "fixed-point x1 + Anderson" not in labels  # one iterate has nothing to mix
+
+
+def test_chains_differ_where_they_should(subspace):
+    lcm, uniform = (chain_steps(c, subspace.scheduler_config, 4) for c in ("lcm", "ddim-uniform"))
+    assert [s.t for s in lcm] == [999, 759, 499, 259]
+    assert all(s.c_skip == 0 and s.c_out == 1 for s in uniform)
+
+
+def test_measure_records_time_and_memory():
+    with measure() as usage:
+        block = torch.ones(64, 2**20)  # 256 MiB
+        block += 1
+    assert usage.wall_s > 0 and usage.cpu_s >= 0
+    assert usage.peak_mib != usage.peak_mib or usage.peak_mib > 100  # NaN only where /proc cannot be reset
+
+
+def test_quick_main_writes_json_markdown_and_plot(tmp_path):
+    argv = ["--quick", "--samples", "1", "--budgets", "1", "2", "--models", "diagonal", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    cells = json.loads((tmp_path / "bench.json").read_text())["cells"]
+    table = (tmp_path / "bench.md").read_text()
+    labels = {s.label for s in method_grid((1, 2))}
+    assert {c["label"] for c in cells} == labels
+    for label in labels:
+        assert f"| {label} |" in table
+    assert {c["chain"] for c in cells} == set(QUICK.chains)
+    assert all(c["forwards"] >= 4 for c in cells)
+    png = (tmp_path / "bench.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    assert not (tmp_path / "realsize.json").exists()  # the real-size UNet is never built by --quick
