@@ -161,7 +161,8 @@ def load_preview_vae(source: str, device: torch.device | str, dtype: torch.dtype
                 "Ways out: run once with internet access so madebyollin/taesd is cached (10 MB); pass a local "
                 "folder holding AutoencoderTiny safetensors weights; or turn the preview decoder off."
             ) from error
-    return vae.requires_grad_(False).to(device=device, dtype=dtype)
+    vae = vae.requires_grad_(False).to(device=device)
+    return vae if vae.dtype == dtype else vae.to(dtype=dtype)
 
 
 @torch.no_grad()

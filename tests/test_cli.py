@@ -133,7 +133,9 @@ def test_batch_goes_on_past_a_bad_file_and_resumes(capsys, tmp_path):
 def test_batch_needs_a_source_prompt_per_image(capsys, tmp_path):
     photos, targets = make_folder(tmp_path)
     (photos / "broken.jpg").unlink()
-    code, _, stderr = run(capsys, "batch", photos, "--targets", targets, "-o", tmp_path / "out", "--quiet", *TINY)
+    targets.write_text("a tiger\n")
+    argv = ["batch", photos, "--targets", targets, "-o", tmp_path / "out", "--method", "ddim", *TINY]
+    code, _, stderr = run(capsys, *argv)
     assert code == 1 and "a.png: no source prompt: give --source or write a caption file a.txt" in stderr
     assert (tmp_path / "out/b/00-a-tiger.png").is_file()  # b has a caption
 
@@ -142,7 +144,9 @@ def test_batch_same_name_clash_is_a_per_file_error(capsys, tmp_path):
     photos, targets = make_folder(tmp_path)
     (photos / "broken.jpg").unlink()
     noise_image(64, 64).save(photos / "a.jpg")
-    code, _, stderr = run(capsys, "batch", photos, "--targets", targets, "-o", tmp_path / "o", "--source", "x", *TINY)
+    targets.write_text("a tiger\n")
+    argv = ["batch", photos, "--targets", targets, "-o", tmp_path / "o", "--source", "x", "--method", "ddim", *TINY]
+    code, _, stderr = run(capsys, *argv)
     assert code == 1 and "a.png: has the same name as a.jpg" in stderr
 
 
