@@ -13,6 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rnri.bench.report import geometric_mean  # noqa: E402
 from rnri.bench.runner import CellResult  # noqa: E402
 
+SINGLE_POINT = {  # methods with one point, drawn so that a method with the same numbers does not hide them
+    "ddim": {"marker": "s", "markersize": 11, "fillstyle": "none", "markeredgewidth": 2},
+    "diffusers DDIMInverseScheduler": {"marker": "x", "markersize": 12, "markeredgewidth": 2.5},
+}
+
 
 def curves(results: list[CellResult], chain: str, case: str) -> dict[str, list[tuple[float, float]]]:
     """Per method family: (forward-equivalents, geometric-mean error over the models) at each budget, by cost."""
@@ -42,8 +47,9 @@ def plot(results: list[CellResult], path: Path, backward_cost: float) -> None:
             ax = axes[row][col]
             for family, xy in curves(results, chain, case).items():
                 if xy:
-                    bold = family == "rnri"
-                    ax.plot(*zip(*xy), marker="o", color=colours[family], label=family, lw=2.5 if bold else 1.2)
+                    style = SINGLE_POINT.get(family, {"marker": "o", "markersize": 6})
+                    width = 2.5 if family == "rnri" else 1.2
+                    ax.plot(*zip(*xy), color=colours[family], label=family, lw=width, **style)
             ax.set(xscale="log", yscale="log", title=f"chain {chain}, {case} latents")
             ax.set_xlabel(f"UNet forward-equivalents per inversion (backward = {backward_cost:g} forwards)")
             ax.set_ylabel("reconstruction error (geo-mean over models)")
