@@ -25,7 +25,7 @@ class BenchConfig:
     num_inference_steps: int = 4
     backward_cost: float = 2.0  # forward-equivalents of one backward pass on the cost axis (the usual GPU ratio)
     pipeline: str | None = None  # also bench this LCM pipeline (Hub id or folder) as model "lcm", when it loads
-    real_size: bool = True  # also measure cost at real size (rnri.bench.realsize; about 15 min on 2 CPU cores)
+    real_size: bool = True  # also measure cost at real size (rnri.bench.realsize; about 6 min on 2 idle CPU cores)
     out_dir: Path = Path("bench-out")  # JSON, Markdown and PNG go here (git-ignored)
 
 
