@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -175,6 +175,22 @@ def _output_size(inv: Inversion, vae_scale_factor: int) -> tuple[int, int]:
     return inv.image_size or (inv.latents.shape[-1] * vae_scale_factor, inv.latents.shape[-2] * vae_scale_factor)
 
 
+def on_device(inv: Inversion, device: torch.device | str) -> Inversion:
+    """``inv`` with its tensors on ``device`` (an inversion loaded from a file, or made on another device)."""
+    if all(z.device == torch.device(device) for z in [inv.latents, *inv.trajectory]):
+        return inv
+
+    def move(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.to(device)
+
+    return replace(
+        inv,
+        latents=move(inv.latents),
+        noises=[move(n) for n in inv.noises],
+        trajectory=[move(z) for z in inv.trajectory],
+    )
+
+
 @torch.no_grad()
 def regenerate(
     pipe: LatentConsistencyModelPipeline,
@@ -196,6 +212,7 @@ def regenerate(
     if output_type not in ("pil", "latent"):
         raise ValueError(f"output_type must be 'pil' or 'latent', got {output_type!r}")
     _check_prompt(pipe, prompt)
+    inv = on_device(inv, pipe._execution_device)
     steps = _steps_of(pipe, inv)
     eps_fn = _eps_fn(pipe, inv, prompt, guidance_scale)
     size = _output_size(inv, pipe.vae_scale_factor)
@@ -235,6 +252,7 @@ def auto_mask(
     _check_prompt(pipe, target_prompt)
     if not inv.prompt:
         raise ValueError("this inversion does not record its source prompt; pass a painted mask instead")
+    inv = on_device(inv, pipe._execution_device)
     steps = _steps_of(pipe, inv)
     difference = noise_difference(
         _eps_fn(pipe, inv, inv.prompt, guidance_scale),

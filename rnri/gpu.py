@@ -153,7 +153,7 @@ def load_preview_vae(source: str, device: torch.device | str, dtype: torch.dtype
         vae = tiny_preview_vae()
     else:
         try:
-            vae = AutoencoderTiny.from_pretrained(source, torch_dtype=dtype, use_safetensors=True)
+            vae = AutoencoderTiny.from_pretrained(source, dtype=dtype, use_safetensors=True)
         except Exception as error:  # hub, network, file and format errors all end here
             where = "local folder" if Path(source).exists() else "Hugging Face Hub id"
             raise ModelLoadError(

@@ -38,13 +38,6 @@ def fit_size(width: int, height: int, resolution: int, multiple: int = 8) -> tup
     return side(width), side(height)
 
 
-def prepare_image(image: Image.Image, resolution: int, multiple: int = 8) -> Image.Image:
-    """``image`` as RGB, resized (Lanczos) to :func:`fit_size`."""
-    rgb = to_rgb(image)
-    size = fit_size(*rgb.size, resolution, multiple)
-    return rgb if size == rgb.size else rgb.resize(size, Image.Resampling.LANCZOS)
-
-
 def psnr(a: Image.Image, b: Image.Image) -> float:
     """Peak signal-to-noise ratio between two same-size RGB images, in dB (inf when identical)."""
     x = np.asarray(a.convert("RGB"), dtype=np.float64)

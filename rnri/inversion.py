@@ -47,15 +47,28 @@ def invert_chain(
         residuals[i] = solution.residuals
         if callback is not None:  # reading the residuals waits for the device; only when someone listens
             callback(done, len(steps), [r.item() for r in solution.residuals])
-    check_finite(method, steps, trajectory, noises)
-    history = [torch.stack(r).tolist() if r else [] for r in residuals]  # one device sync for the whole chain
+    history = read_back(method, steps, trajectory, noises, residuals)
     return ChainInversion(trajectory, noises, history, forwards, backwards)
 
 
-def check_finite(method: str, steps: list[Step], trajectory: list[torch.Tensor], noises: list) -> None:
-    """Raise ``InversionError`` naming the first step whose latent or noise is NaN or infinite."""
-    latents_ok = torch.stack([torch.isfinite(z).all() for z in trajectory[:-1]]).tolist()
-    noises_ok = [n is None or bool(torch.isfinite(n).all()) for n in noises]
-    for step, latent_ok, noise_ok in zip(steps, latents_ok, noises_ok):
-        if not (latent_ok and noise_ok):
+def read_back(
+    method: str, steps: list[Step], trajectory: list[torch.Tensor], noises: list, residuals: list[list[torch.Tensor]]
+) -> list[list[float]]:
+    """The residual histories as floats, after checking that every latent and noise is finite: one device read.
+
+    Raises ``InversionError`` naming the first step whose latent or noise is NaN or infinite.
+    """
+    finite = []
+    for z, noise in zip(trajectory[:-1], noises):
+        ok = torch.isfinite(z).all()
+        finite.append(ok if noise is None else ok & torch.isfinite(noise).all())
+    values = [torch.stack(finite).float()] + [torch.stack(r).float().flatten() for r in residuals if r]
+    flat = torch.cat([v.to(values[0].device) for v in values]).tolist()
+    for step, ok in zip(steps, flat[: len(steps)]):
+        if not ok:
             raise InversionError(f"{method} produced a non-finite latent at timestep {step.t}")
+    history, at = [], len(steps)
+    for r in residuals:
+        history.append(flat[at : at + len(r)])
+        at += len(r)
+    return history

@@ -55,7 +55,7 @@ def load_pipeline(
 
 def _from_pretrained(model: str, dtype: torch.dtype) -> LatentConsistencyModelPipeline:
     try:
-        return LatentConsistencyModelPipeline.from_pretrained(model, torch_dtype=dtype, use_safetensors=True)
+        return LatentConsistencyModelPipeline.from_pretrained(model, dtype=dtype, use_safetensors=True)
     except Exception as error:  # hub, network, file and format errors all end here
         where = "local folder" if Path(model).exists() else "Hugging Face Hub id"
         raise ModelLoadError(

@@ -73,6 +73,15 @@ def test_latents_input_and_latent_output(pipe):
     assert rnri.regenerate(pipe, inv, "a cat").size == (64, 64)
 
 
+def test_an_inversion_from_another_device_is_moved_to_the_pipeline(pipe):
+    z0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    inv = rnri.invert(pipe, "a cat", latents=z0, method="ddim")
+    elsewhere = rnri.api.on_device(inv, "meta")  # as if saved on a GPU and loaded here
+    assert {z.device.type for z in [elsewhere.latents, *elsewhere.trajectory]} == {"meta"}
+    assert all(n is None or n.device.type == "meta" for n in elsewhere.noises)
+    assert rnri.api.on_device(inv, "cpu") is inv  # nothing to move: no copy
+
+
 def test_deterministic_chain(pipe, image):
     inv = rnri.invert(pipe, "a cat", image=image, chain="ddim")
     assert all(n is None for n in inv.noises) and inv.seed is None
