@@ -67,6 +67,13 @@ def method_grid(budgets: tuple[int, ...]) -> list[MethodSpec]:
     specs += [
         MethodSpec("rnri, paper literal", "rnri, paper literal", "rnri", dict(PAPER_LITERAL), budget=1),
         MethodSpec("rnri, no prior (lambda=0)", "rnri, no prior", "rnri", {"prior_weight": 0.0}, budget=1),
+        MethodSpec(
+            "rnri, forward-difference slope",
+            "rnri, forward-difference slope",
+            "rnri",
+            {"derivative": "difference"},
+            budget=1,
+        ),
         MethodSpec("rnri + noise correction", "rnri + noise correction", "rnri", {}, True, budget=1),
         MethodSpec("diffusers DDIMInverseScheduler", "diffusers DDIMInverseScheduler", PEER, chains=("ddim-uniform",)),
     ]

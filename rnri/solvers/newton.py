@@ -2,7 +2,8 @@
 
 One scalar equation in many unknowns, ``F(z) = ||S_i(z) - y|| + lambda G(z) = 0``, solved by the minimum-norm
 Newton step ``z <- z - F(z) grad F / ||grad F||^2``, with ``grad F`` from autograd through the UNet (one forward
-and one backward per iteration). G is the Gaussian negative log-likelihood of z under the forward-process prior
+and one backward per iteration). Along the fixed-point direction p only the slope ``grad F . p`` is needed, which
+a forward difference gives for one more forward and no backward (``derivative="difference"``). G is the Gaussian negative log-likelihood of z under the forward-process prior
 ``q(z_t | z_next)``, measured from its expected value so that a typical sample, not the mode, is the target.
 """
 
@@ -19,6 +20,7 @@ from rnri.solvers.problem import StepProblem, StepSolution
 
 NORMS = ("l2", "l1")
 INITS = ("auto", "ddim", "prior")
+DERIVATIVES = ("autograd", "difference")
 DIRECTIONS = ("fixed-point", "gradient")
 TINY = 1e-30  # guards divisions whose result is discarded where the divisor is zero
 PRIORS = ("typical", "nll")
@@ -37,6 +39,9 @@ class NewtonConfig:
     direction: str = "fixed-point"  # search direction: "fixed-point" (T(z) - z) or "gradient" (min-norm step)
     max_step: float = 4.0  # largest multiple of the fixed-point direction taken in one iteration
     damping: float = 1.0  # fraction of the Newton step taken
+    derivative: str = "autograd"  # slope of F along the fixed-point direction: "autograd" (one backward) or
+    # "difference", (F(z + h p) - F(z)) / h: one more forward and no backward, so no activations kept
+    difference_step: float = 0.1  # h, as a fraction of the fixed-point step p
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -45,11 +50,16 @@ class NewtonConfig:
             raise ValueError(f"prior_weight must be a number >= 0, got {self.prior_weight}")
         if not 0.0 < self.damping <= 1.0:
             raise ValueError(f"damping must be in (0, 1], got {self.damping}")
+        if not 0.0 < self.difference_step <= 1.0:
+            raise ValueError(f"difference_step must be in (0, 1], got {self.difference_step}")
+        if self.derivative == "difference" and self.direction != "fixed-point":
+            raise ValueError("derivative='difference' needs direction='fixed-point' (it differentiates along it)")
         for name, value, allowed in (
             ("norm", self.norm, NORMS),
             ("prior", self.prior, PRIORS),
             ("init", self.init, INITS),
             ("direction", self.direction, DIRECTIONS),
+            ("derivative", self.derivative, DERIVATIVES),
         ):
             if value not in allowed:
                 raise ValueError(f"rnri {name} must be one of {allowed}, got {value!r}")
@@ -116,6 +126,21 @@ def next_iterate(
     return z + config.damping * (step - z)
 
 
+def difference_iterate(
+    problem: StepProblem, z: torch.Tensor, f: torch.Tensor, eps: torch.Tensor, config: NewtonConfig
+) -> torch.Tensor:
+    """One Newton step along the fixed-point direction p with the slope ``(F(z + h p) - F(z)) / h``: forwards only.
+
+    Where F does not descend along p, the whole fixed-point step ``z + p`` is taken (the best iterate is kept).
+    """
+    p = solve_frozen(problem.y, eps, problem.step, problem.noise) - z
+    h = config.difference_step
+    slope = (objective(problem, z + h * p, config)[0] - f) / h
+    descends = torch.isfinite(slope) & (slope < 0)
+    alpha = torch.where(descends, (-f / slope.clamp(max=-TINY)).clamp(max=config.max_step), 1.0)
+    return z + config.damping * alpha * p
+
+
 def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
     """Newton iterations from the initial guess; the iterate with the smallest F is returned.
 
@@ -123,19 +148,28 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
     queue back to back. Where F is never finite the returned z is NaN, which the chain reports.
     """
     z, forwards = initial_guess(problem, config.init)
+    by_difference = config.derivative == "difference"
     best_z, best_eps = torch.full_like(z, float("nan")), torch.full_like(z, float("nan"))
     best_f, residuals = torch.tensor(float("inf"), device=z.device), []
     for k in range(config.iterations + 1):
         last = k == config.iterations
-        z = z.detach().requires_grad_(not last)
-        with torch.set_grad_enabled(not last):
+        needs_grad = not (last or by_difference)
+        z = z.detach().requires_grad_(needs_grad)
+        with torch.set_grad_enabled(needs_grad):
             f, residual, eps = objective(problem, z, config)
         residuals.append(residual)
         better = f.detach() < best_f  # False for NaN
         best_z, best_eps = torch.where(better, z.detach(), best_z), torch.where(better, eps, best_eps)
         best_f = torch.where(better, f.detach(), best_f)
-        if not last:
+        if last:
+            break
+        if by_difference:
+            with torch.no_grad():
+                z = difference_iterate(problem, z, f, eps, config)
+        else:
             (grad,) = torch.autograd.grad(f, z)
             z = next_iterate(problem, z.detach(), f.detach(), eps, grad, config)
     iterations = config.iterations
+    if by_difference:
+        return StepSolution(best_z, best_eps, residuals, forwards=forwards + 2 * iterations + 1, backwards=0)
     return StepSolution(best_z, best_eps, residuals, forwards=forwards + iterations + 1, backwards=iterations)
