@@ -1,30 +1,35 @@
-"""Front-end helpers for an editing session: checked photo uploads, a bounded inversion cache, debouncing.
+"""Front-end helpers for an editing session: checked photo uploads, painted masks, a bounded inversion cache,
+debouncing.
 
 No UI code here: the Gradio app (``app.py``) and any other front end use these to turn an uploaded file into an
-RGB photo (or a message saying why not), to reuse an inversion while only the target prompt changes, and to let
-only the last of a burst of requests through.
+RGB photo (or a message saying why not), to turn painted layers into the region a local edit acts in, to reuse an
+inversion while only the target prompt or the mask changes, and to let only the last of a burst of requests through.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import math
 import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rnri.api import Inversion
 from rnri.counting import UNetCalls, count_unet_calls
 from rnri.images import to_rgb
+from rnri.masks import BlendConfig, blend_masks, fit_mask, mask_array
 
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb threshold: refused above this
 MAX_SIDE = 1024  # longer sides above this are downscaled (the models work at 512 px or less)
@@ -45,6 +50,7 @@ MODE_NOTES = {  # what converting each Pillow mode to 8-bit RGB did, for the use
     "I": "The image is 32-bit integer; it was scaled to 8 bits.",
     "F": "The image is 32-bit floating point; it was scaled to 8 bits.",
 }
+MAX_AUTO_MASKS = 8  # automatic masks kept per cached inversion (one per target prompt and guidance)
 METHOD_OPTIONS = {"rnri": ("iterations", "prior_weight"), "fixed-point": ("iterations",), "ddim": ()}
 
 
@@ -61,11 +67,11 @@ class Photo:
     notices: tuple[str, ...] = ()  # what was changed on the way in, for the user
 
 
-def load_photo(path: str | Path | None) -> Photo:
-    """Open, check and normalise an uploaded image file; ``InputError`` says what is wrong with a bad one."""
-    if path is None:
+def load_photo(source: str | Path | bytes | None) -> Photo:
+    """Open, check and normalise an uploaded image (a file, or its bytes); ``InputError`` says what is wrong."""
+    if source is None:
         raise InputError("Upload a photo first.")
-    image = _open(Path(path))
+    image = _open(source)
     notices = []
     if getattr(image, "n_frames", 1) > 1:
         notices.append(f"The file is animated ({image.n_frames} frames); its first frame was used.")
@@ -74,7 +80,9 @@ def load_photo(path: str | Path | None) -> Photo:
         mode = "PA"  # a palette with a transparent entry: to_rgb flattens it like an alpha channel
     if max(image.size) > MAX_SIDE and image.format == "JPEG":
         image.draft(image.mode, (MAX_SIDE, MAX_SIDE))  # decode at 1/2, 1/4 or 1/8 scale: fast and light
-    rgb = _decode(image)
+    rgb, opaque = _decode(image)
+    if opaque:  # an alpha channel that hides nothing (an image editor's canvas exports one): nothing flattened
+        mode = {"RGBA": "RGB", "LA": "L"}.get(mode, mode)
     if orientation not in (1, None):
         notices.append(f"Rotated upright as its EXIF orientation ({orientation}) says.")
     if mode != "RGB":
@@ -84,17 +92,18 @@ def load_photo(path: str | Path | None) -> Photo:
     return Photo(rgb, _digest(rgb), tuple(notices))
 
 
-def _open(path: Path) -> Image.Image:
+def _open(source: str | Path | bytes, what: str = "image") -> Image.Image:
     """The image's header, after refusing non-images and decompression bombs (nothing is decoded yet)."""
+    name = f"The {what}" if isinstance(source, bytes) else repr(Path(source).name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our message
-            image = Image.open(path)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
     except Image.DecompressionBombError as error:
-        raise InputError(f"The image is too large to open safely ({error}).") from error
+        raise InputError(f"The {what} is too large to open safely ({error}).") from error
     except UnidentifiedImageError as error:
         raise InputError(
-            f"{path.name!r} is not an image this editor can read (JPEG, PNG, WebP, GIF, BMP or TIFF)."
+            f"{name} is not an image this editor can read (JPEG, PNG, WebP, GIF, BMP or TIFF)."
         ) from error
     except OSError as error:
         raise InputError(f"The upload could not be read ({error}).") from error
@@ -102,14 +111,14 @@ def _open(path: Path) -> Image.Image:
     if width * height > MAX_PIXELS:
         image.close()
         raise InputError(
-            f"The image is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); images over "
+            f"The {what} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); images over "
             f"{MAX_PIXELS / 1e6:.0f} megapixels are refused (a decompression bomb looks like this). "
             "Downscale it and upload again."
         )
     if min(width, height) < MIN_SIDE:
         image.close()
         raise InputError(
-            f"The image is only {width}x{height} pixels; it needs at least {MIN_SIDE} pixels on each side."
+            f"The {what} is only {width}x{height} pixels; it needs at least {MIN_SIDE} pixels on each side."
         )
     return image
 
@@ -121,8 +130,11 @@ def _orientation(image: Image.Image) -> int | None:
         return None
 
 
-def _decode(image: Image.Image) -> Image.Image:
-    """Decode the pixels and bring them to upright 8-bit RGB; a truncated or damaged file is a ``InputError``."""
+def _decode(image: Image.Image) -> tuple[Image.Image, bool]:
+    """Decode the pixels and bring them to upright 8-bit RGB; a truncated or damaged file is a ``InputError``.
+
+    Also says whether the image has an alpha channel that is opaque everywhere.
+    """
     with image:
         try:
             with warnings.catch_warnings():
@@ -132,8 +144,9 @@ def _decode(image: Image.Image) -> Image.Image:
             raise InputError(
                 f"The image file is truncated or damaged and could not be decoded ({type(error).__name__}: {error})."
             ) from error
+        opaque = image.mode in ("RGBA", "LA") and image.getchannel("A").getextrema()[0] == 255
         try:
-            return to_rgb(image)
+            return to_rgb(image), opaque
         except Exception as error:
             raise InputError(f"Images in colour mode {image.mode} cannot be edited ({error}).") from error
 
@@ -177,6 +190,97 @@ def clean_prompt(prompt: str | None, role: str) -> str:
     if not prompt:
         raise InputError(f"The {role} is empty.")
     return prompt
+
+
+@dataclass(frozen=True)
+class LocalEdit:
+    """Where an edit may act: the painted region, else (with ``auto``) one estimated from the prompts, else all."""
+
+    auto: bool = False  # with nothing painted, estimate the region DiffEdit-style (rnri.auto_mask)
+    blend: BlendConfig = BlendConfig()  # dilation, feather and paste-back of whichever region is used
+
+
+def load_mask_layer(source: str | Path | bytes) -> Image.Image:
+    """A painted layer or a mask image, decoded; ``InputError`` for a file that is not a readable image."""
+    with _open(source, "mask") as image:
+        try:
+            image.load()
+        except Exception as error:  # as in _decode: Pillow's many error types for damaged data
+            raise InputError(f"The mask could not be decoded ({type(error).__name__}: {error}).") from error
+        return ImageOps.exif_transpose(image)  # upright, as the photo is
+
+
+def layer_mask(layer: Image.Image) -> np.ndarray:
+    """Where a layer marks the photo (H, W) in [0, 1].
+
+    A layer with transparency (a brush layer from an image editor) marks every pixel painted at all, however
+    translucent the brush; an opaque or grayscale image is a mask of its own (white = edit, grays are partial).
+    """
+    if "A" in layer.getbands() or "transparency" in layer.info:
+        alpha = np.asarray(layer.convert("RGBA"))[..., 3]
+        if alpha.min() < 255:
+            return (alpha > 0).astype(np.float32)
+    return mask_array(layer)
+
+
+def painted_region(layers: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor | None:
+    """The union of the layers' marks at the photo's ``size = (width, height)``: (1, 1, H, W); None if unmarked."""
+    region = None
+    for layer in layers:
+        try:
+            marks = fit_mask(layer_mask(layer), size)
+        except ValueError as error:
+            raise InputError(
+                f"The mask is {layer.width}x{layer.height} pixels but the photo is {size[0]}x{size[1]}: a mask "
+                "must cover the whole photo, so it needs the photo's aspect ratio. Clear the mask and paint again."
+            ) from error
+        region = marks if region is None else torch.maximum(region, marks)
+    return region if region is not None and float(region.max()) > 0 else None
+
+
+def region_of(mask: Image.Image | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A mask (an image such as ``rnri.auto_mask``'s, or a region) as a region at ``size``: (1, 1, H, W)."""
+    return fit_mask(mask_array(mask), size)
+
+
+OVERLAY_TINT = (255, 0, 200)  # magenta: rare in photos, so the region stands out
+OVERLAY_OPACITY = 0.6  # of the tint where the edit acts fully
+
+
+def mask_overlay(photo: Image.Image, region: torch.Tensor, blend: BlendConfig) -> Image.Image:
+    """The photo tinted where the edit acts, as strongly as it acts there (the dilated, feathered mask)."""
+    soft, _ = blend_masks(region, blend)
+    weight = soft[0, 0].numpy()[..., None] * OVERLAY_OPACITY  # (H, W, 1)
+    pixels = np.asarray(photo.convert("RGB"), dtype=np.float32) * (1 - weight) + np.array(OVERLAY_TINT) * weight
+    return Image.fromarray(pixels.round().astype(np.uint8), "RGB")
+
+
+def background_psnr(photo: Image.Image, edited: Image.Image, region: torch.Tensor, blend: BlendConfig) -> float:
+    """PSNR (dB) of the edit against the photo where the mask does not reach; NaN if it reaches everywhere."""
+    soft, _ = blend_masks(region, blend)
+    outside = soft[0, 0].numpy() == 0  # (H, W)
+    if not outside.any():
+        return math.nan
+    x = np.asarray(photo.convert("RGB"), dtype=np.float64)[outside]
+    y = np.asarray(edited.convert("RGB"), dtype=np.float64)[outside]
+    mse = float(np.mean((x - y) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+class BoundedDict(OrderedDict):
+    """A dict that keeps only its ``capacity`` most recently written entries."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with self._lock:
+            super().__setitem__(key, value)
+            self.move_to_end(key)
+            while len(self) > self.capacity:
+                self.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -239,6 +343,13 @@ class CachedInversion:
     cost: Measured  # of the inversion
     reconstruction_cost: Measured
     notices: tuple[str, ...] = ()  # warnings raised while inverting (e.g. a truncated prompt)
+    auto_masks: dict[tuple[str, float], Image.Image] = field(default_factory=dict)  # (target, guidance) -> mask
+
+    def remember_auto_mask(self, target: str, guidance: float, mask: Image.Image) -> None:
+        """Keep the automatic mask for this target prompt, so that changing only the blend reuses it."""
+        self.auto_masks[(target, guidance)] = mask
+        while len(self.auto_masks) > MAX_AUTO_MASKS:
+            self.auto_masks.pop(next(iter(self.auto_masks)))
 
 
 class InversionCache:

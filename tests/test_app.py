@@ -1,15 +1,20 @@
 """The editor app on the tiny model, served in-process and called through its real client (gradio_client).
 
-Covers the /edit endpoint, the per-session inversion cache (observable in the UNet count), every bad input the
-app must refuse or repair with a message, the live (debounced) re-edit, and the safe launch defaults.
+Covers the /edit endpoint, the per-session inversion cache (observable in the UNet count), local edits (painted,
+sent as a mask file or as the page's editor value, and automatic masks; the mask is no part of the cache key), every
+bad input the app must refuse or repair with a message, the live (debounced) re-edit, the safe launch defaults, and
+the app as it runs on a Space (GPU work under ``spaces.GPU``, examples cached lazily).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
+import math
 import socket
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -18,15 +23,19 @@ import numpy as np
 import pytest
 import torch
 from conftest import noise_image
+from gradio.components.image_editor import EditorDataBlobs
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+import rnri.spaces_support
 from rnri.session import InversionCache, InversionKey, InversionSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = ROOT / "assets" / "cat.jpg"  # 451x300
+COFFEE = ROOT / "assets" / "coffee.jpg"  # 600x400; on the tiny model its automatic mask covers part of it
 SOURCE, TARGET = "a photo of a cat", "a photo of a tiger"
+BOX = (150, 100, 300, 200)  # a painted rectangle on the cat: left, top, right, bottom
 
 
 def import_app():
@@ -67,10 +76,40 @@ def client(url):
 
 
 def edit(client: Client, photo, source: str = SOURCE, target: str = TARGET, **settings) -> dict:
-    """Call /edit; returns its outputs by name, with the edited image opened."""
+    """Call /edit; returns its outputs by name, with the images opened (``overlay``: tinted where the edit acts)."""
     photo = handle_file(str(photo)) if photo is not None else None
-    edited, reconstruction, summary, _, details = client.predict(photo, source, target, **settings, api_name="/edit")
-    return {"edited": Image.open(edited), "reconstruction": Image.open(reconstruction), "summary": summary, **details}
+    outputs = client.predict(photo, source, target, **settings, api_name="/edit")
+    edited, reconstruction, summary, _, details, overlay = outputs
+    return {
+        "edited": Image.open(edited),
+        "reconstruction": Image.open(reconstruction),
+        "overlay": Image.open(overlay),
+        "summary": summary,
+        **details,
+    }
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def box_mask(path: Path, size: tuple[int, int] = (451, 300), box=BOX, mode: str = "L") -> Path:
+    """A mask file: white in ``box``; in mode RGBA, a brush layer (translucent paint, transparent elsewhere)."""
+    if mode == "RGBA":
+        image = Image.new("RGBA", size, (0, 0, 0, 0))
+        image.paste((255, 0, 200, 128), box)
+    else:
+        image = Image.new("L", size, 0)
+        image.paste(255, box)
+    image.save(path)
+    return path
+
+
+def outside(box=BOX, size: tuple[int, int] = (451, 300)) -> np.ndarray:
+    """(H, W) True outside ``box``."""
+    keep = np.ones((size[1], size[0]), dtype=bool)
+    keep[box[1] : box[3], box[0] : box[2]] = False
+    return keep
 
 
 def still_serving(client: Client) -> None:
@@ -122,6 +161,14 @@ def palette_with_transparency(path: Path) -> Path:
     return saved(path, noise_image(64, 48).convert("P"), transparency=0)
 
 
+def with_transparency(image: Image.Image) -> Image.Image:
+    """``image`` with its left half see-through."""
+    alpha = Image.new("L", image.size, 255)
+    alpha.paste(0, (0, 0, image.width // 2, image.height))
+    image.putalpha(alpha)
+    return image
+
+
 def animated(path: Path) -> Path:
     frames = [noise_image(64, 48, seed=s).convert("P") for s in range(3)]
     return saved(path, frames[0], save_all=True, append_images=frames[1:])
@@ -141,11 +188,15 @@ REPAIRED = {  # file -> (what the user is told, size of the edited image)
     "large.jpg": (lambda p: saved(p, noise_image(2400, 1600)), "downscaled to 1024x683", (1024, 683)),
     "rotated.jpg": (rotated, "EXIF orientation (6)", (40, 60)),
     "rgba.png": (
-        lambda p: saved(p, noise_image(64, 48, "RGBA")),
+        lambda p: saved(p, with_transparency(noise_image(64, 48, "RGBA"))),
         "has transparency; it was flattened onto white",
         (64, 48),
     ),
-    "la.png": (lambda p: saved(p, noise_image(64, 48, "LA")), "grayscale with transparency", (64, 48)),
+    "la.png": (
+        lambda p: saved(p, with_transparency(noise_image(64, 48, "LA"))),
+        "grayscale with transparency",
+        (64, 48),
+    ),
     "palette.png": (palette_with_transparency, "colour palette with transparency", (64, 48)),
     "cmyk.jpg": (lambda p: saved(p, noise_image(64, 48, "CMYK")), "is CMYK; it was converted to RGB", (64, 48)),
     "16bit.png": (sixteen_bit, "16-bit; it was scaled to 8 bits", (64, 48)),
@@ -263,15 +314,21 @@ def test_oversized_upload_is_refused_by_the_server(client, tmp_path):
     still_serving(client)
 
 
+def form(app, photo=CAT, target: str = "a tiger", **changes) -> tuple:
+    """The /edit endpoint's inputs in order, as the page sends them (defaults but for ``changes``)."""
+    settings = ("rnri", 4, 8.5, 1, 0.1, 0, 1.0, 8.5)
+    return app.Form(str(photo) if photo else None, SOURCE, target, *settings)._replace(**changes)
+
+
 def test_live_edit_reuses_the_cache_and_otherwise_changes_nothing(app):
     request = gr.Request(session_hash="live-test")
-    settings = ["rnri", 4, 8.5, 1, 0.1, 0, 1.0, 8.5]
-    skipped = app.live_edit(str(CAT), SOURCE, "a tiger", *settings, request)
-    assert skipped == tuple(gr.skip() for _ in range(5))  # nothing cached: typing never starts an inversion
-    assert app.live_edit(None, SOURCE, "", *settings, request) == skipped  # half-typed input: no error either
-    app.edit(str(CAT), SOURCE, "a tiger", *settings, request=request)
-    edited, _, summary, _, details = app.live_edit(str(CAT), SOURCE, "a lion", *settings, request)
+    skipped = app.live_edit(request, *form(app))
+    assert skipped == tuple(gr.skip() for _ in range(6))  # nothing cached: typing never starts an inversion
+    assert app.live_edit(request, *form(app, None, "")) == skipped  # half-typed input: no error either
+    app.edit(*form(app), request=request)
+    edited, _, summary, _, details, overlay = app.live_edit(request, *form(app, target="a lion"))
     assert details["inversion_cached"] and details["request_unet_forwards"] == 4 and edited.size == (451, 300)
+    assert overlay.size == (451, 300) and details["mask"] == "none"
 
 
 def test_typing_is_debounced_last_request_wins(app):
@@ -308,5 +365,186 @@ def test_served_locally_without_share_link_with_bounded_queue_and_uploads(app, u
     assert url.startswith("http://127.0.0.1:")
     assert app.demo.share is False and app.demo.max_file_size == 30 * 1024 * 1024
     assert app.demo._queue.max_size == app.QUEUE_SIZE
-    gpu = [fn for fn in app.demo.fns.values() if fn.name in ("edit", "live_edit")]
-    assert len(gpu) == 3 and all(fn.concurrency_id == "gpu" and fn.concurrency_limit == 1 for fn in gpu)
+    gpu = [fn for fn in app.demo.fns.values() if fn.name in ("edit", "live_edit", "paint_auto_mask")]
+    assert len(gpu) == 4 and all(fn.concurrency_id == "gpu" and fn.concurrency_limit == 1 for fn in gpu)
+
+
+# Local edits: a painted (or automatic) mask confines the edit; the mask is no part of the inversion's cache key.
+
+
+def tinted(overlay: Image.Image, photo: Path) -> np.ndarray:
+    """(H, W) True where the overlay tints the photo."""
+    return np.abs(pixels(overlay) - pixels(Image.open(photo))).max(axis=-1) > 0
+
+
+def test_the_old_three_argument_call_still_edits_the_whole_photo(client):
+    out = edit(client, CAT)
+    assert out["mask"] == "none" and out["mask_coverage"] is None and out["edited"].size == (451, 300)
+    assert tinted(out["overlay"], CAT).all()  # the edit acts everywhere, and the overlay says so
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_a_painted_mask_keeps_the_photo_outside_it_exactly(client, tmp_path, mode):
+    """A mask file (white = edit) or a brush layer (any paint = edit); paste-back is on by default."""
+    out = edit(client, CAT, mask=handle_file(str(box_mask(tmp_path / "mask.png", mode=mode))))
+    photo, edited, keep = pixels(Image.open(CAT)), pixels(out["edited"]), outside()
+    assert np.array_equal(edited[keep], photo[keep])
+    assert np.abs(edited[~keep] - photo[~keep]).mean() > 20  # the tiny model's edit is noise: it shows
+    assert out["mask"] == "painted" and out["background_identical"] and out["background_psnr_db"] is None
+    assert out["mask_coverage"] == pytest.approx(150 * 100 / (451 * 300), abs=1e-3)
+    assert "**Mask**: painted, 11% of the photo · outside it: identical" in out["summary"]
+    tint = tinted(out["overlay"], CAT)
+    assert tint[~keep].all() and not tint[keep & outside((130, 80, 320, 220))].any()  # feather: 3 x 4 px
+
+
+def test_the_editor_value_the_page_sends_works_as_files_and_as_uploaded_blobs(app, client, tmp_path):
+    layer = box_mask(tmp_path / "layer.png", mode="RGBA")
+    editor = {"background": handle_file(str(CAT)), "layers": [handle_file(str(layer))], "composite": None}
+    by_files = edit(client, None, editor=editor)
+    assert by_files["mask"] == "painted" and by_files["edited"].size == (451, 300)
+    uploads = next(b for b in app.demo.blocks.values() if isinstance(b, gr.ImageEditor)).blob_storage
+    uploads["stroke-1"] = EditorDataBlobs(background=CAT.read_bytes(), layers=[layer.read_bytes()], composite=None)
+    by_blobs = edit(client, None, editor={"id": "stroke-1"})  # what the page uploads after a stroke, named by id
+    assert by_blobs["inversion_cached"] and by_blobs["edited"].tobytes() == by_files["edited"].tobytes()
+    assert "stroke-1" not in uploads  # taken, as Gradio's own preprocessing takes it
+    again = edit(client, None, editor={"id": "stroke-1"})  # the page may name one upload in two events
+    assert again["edited"].tobytes() == by_blobs["edited"].tobytes()
+    with pytest.raises(AppError, match="has not reached the server; press Edit again in a moment"):
+        edit(client, None, editor={"id": "never-uploaded"})
+    still_serving(client)
+
+
+def test_a_new_mask_re_edits_from_the_cached_inversion(url, tmp_path):
+    session = Client(url, verbose=False)
+    first = edit(session, CAT, mask=handle_file(str(box_mask(tmp_path / "a.png"))))
+    other_box = (20, 20, 120, 120)
+    second = edit(session, CAT, mask=handle_file(str(box_mask(tmp_path / "b.png", box=other_box))))
+    cleared = edit(session, CAT)
+    assert not first["inversion_cached"] and (first["request_unet_forwards"], first["request_unet_backwards"]) == (
+        16,
+        4,
+    )
+    for again in (second, cleared):
+        assert again["inversion_cached"]
+        assert (again["request_unet_forwards"], again["request_unet_backwards"]) == (4, 0)
+    keep = outside(other_box)
+    assert np.array_equal(pixels(second["edited"])[keep], pixels(Image.open(CAT))[keep])
+    assert second["edited"].tobytes() != first["edited"].tobytes() != cleared["edited"].tobytes()
+
+
+def test_without_paste_back_the_background_is_measured_not_identical(client, tmp_path):
+    out = edit(client, CAT, mask=handle_file(str(box_mask(tmp_path / "mask.png"))), paste_back=False)
+    assert out["mask"] == "painted" and not out["background_identical"]
+    assert math.isfinite(out["background_psnr_db"]) and "outside it: PSNR" in out["summary"]
+
+
+def test_the_automatic_mask_is_shown_and_reused_while_only_the_blend_changes(url):
+    session = Client(url, verbose=False)
+    first = edit(session, COFFEE, "a cup of coffee on a table", "a cup of tea on a table", auto_mask=True)
+    assert first["mask"] == "auto" and first["edit_unet_forwards"] == 8 + 4  # 2 UNet calls a step, then the edit
+    assert 0 < first["mask_coverage"] < 1 and first["background_identical"]
+    assert first["overlay"].size == (600, 400)
+    tint = tinted(first["overlay"], COFFEE)
+    assert 0 < tint.mean() < 1
+    wider = edit(session, COFFEE, "a cup of coffee on a table", "a cup of tea on a table", auto_mask=True, dilation=8)
+    assert wider["mask"] == "auto (reused)" and wider["request_unet_forwards"] == 4
+    assert wider["mask_coverage"] == first["mask_coverage"]  # the mask before dilation
+    assert tinted(wider["overlay"], COFFEE).sum() > tint.sum()
+
+
+def test_a_painted_mask_wins_over_the_automatic_one(client, tmp_path):
+    out = edit(client, CAT, mask=handle_file(str(box_mask(tmp_path / "mask.png"))), auto_mask=True)
+    assert out["mask"] == "painted" and out["edit_unet_forwards"] == 4
+
+
+def test_paint_over_the_automatic_mask_puts_it_in_the_brush_layer(app, tmp_path):
+    request = gr.Request(session_hash="paint-auto")
+    coffee = dict(source="a cup of coffee on a table", target="a cup of tea on a table")
+    editor = {"background": {"path": str(COFFEE)}, "layers": [], "composite": None}
+    value = app.paint_auto_mask(request, *form(app, None, editor=editor, auto_mask=True)._replace(**coffee))
+    assert value["background"].size == (600, 400) and len(value["layers"]) == 1
+    painted = np.asarray(value["layers"][0])[..., 3] > 0
+    auto = app.edit(*form(app, COFFEE, auto_mask=True)._replace(**coffee), request=request)[4]
+    assert auto["mask"] == "auto (reused)"  # the button estimated it once, in the session's cache
+    assert painted.mean() == pytest.approx(auto["mask_coverage"], abs=1e-6)
+    value["layers"][0].save(tmp_path / "layer.png")
+    editor = {"background": {"path": str(COFFEE)}, "layers": [{"path": str(tmp_path / "layer.png")}]}
+    corrected = app.edit(*form(app, None, editor=editor)._replace(**coffee), request=request)[4]
+    assert corrected["mask"] == "painted" and corrected["mask_coverage"] == pytest.approx(auto["mask_coverage"])
+
+
+def test_clear_mask_keeps_the_photo_and_drops_the_layers(app, tmp_path):
+    layer = box_mask(tmp_path / "layer.png", mode="RGBA")
+    request = gr.Request(session_hash="clear")
+    value = {"background": {"path": str(CAT)}, "layers": [{"path": str(layer)}], "composite": None}
+    cleared = app.clear_mask(value, request)
+    assert cleared["layers"] == [] and cleared["background"].size == (451, 300)
+    assert app.clear_mask(None, request) == gr.skip()
+
+
+@pytest.mark.parametrize(
+    ("mask", "settings", "message"),
+    [
+        (lambda p: box_mask(p, size=(100, 100)), {}, "The mask is 100x100 pixels but the photo is 451x300"),
+        (lambda p: box_mask(p, size=(300, 451)), {}, "needs the photo's aspect ratio"),
+        (lambda p: write(p, b"not a mask"), {}, "'mask.png' is not an image"),
+        (lambda p: write(p, png_header(12_000, 12_000)), {}, "The mask is 12000x12000 pixels"),
+        (None, {"dilation": -1}, "Mask dilation \\(px\\) must be a whole number from 0 to 64, got -1"),
+        (None, {"feather": 100}, "Mask feather \\(px\\) must be a number from 0 to 32, got 100"),
+        (None, {"auto_mask": "yes"}, "Automatic mask must be true or false, got 'yes'"),
+    ],
+)
+def test_a_bad_mask_is_refused_with_a_message(client, tmp_path, mask, settings, message):
+    if mask is not None:
+        settings["mask"] = handle_file(str(mask(tmp_path / "mask.png")))
+    with pytest.raises(AppError, match=message):
+        edit(client, CAT, **settings)
+    still_serving(client)
+
+
+def test_a_bigger_mask_of_the_same_aspect_ratio_is_scaled_to_the_photo(client, tmp_path):
+    big = box_mask(tmp_path / "big.png", size=(902, 600), box=tuple(2 * v for v in BOX))
+    out = edit(client, CAT, mask=handle_file(str(big)))
+    assert np.array_equal(pixels(out["edited"])[outside()], pixels(Image.open(CAT))[outside()])
+
+
+def test_an_opaque_alpha_channel_is_no_transparency(client, tmp_path):
+    out = edit(client, saved(tmp_path / "opaque.png", noise_image(64, 48, "RGBA")))  # as the editor's canvas sends
+    assert out["notices"] == []
+
+
+def test_on_a_space_gpu_work_runs_under_spaces_gpu_and_examples_are_cached_lazily(app, monkeypatch, tmp_path):
+    leased = []
+
+    class FakeSpaces:
+        @staticmethod
+        def GPU(fn, duration):  # noqa: N802 (spaces' name)
+            def run(*args, **kwargs):
+                leased.append((fn.__name__, duration))
+                return fn(*args, **kwargs)
+
+            return run
+
+    monkeypatch.setattr(rnri.spaces_support, "spaces", FakeSpaces)
+    monkeypatch.setenv("SPACE_ID", "someone/rnri")
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
+    monkeypatch.setenv("RNRI_MODEL", "tiny")
+    spec = importlib.util.spec_from_file_location("app_on_a_space", ROOT / "app.py")
+    space = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, space)  # dataclasses look their module up while it loads
+    spec.loader.exec_module(space)
+    request = gr.Request(session_hash="on-a-space")
+    space.edit(*form(space, auto_mask=True), request=request)
+    assert [name for name, _ in leased] == ["invert_photo", "regenerate_photo"]
+    assert all(duration == rnri.spaces_support.GPU_SECONDS for _, duration in leased)
+    names = [fn.name for fn in space.demo.fns.values()]
+    assert "load_example_output" in names and "load_example" not in names  # cached: served from the cache
+    _, local_url, _ = space.launch("127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        assert not any(tmp_path.iterdir())  # lazily: nothing computed at start-up
+        leased.clear()
+        example = Client(local_url, verbose=False).predict(0, api_name="/load_example")  # a click on the cat
+        assert Image.open(example[0]).size == (451, 300) and example[4]["request_unet_forwards"] == 16
+        assert [name for name, _ in leased] == ["invert_photo", "regenerate_photo"] and any(tmp_path.iterdir())
+    finally:
+        space.demo.close()
