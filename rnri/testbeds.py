@@ -85,7 +85,8 @@ def run_testbed(
 
 
 # The grid behind docs/solver-choice.md: (label, method, options, noise correction).
-PAPER_LITERAL = {"norm": "l1", "prior": "nll", "init": "ddim", "direction": "gradient"}
+PAPER_LITERAL = {"norm": "l1", "prior": "nll", "init": "ddim", "direction": "gradient", "derivative": "autograd"}
+AUTOGRAD = {"derivative": "autograd"}  # the slope from a backward pass instead of a forward difference
 SOLVER_GRID = [
     ("ddim", "ddim", {}, False),
     ("fixed-point x3", "fixed-point", {"iterations": 3}, False),
@@ -93,6 +94,7 @@ SOLVER_GRID = [
     ("rnri-jf x4 (official code)", "rnri-jf", {"iterations": 4}, False),
     ("rnri, paper literal", "rnri", PAPER_LITERAL, False),
     ("rnri, no prior (lambda=0)", "rnri", {"prior_weight": 0.0}, False),
+    ("rnri, autograd slope", "rnri", AUTOGRAD, False),
     ("**rnri (default)**", "rnri", {}, False),
     ("rnri + noise correction", "rnri", {}, True),
 ]

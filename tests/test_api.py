@@ -40,7 +40,13 @@ def test_every_method_runs_and_counts_unet_calls(pipe, image, method):
     inv = rnri.invert(pipe, "a cat", image=image, method=method)
     assert inv.method == method and len(inv.residuals) == 4 and len(inv.trajectory) == 5
     assert inv.unet_forwards >= 4 and torch.isfinite(inv.latents).all()
-    assert inv.unet_backwards == (4 if method == "rnri" else 0)
+    assert inv.unet_backwards == 0  # rnri's default takes its slope by a forward difference
+
+
+@pytest.mark.parametrize("derivative, counts", [("difference", (12, 0)), ("autograd", (8, 4))])
+def test_rnri_cost_counted_by_hooks(pipe, image, derivative, counts):
+    inv = rnri.invert(pipe, "a cat", image=image, derivative=derivative)
+    assert (inv.unet_forwards, inv.unet_backwards) == counts
 
 
 def test_regenerate_with_source_prompt_follows_the_inverted_chain(pipe):

@@ -30,8 +30,8 @@ def test_cells_agree_with_run_testbed(subspace):
     assert cell.reconstruction == pytest.approx(reference.reconstruction, rel=1e-6)
     assert cell.zT_std == pytest.approx(reference.zT_std, rel=1e-6)
     assert cell.recovery == pytest.approx(reference.recovery, rel=1e-6)
-    assert (cell.forwards, cell.backwards) == (reference.forwards, reference.backwards) == (8, 4)
-    assert cell.forward_equivalents == 8 + 2 * 4
+    assert (cell.forwards, cell.backwards) == (reference.forwards, reference.backwards) == (12, 0)
+    assert cell.forward_equivalents == 12
 
 
 def test_uniform_chain_is_diffusers_ddim_sampler(subspace):

@@ -51,7 +51,7 @@ def test_help_runs_as_a_module():
 def test_edit_writes_an_image_of_the_input_size(capsys, photo, tmp_path):
     out = tmp_path / "tiger.png"
     code, stdout, _ = run(capsys, "edit", photo, "--source", "a cat", "--target", "a tiger", "-o", out, *TINY)
-    assert code == 0 and f"wrote {out}" in stdout and "8 UNet forwards + 4 backwards" in stdout
+    assert code == 0 and f"wrote {out}" in stdout and "12 UNet forwards + 0 backwards" in stdout
     with Image.open(out) as image:
         assert image.size == (70, 50) and image.format == "PNG"
 

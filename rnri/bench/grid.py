@@ -8,7 +8,7 @@ from typing import Any
 
 from rnri.analytic import FAMILIES
 from rnri.bench.models import CHAINS, TINY
-from rnri.testbeds import CASES, PAPER_LITERAL
+from rnri.testbeds import AUTOGRAD, CASES, PAPER_LITERAL
 
 PEER = "diffusers-ddim-inverse"  # diffusers' DDIMInverseScheduler, run by rnri.bench.peer
 
@@ -67,13 +67,7 @@ def method_grid(budgets: tuple[int, ...]) -> list[MethodSpec]:
     specs += [
         MethodSpec("rnri, paper literal", "rnri, paper literal", "rnri", dict(PAPER_LITERAL), budget=1),
         MethodSpec("rnri, no prior (lambda=0)", "rnri, no prior", "rnri", {"prior_weight": 0.0}, budget=1),
-        MethodSpec(
-            "rnri, forward-difference slope",
-            "rnri, forward-difference slope",
-            "rnri",
-            {"derivative": "difference"},
-            budget=1,
-        ),
+        MethodSpec("rnri, autograd slope", "rnri, autograd slope", "rnri", dict(AUTOGRAD), budget=1),
         MethodSpec("rnri + noise correction", "rnri + noise correction", "rnri", {}, True, budget=1),
         MethodSpec("diffusers DDIMInverseScheduler", "diffusers DDIMInverseScheduler", PEER, chains=("ddim-uniform",)),
     ]

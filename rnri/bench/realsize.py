@@ -51,7 +51,7 @@ TIMED_METHODS = (  # labels of method_grid((1, 2)) measured as whole inversions
     "rnri-jf x2 (official code)",
     "**rnri (default)**",
     "rnri x2",
-    "rnri, forward-difference slope",
+    "rnri, autograd slope",
     "diffusers DDIMInverseScheduler",
 )
 

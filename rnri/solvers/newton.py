@@ -1,10 +1,12 @@
 """Regularized Newton-Raphson inversion (RNRI; Samuel et al., "Lightning-Fast Image Inversion", Eq. 6-8).
 
 One scalar equation in many unknowns, ``F(z) = ||S_i(z) - y|| + lambda G(z) = 0``, solved by the minimum-norm
-Newton step ``z <- z - F(z) grad F / ||grad F||^2``, with ``grad F`` from autograd through the UNet (one forward
-and one backward per iteration). Along the fixed-point direction p only the slope ``grad F . p`` is needed, which
-a forward difference gives for one more forward and no backward (``derivative="difference"``). G is the Gaussian negative log-likelihood of z under the forward-process prior
-``q(z_t | z_next)``, measured from its expected value so that a typical sample, not the mode, is the target.
+Newton step ``z <- z - F(z) grad F / ||grad F||^2`` with ``grad F`` from autograd through the UNet (one forward
+and one backward per iteration), or, by default, by Newton's method on the line ``z + alpha p`` along the
+fixed-point direction p, where only the slope ``grad F . p`` is needed: a forward difference gives it for one
+more forward and no backward (``derivative="difference"``). G is the Gaussian negative log-likelihood of z under
+the forward-process prior ``q(z_t | z_next)``, measured from its expected value so that a typical sample, not the
+mode, is the target.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ PRIORS = ("typical", "nll")
 class NewtonConfig:
     """Options of the RNRI solver; the defaults are the measured best (docs/solver-choice.md)."""
 
-    iterations: int = 1  # Newton iterations per step, each one UNet forward and one backward
+    iterations: int = 1  # Newton iterations per step, each two UNet forwards (autograd: a forward and a backward)
     prior_weight: float = 0.1  # lambda, weight of the prior term G
     norm: str = "l2"  # residual norm: "l2" (root mean square) or "l1" (mean absolute, the paper's)
     prior: str = "typical"  # G: "typical" = |NLL - E[NLL]| per element, "nll" = NLL per element (paper literal)
@@ -39,8 +41,8 @@ class NewtonConfig:
     direction: str = "fixed-point"  # search direction: "fixed-point" (T(z) - z) or "gradient" (min-norm step)
     max_step: float = 4.0  # largest multiple of the fixed-point direction taken in one iteration
     damping: float = 1.0  # fraction of the Newton step taken
-    derivative: str = "autograd"  # slope of F along the fixed-point direction: "autograd" (one backward) or
-    # "difference", (F(z + h p) - F(z)) / h: one more forward and no backward, so no activations kept
+    derivative: str = "difference"  # slope of F along the fixed-point direction: "difference", (F(z + h p) -
+    # F(z)) / h, one more forward and no backward (no activations kept), or "autograd", the exact grad F (one backward)
     difference_step: float = 0.1  # h, as a fraction of the fixed-point step p
 
     def __post_init__(self) -> None:
@@ -53,7 +55,10 @@ class NewtonConfig:
         if not 0.0 < self.difference_step <= 1.0:
             raise ValueError(f"difference_step must be in (0, 1], got {self.difference_step}")
         if self.derivative == "difference" and self.direction != "fixed-point":
-            raise ValueError("derivative='difference' needs direction='fixed-point' (it differentiates along it)")
+            raise ValueError(
+                "derivative='difference' needs direction='fixed-point' (it differentiates along it); "
+                "direction='gradient' needs derivative='autograd'"
+            )
         for name, value, allowed in (
             ("norm", self.norm, NORMS),
             ("prior", self.prior, PRIORS),
