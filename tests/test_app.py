@@ -210,7 +210,7 @@ def test_edit_returns_the_input_size_and_reports_what_happened(client):
     assert out["edited"].size == (451, 300) and out["reconstruction"].size == (451, 300)
     assert out["edited"].mode == "RGB" and out["model"] == "tiny" and out["method"] == "rnri"
     assert not out["inversion_cached"]
-    assert (out["inversion_unet_forwards"], out["inversion_unet_backwards"], out["edit_unet_forwards"]) == (8, 4, 4)
+    assert (out["inversion_unet_forwards"], out["inversion_unet_backwards"], out["edit_unet_forwards"]) == (12, 0, 4)
     assert out["reconstruction_psnr_db"] > 0 and out["z_T_std"] > 0 and out["notices"] == []
     assert "UNet forwards" in out["summary"] and "PSNR" in out["summary"]
 
@@ -221,8 +221,8 @@ def test_new_target_prompt_reuses_the_inversion(url):
     again = edit(session, CAT, target="a watercolour of a tiger")
     guided = edit(session, CAT, target="a watercolour of a tiger", edit_guidance=3.0)
     assert not first["inversion_cached"] and again["inversion_cached"] and guided["inversion_cached"]
-    # full: 8 + 4 inversion, 4 reconstruction, 4 edit; re-edit: the 4 forwards of the edit alone
-    assert (first["request_unet_forwards"], first["request_unet_backwards"]) == (16, 4)
+    # full: 12 inversion, 4 reconstruction, 4 edit; re-edit: the 4 forwards of the edit alone
+    assert (first["request_unet_forwards"], first["request_unet_backwards"]) == (20, 0)
     assert (again["request_unet_forwards"], again["request_unet_backwards"]) == (4, 0)
     assert again["edited"].tobytes() != first["edited"].tobytes()
     assert again["reconstruction"].tobytes() == first["reconstruction"].tobytes()
@@ -421,8 +421,8 @@ def test_a_new_mask_re_edits_from_the_cached_inversion(url, tmp_path):
     second = edit(session, CAT, mask=handle_file(str(box_mask(tmp_path / "b.png", box=other_box))))
     cleared = edit(session, CAT)
     assert not first["inversion_cached"] and (first["request_unet_forwards"], first["request_unet_backwards"]) == (
-        16,
-        4,
+        20,
+        0,
     )
     for again in (second, cleared):
         assert again["inversion_cached"]
@@ -544,7 +544,7 @@ def test_on_a_space_gpu_work_runs_under_spaces_gpu_and_examples_are_cached_lazil
         assert not any(tmp_path.iterdir())  # lazily: nothing computed at start-up
         leased.clear()
         example = Client(local_url, verbose=False).predict(0, api_name="/load_example")  # a click on the cat
-        assert Image.open(example[0]).size == (451, 300) and example[4]["request_unet_forwards"] == 16
+        assert Image.open(example[0]).size == (451, 300) and example[4]["request_unet_forwards"] == 20
         assert [name for name, _ in leased] == ["invert_photo", "regenerate_photo"] and any(tmp_path.iterdir())
     finally:
         space.demo.close()
