@@ -1,6 +1,10 @@
-"""Shared fixtures: the tiny pipeline (built once per session) and small test images."""
+"""Shared fixtures: the tiny pipeline (built once per session), small test images, and the app served locally."""
 
 from __future__ import annotations
+
+import importlib
+import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +14,8 @@ from PIL import Image
 
 import rnri
 from rnri.adapter import lcm_steps
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +44,35 @@ def image() -> Image.Image:
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+def import_app():
+    """``app`` on the tiny model (the module loads its pipeline when imported)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RNRI_MODEL", "tiny")
+        mp.syspath_prepend(str(ROOT))
+        module = importlib.import_module("app")
+    assert module.RESIDENT.model == "tiny" and not module.RESIDENT.banner
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app():
+    # One intra-op thread: on shared 2-vCPU machines two OpenMP threads can make each tiny UNet call 100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield import_app()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def url(app):
+    _, local_url, _ = app.launch("127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+    yield local_url
+    app.demo.close()

@@ -12,7 +12,6 @@ import asyncio
 import importlib
 import importlib.util
 import math
-import socket
 import struct
 import sys
 import zlib
@@ -21,8 +20,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
-import torch
-from conftest import noise_image
+from conftest import free_port, noise_image
 from gradio.components.image_editor import EditorDataBlobs
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -36,38 +34,6 @@ CAT = ROOT / "assets" / "cat.jpg"  # 451x300
 COFFEE = ROOT / "assets" / "coffee.jpg"  # 600x400; on the tiny model its automatic mask covers part of it
 SOURCE, TARGET = "a photo of a cat", "a photo of a tiger"
 BOX = (150, 100, 300, 200)  # a painted rectangle on the cat: left, top, right, bottom
-
-
-def import_app():
-    """``app`` on the tiny model (the module loads its pipeline when imported)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RNRI_MODEL", "tiny")
-        mp.syspath_prepend(str(ROOT))
-        module = importlib.import_module("app")
-    assert module.RESIDENT.model == "tiny" and not module.RESIDENT.banner
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app():
-    # One intra-op thread: on shared 2-vCPU machines two OpenMP threads can make each tiny UNet call 100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield import_app()
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def url(app):
-    _, local_url, _ = app.launch("127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
-    yield local_url
-    app.demo.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import free_port
 from PIL import Image
-from test_app import CAT, free_port, import_app
+from test_app import CAT
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -37,21 +37,6 @@ if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run must `apt-get install chromium`", pytrace=False)
     pytest.skip(f"needs Debian's Chromium at {CHROMIUM}: apt-get install chromium", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright: pip install -r requirements-dev.txt")
-
-
-@pytest.fixture(scope="module")
-def app():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in test_app: two OpenMP threads beside a browser on 2 vCPUs crawl
-    yield import_app()
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def url(app):
-    _, local_url, _ = app.launch("127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
-    yield local_url
-    app.demo.close()
 
 
 @pytest.fixture(scope="module")
