@@ -18,6 +18,7 @@ import zlib
 from pathlib import Path
 
 import gradio as gr
+import httpx
 import numpy as np
 import pytest
 from conftest import free_port, noise_image
@@ -179,6 +180,28 @@ def test_edit_returns_the_input_size_and_reports_what_happened(client):
     assert (out["inversion_unet_forwards"], out["inversion_unet_backwards"], out["edit_unet_forwards"]) == (12, 0, 4)
     assert out["reconstruction_psnr_db"] > 0 and out["z_T_std"] > 0 and out["notices"] == []
     assert "UNet forwards" in out["summary"] and "PSNR" in out["summary"]
+
+
+def test_the_server_reads_only_files_a_client_uploaded(url):
+    """The events take files unprocessed (preprocess=False); Gradio must still refuse a path on the server that no
+    client uploaded, or any image on the machine could be read back through /edit (raw HTTP: gradio_client would
+    upload a local path first)."""
+    inputs = httpx.get(url + "gradio_api/info").json()["named_endpoints"]["/edit"]["parameters"]
+    names = [p["parameter_name"] for p in inputs]
+    with COFFEE.open("rb") as f:
+        uploaded = httpx.post(url + "gradio_api/upload", files={"files": f}).json()[0]
+
+    def call(photo: str, mask: str | None = None) -> str:
+        data = [p.get("parameter_default") for p in inputs]
+        data[:3] = [{"path": photo, "meta": {"_type": "gradio.FileData"}}, SOURCE, TARGET]
+        if mask is not None:
+            data[names.index("mask")] = {"path": mask, "meta": {"_type": "gradio.FileData"}}
+        event = httpx.post(url + "gradio_api/call/edit", json={"data": data}).json()["event_id"]
+        return httpx.get(url + f"gradio_api/call/edit/{event}", timeout=120).text
+
+    assert call(uploaded).startswith("event: complete")  # an uploaded photo is edited
+    for refused in (call(str(CAT)), call(uploaded, mask=str(CAT))):  # CAT: on the server, never uploaded
+        assert refused.startswith("event: error") and ".png" not in refused
 
 
 def test_new_target_prompt_reuses_the_inversion(url):
