@@ -38,11 +38,14 @@ def fit_size(width: int, height: int, resolution: int, multiple: int = 8) -> tup
     return side(width), side(height)
 
 
-def psnr(a: Image.Image, b: Image.Image) -> float:
-    """Peak signal-to-noise ratio between two same-size RGB images, in dB (inf when identical)."""
+def psnr(a: Image.Image, b: Image.Image, where: np.ndarray | None = None) -> float:
+    """Peak signal-to-noise ratio between two same-size RGB images, in dB (inf when identical); ``where``, a
+    boolean (H, W) array, limits it to those pixels."""
     x = np.asarray(a.convert("RGB"), dtype=np.float64)
     y = np.asarray(b.convert("RGB"), dtype=np.float64)
     if x.shape != y.shape:
         raise ValueError(f"images differ in size: {a.size} and {b.size}")
+    if where is not None:
+        x, y = x[where], y[where]
     mse = float(np.mean((x - y) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rnri.api import Inversion
 from rnri.counting import UNetCalls, count_unet_calls
-from rnri.images import to_rgb
+from rnri.images import psnr, to_rgb
 from rnri.masks import BlendConfig, blend_masks, fit_mask, mask_array
 
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb threshold: refused above this
@@ -259,16 +259,11 @@ def background_psnr(photo: Image.Image, edited: Image.Image, region: torch.Tenso
     """PSNR (dB) of the edit against the photo where the mask does not reach; NaN if it reaches everywhere."""
     soft, _ = blend_masks(region, blend)
     outside = soft[0, 0].numpy() == 0  # (H, W)
-    if not outside.any():
-        return math.nan
-    x = np.asarray(photo.convert("RGB"), dtype=np.float64)[outside]
-    y = np.asarray(edited.convert("RGB"), dtype=np.float64)[outside]
-    mse = float(np.mean((x - y) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    return psnr(photo, edited, where=outside) if outside.any() else math.nan
 
 
 class BoundedDict(OrderedDict):
-    """A dict that keeps only its ``capacity`` most recently written entries."""
+    """A dict that keeps only its ``capacity`` most recently written (or touched) entries; thread-safe writes."""
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
@@ -281,6 +276,14 @@ class BoundedDict(OrderedDict):
             self.move_to_end(key)
             while len(self) > self.capacity:
                 self.popitem(last=False)
+
+    def touch(self, key: Any) -> Any:
+        """The value of ``key`` (None if absent), now counted as the most recently used."""
+        with self._lock:
+            if key not in self:
+                return None
+            self.move_to_end(key)
+            return self[key]
 
 
 @dataclass(frozen=True)
@@ -343,13 +346,11 @@ class CachedInversion:
     cost: Measured  # of the inversion
     reconstruction_cost: Measured
     notices: tuple[str, ...] = ()  # warnings raised while inverting (e.g. a truncated prompt)
-    auto_masks: dict[tuple[str, float], Image.Image] = field(default_factory=dict)  # (target, guidance) -> mask
+    auto_masks: BoundedDict = field(default_factory=lambda: BoundedDict(MAX_AUTO_MASKS))  # (target, guidance) -> mask
 
     def remember_auto_mask(self, target: str, guidance: float, mask: Image.Image) -> None:
         """Keep the automatic mask for this target prompt, so that changing only the blend reuses it."""
         self.auto_masks[(target, guidance)] = mask
-        while len(self.auto_masks) > MAX_AUTO_MASKS:
-            self.auto_masks.pop(next(iter(self.auto_masks)))
 
 
 class InversionCache:
@@ -359,21 +360,13 @@ class InversionCache:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
-        self._entries: OrderedDict[InversionKey, CachedInversion] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: BoundedDict = BoundedDict(capacity)
 
     def get(self, key: InversionKey) -> CachedInversion | None:
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-            return self._entries.get(key)
+        return self._entries.touch(key)
 
     def put(self, key: InversionKey, value: CachedInversion) -> None:
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+        self._entries[key] = value
 
     def __len__(self) -> int:
         return len(self._entries)

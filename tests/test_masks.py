@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from conftest import noise_image
 from PIL import Image
 
 import rnri
+from rnri.images import psnr
 from rnri.masks import BlendConfig, dilate, fit_mask, mask_array
 
 SIZE = (64, 48)  # width, height of the test photo
@@ -105,3 +108,14 @@ def test_auto_mask(pipe, inversion):
     assert set(np.unique(other)) <= {0, 255} and other.max() == 255
     out = rnri.regenerate(pipe, inversion, "a red sports car", mask="auto")
     assert out.size == SIZE
+
+
+def test_psnr_over_a_region():
+    a = Image.new("RGB", (8, 4), (100, 100, 100))
+    b = a.copy()
+    b.paste((110, 100, 100), (0, 0, 4, 4))  # the left half differs by 10 in one channel
+    left = np.zeros((4, 8), bool)
+    left[:, :4] = True
+    assert psnr(a, b, where=~left) == math.inf and psnr(a, a) == math.inf
+    assert psnr(a, b, where=left) == pytest.approx(10 * math.log10(255**2 / (100 / 3)))
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / (100 / 6)))
