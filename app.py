@@ -545,7 +545,7 @@ def edit(
 
     ``mask`` (white = edit) or the layers painted in ``editor`` confine the edit; with nothing painted and
     ``auto_mask``, the prompts say where. Returns the edited image, the reconstruction, a summary, the solver's
-    residuals, the details as numbers and the mask used over the photo (None without a mask).
+    residuals, the details as numbers and the mask used over the photo (all of it tinted without a mask).
     """
     settings = (method, steps, guidance, iterations, prior_weight, seed, strength, edit_guidance)
     form = Form(photo, source, target, *settings, auto_mask, dilation, feather, paste_back, mask, editor)
