@@ -104,3 +104,16 @@ def test_quick_main_writes_json_markdown_and_plot(tmp_path):
     png = (tmp_path / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
     assert not (tmp_path / "realsize.json").exists()  # the real-size UNet is never built by --quick
+
+
+def test_edit_latency_times_every_piece_of_an_edit(tmp_path, capsys):
+    from rnri.bench import edit_latency
+
+    out = tmp_path / "latency.json"
+    assert edit_latency.main(["--size", "tiny", "--device", "cpu", "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["device"] == "CPU (float32)" and result["size"] == "64x64"
+    rows = result["rows"]
+    assert len(rows) == 6 and all(r["seconds"] > 0 for r in rows.values())
+    assert {"invert (rnri, slope by autograd)", "re-edit from a cached inversion (regenerate + decode)"} <= set(rows)
+    assert "| invert (rnri, slope by autograd) |" in capsys.readouterr().out

@@ -1,0 +1,147 @@
+"""``python -m rnri.bench.edit_latency``: what a user waits for, on a pipeline of the real model's size.
+
+Builds an LCM pipeline with the architectures of ``SimianLuo/LCM_Dreamshaper_v7`` (its UNet, Stable Diffusion
+1.5's VAE, CLIP ViT-L/14's text encoder) and seeded random weights (cost does not depend on the values), then
+times, at 512x512 and batch 1: the inversion with each slope, the regeneration, a whole first edit (invert,
+reconstruct, edit, each decoded) and a re-edit from a cached inversion. Median of ``--repeats`` after one
+warm-up. ``--size tiny`` runs the same on the tiny pipeline (what the tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+from PIL import Image
+from transformers import CLIPTextConfig, CLIPTextModel
+
+import rnri
+from rnri.bench.measure import measure
+from rnri.bench.realsize import LCM_DREAMSHAPER_V7_UNET
+from rnri.loading import TOKENIZER_MAX_LENGTH, tiny_pipeline, tiny_tokenizer
+
+SD15_VAE: dict[str, Any] = {  # Stable Diffusion 1.5's autoencoder, as LCM_Dreamshaper_v7 ships it
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+CLIP_VIT_L_TEXT = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
+SOURCE, TARGET = "a photo of a cat", "a photo of a tiger"
+
+
+def real_size_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
+    """The real model's architecture with seeded random weights; the tiny byte-level tokenizer (no download)."""
+    tokenizer = tiny_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**LCM_DREAMSHAPER_V7_UNET)
+        vae = AutoencoderKL(**SD15_VAE)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                max_position_embeddings=TOKENIZER_MAX_LENGTH,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **CLIP_VIT_L_TEXT,
+            )
+        )
+    scheduler = LCMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True
+    )
+    return LatentConsistencyModelPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def prepared(pipe: LatentConsistencyModelPipeline, device: str, dtype: torch.dtype) -> LatentConsistencyModelPipeline:
+    """``pipe`` frozen and moved, as ``rnri.load_pipeline`` leaves a loaded one."""
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device, dtype=dtype)
+
+
+def timed(work: Callable[[], Any], device: str, repeats: int) -> dict[str, float]:
+    """Median wall seconds of ``repeats`` runs after one warm-up, and the largest peak memory growth (MiB)."""
+    work()
+    usages = []
+    for _ in range(repeats):
+        with measure(device) as usage:  # synchronises the device before it stops the clock
+            work()
+        usages.append(usage)
+    return {"seconds": statistics.median(u.wall_s for u in usages), "peak_mib": max(u.peak_mib for u in usages)}
+
+
+def run(size: str = "real", device: str = "cpu", dtype: str | None = None, repeats: int = 5) -> dict[str, Any]:
+    """Time each piece of an edit; a JSON-ready dict."""
+    torch_dtype = getattr(torch, dtype) if dtype else (torch.float16 if device.startswith("cuda") else torch.float32)
+    pipe = prepared(real_size_pipeline() if size == "real" else tiny_pipeline(), device, torch_dtype)
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray((rng.random((side, side, 3)) * 255).astype(np.uint8))
+    inv = rnri.invert(pipe, SOURCE, image=photo)
+
+    def first_edit() -> None:  # what the editor does for a new photo: invert, reconstruct, edit
+        fresh = rnri.invert(pipe, SOURCE, image=photo)
+        rnri.regenerate(pipe, fresh, SOURCE)
+        rnri.regenerate(pipe, fresh, TARGET)
+
+    work = {
+        "invert (rnri default: slope by a forward difference)": lambda: rnri.invert(pipe, SOURCE, image=photo),
+        "invert (rnri, slope by autograd)": lambda: rnri.invert(pipe, SOURCE, image=photo, derivative="autograd"),
+        "invert (ddim)": lambda: rnri.invert(pipe, SOURCE, image=photo, method="ddim"),
+        "regenerate to latents (4 steps)": lambda: rnri.regenerate(pipe, inv, TARGET, output_type="latent"),
+        "re-edit from a cached inversion (regenerate + decode)": lambda: rnri.regenerate(pipe, inv, TARGET),
+        "first edit (invert + reconstruct + edit, decoded)": first_edit,
+    }
+    rows = {name: timed(fn, device, repeats) for name, fn in work.items()}
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
+    return {"device": f"{name} ({str(torch_dtype).removeprefix('torch.')})", "size": f"{side}x{side}", "rows": rows}
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"{result['device']}, {result['size']}, batch 1; median of the repeats after a warm-up.", ""]
+    lines += ["| work | seconds | peak MiB above the weights |", "|---|---|---|"]
+    lines += [f"| {k} | {v['seconds']:.3f} | {v['peak_mib']:.0f} |" for k, v in result["rows"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rnri.bench.edit_latency", description=__doc__.splitlines()[0])
+    p.add_argument("--size", choices=("real", "tiny"), default="real")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="default: fp16 on CUDA, else fp32")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", help="also write the result here")
+    args = p.parse_args(argv)
+    result = run(args.size, args.device, args.dtype, args.repeats)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
