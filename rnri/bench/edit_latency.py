@@ -24,6 +24,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 import rnri
 from rnri.bench.measure import measure
 from rnri.bench.realsize import LCM_DREAMSHAPER_V7_UNET
+from rnri.gpu import FastPath, apply_fast_path
 from rnri.loading import TOKENIZER_MAX_LENGTH, tiny_pipeline, tiny_tokenizer
 
 SD15_VAE: dict[str, Any] = {  # Stable Diffusion 1.5's autoencoder, as LCM_Dreamshaper_v7 ships it
@@ -93,10 +94,21 @@ def timed(work: Callable[[], Any], device: str, repeats: int) -> dict[str, float
     return {"seconds": statistics.median(u.wall_s for u in usages), "peak_mib": max(u.peak_mib for u in usages)}
 
 
-def run(size: str = "real", device: str = "cpu", dtype: str | None = None, repeats: int = 5) -> dict[str, Any]:
-    """Time each piece of an edit; a JSON-ready dict."""
+def run(
+    size: str = "real",
+    device: str = "cpu",
+    dtype: str | None = None,
+    repeats: int = 5,
+    compile_mode: str | None = None,
+) -> dict[str, Any]:
+    """Time each piece of an edit; a JSON-ready dict. ``compile_mode``: ``torch.compile`` the UNet first
+    (``"default"`` or a mode such as ``"reduce-overhead"``), through ``rnri.gpu.apply_fast_path``."""
     torch_dtype = getattr(torch, dtype) if dtype else (torch.float16 if device.startswith("cuda") else torch.float32)
     pipe = prepared(real_size_pipeline() if size == "real" else tiny_pipeline(), device, torch_dtype)
+    warm_up = None
+    if compile_mode:
+        mode = None if compile_mode == "default" else compile_mode
+        warm_up = apply_fast_path(pipe, FastPath(compile=True, compile_mode=mode)).warmup_seconds
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
     rng = np.random.default_rng(0)
     photo = Image.fromarray((rng.random((side, side, 3)) * 255).astype(np.uint8))
@@ -117,7 +129,10 @@ def run(size: str = "real", device: str = "cpu", dtype: str | None = None, repea
     }
     rows = {name: timed(fn, device, repeats) for name, fn in work.items()}
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
-    return {"device": f"{name} ({str(torch_dtype).removeprefix('torch.')})", "size": f"{side}x{side}", "rows": rows}
+    described = f"{name} ({str(torch_dtype).removeprefix('torch.')})"
+    if compile_mode:
+        described += f", UNet compiled (mode {compile_mode}; warm-up {warm_up:.0f} s)"
+    return {"device": described, "size": f"{side}x{side}", "rows": rows}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -133,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="default: fp16 on CUDA, else fp32")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile", metavar="MODE", help="torch.compile the UNet first: 'default' or a mode name")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
-    result = run(args.size, args.device, args.dtype, args.repeats)
+    result = run(args.size, args.device, args.dtype, args.repeats, args.compile)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
