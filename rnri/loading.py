@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
@@ -75,55 +76,70 @@ def tiny_tokenizer() -> CLIPTokenizer:
     return tokenizer
 
 
+TINY_UNET: dict[str, Any] = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": (16, 32),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 8,
+    "time_cond_proj_dim": 32,
+}
+TINY_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": (8, 8, 16, 16),
+    "norm_num_groups": 4,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "sample_size": 64,
+}
+TINY_TEXT: dict[str, Any] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+}
+
+
 def tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
     """A tiny LCM pipeline (64x64 images, 8x8 latents) with seeded random weights: same code path, no download."""
+    return random_pipeline(TINY_UNET, TINY_VAE, TINY_TEXT, seed)
+
+
+def random_pipeline(
+    unet: dict[str, Any], vae: dict[str, Any], text_encoder: dict[str, Any], seed: int = 0
+) -> LatentConsistencyModelPipeline:
+    """An LCM pipeline of the given architectures (config keyword arguments) with seeded random weights and the
+    byte-level tokenizer of :func:`tiny_tokenizer`; nothing is downloaded."""
     tokenizer = tiny_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=8,
-            in_channels=4,
-            out_channels=4,
-            layers_per_block=1,
-            block_out_channels=(16, 32),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=8,
-            time_cond_proj_dim=32,
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            block_out_channels=(8, 8, 16, 16),
-            norm_num_groups=4,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            sample_size=64,
-        )
-        text_encoder = CLIPTextModel(
+        unet_model = UNet2DConditionModel(**unet)
+        vae_model = AutoencoderKL(**vae)
+        text_model = CLIPTextModel(
             CLIPTextConfig(
                 vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
                 max_position_embeddings=TOKENIZER_MAX_LENGTH,
                 bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
+                **text_encoder,
             )
         )
     scheduler = LCMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True
     )
     return LatentConsistencyModelPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
+        vae=vae_model,
+        text_encoder=text_model,
         tokenizer=tokenizer,
-        unet=unet,
+        unet=unet_model,
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,

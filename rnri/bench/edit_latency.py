@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+from diffusers import LatentConsistencyModelPipeline
 from PIL import Image
-from transformers import CLIPTextConfig, CLIPTextModel
 
 import rnri
 from rnri.bench.measure import measure
 from rnri.bench.realsize import LCM_DREAMSHAPER_V7_UNET
 from rnri.gpu import FastPath, apply_fast_path
-from rnri.loading import TOKENIZER_MAX_LENGTH, tiny_pipeline, tiny_tokenizer
+from rnri.loading import random_pipeline, tiny_pipeline
 
 SD15_VAE: dict[str, Any] = {  # Stable Diffusion 1.5's autoencoder, as LCM_Dreamshaper_v7 ships it
     "in_channels": 3,
@@ -45,34 +44,7 @@ SOURCE, TARGET = "a photo of a cat", "a photo of a tiger"
 
 def real_size_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
     """The real model's architecture with seeded random weights; the tiny byte-level tokenizer (no download)."""
-    tokenizer = tiny_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**LCM_DREAMSHAPER_V7_UNET)
-        vae = AutoencoderKL(**SD15_VAE)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                max_position_embeddings=TOKENIZER_MAX_LENGTH,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                **CLIP_VIT_L_TEXT,
-            )
-        )
-    scheduler = LCMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True
-    )
-    return LatentConsistencyModelPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return random_pipeline(LCM_DREAMSHAPER_V7_UNET, SD15_VAE, CLIP_VIT_L_TEXT, seed)
 
 
 def prepared(pipe: LatentConsistencyModelPipeline, device: str, dtype: torch.dtype) -> LatentConsistencyModelPipeline:
