@@ -45,13 +45,20 @@ def load_pipeline(
     with _LOCK:
         if key not in _RESIDENT:
             pipe = tiny_pipeline() if model == TINY else _from_pretrained(model, dtype)
-            pipe.unet.requires_grad_(False)  # Newton needs gradients in the latent only
-            pipe.vae.requires_grad_(False)
-            pipe.text_encoder.requires_grad_(False)
-            pipe.set_progress_bar_config(disable=True)
-            pipe = pipe.to(device) if pipe.dtype == dtype else pipe.to(device=device, dtype=dtype)
-            _RESIDENT[key] = pipe
+            _RESIDENT[key] = frozen_on(pipe, device, dtype)
         return _RESIDENT[key]
+
+
+def frozen_on(
+    pipe: LatentConsistencyModelPipeline, device: torch.device | str, dtype: torch.dtype
+) -> LatentConsistencyModelPipeline:
+    """``pipe`` with its weights frozen (the solvers need gradients in the latent only), no progress bars, on
+    ``device`` in ``dtype``."""
+    pipe.unet.requires_grad_(False)
+    pipe.vae.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device) if pipe.dtype == dtype else pipe.to(device=device, dtype=dtype)
 
 
 def _from_pretrained(model: str, dtype: torch.dtype) -> LatentConsistencyModelPipeline:

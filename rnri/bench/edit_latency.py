@@ -24,7 +24,7 @@ import rnri
 from rnri.bench.measure import measure
 from rnri.bench.realsize import LCM_DREAMSHAPER_V7_UNET
 from rnri.gpu import FastPath, apply_fast_path
-from rnri.loading import random_pipeline, tiny_pipeline
+from rnri.loading import frozen_on, random_pipeline, tiny_pipeline
 
 SD15_VAE: dict[str, Any] = {  # Stable Diffusion 1.5's autoencoder, as LCM_Dreamshaper_v7 ships it
     "in_channels": 3,
@@ -45,14 +45,6 @@ SOURCE, TARGET = "a photo of a cat", "a photo of a tiger"
 def real_size_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
     """The real model's architecture with seeded random weights; the tiny byte-level tokenizer (no download)."""
     return random_pipeline(LCM_DREAMSHAPER_V7_UNET, SD15_VAE, CLIP_VIT_L_TEXT, seed)
-
-
-def prepared(pipe: LatentConsistencyModelPipeline, device: str, dtype: torch.dtype) -> LatentConsistencyModelPipeline:
-    """``pipe`` frozen and moved, as ``rnri.load_pipeline`` leaves a loaded one."""
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.requires_grad_(False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)
 
 
 def timed(work: Callable[[], Any], device: str, repeats: int) -> dict[str, float]:
@@ -76,7 +68,7 @@ def run(
     """Time each piece of an edit; a JSON-ready dict. ``compile_mode``: ``torch.compile`` the UNet first
     (``"default"`` or a mode such as ``"reduce-overhead"``), through ``rnri.gpu.apply_fast_path``."""
     torch_dtype = getattr(torch, dtype) if dtype else (torch.float16 if device.startswith("cuda") else torch.float32)
-    pipe = prepared(real_size_pipeline() if size == "real" else tiny_pipeline(), device, torch_dtype)
+    pipe = frozen_on(real_size_pipeline() if size == "real" else tiny_pipeline(), device, torch_dtype)
     warm_up = None
     if compile_mode:
         mode = None if compile_mode == "default" else compile_mode

@@ -102,10 +102,15 @@ def newton_along(
 
     Returns the step and whether it is defined (p must descend: ``grad.p < 0``), as a boolean tensor.
     """
-    slope = (grad * p).sum()
-    descends = torch.isfinite(slope) & (slope < 0)
-    alpha = (-f / slope.clamp(max=-TINY)).clamp(max=max_step)
+    alpha, descends = line_step(f, (grad * p).sum(), max_step)
     return z + alpha * p, descends
+
+
+def line_step(f: torch.Tensor, slope: torch.Tensor, max_step: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The root ``alpha = -F / slope`` of the line's linear model, capped at ``max_step``, and whether the line
+    descends (``slope < 0`` and finite); alpha is meaningless where it does not."""
+    descends = torch.isfinite(slope) & (slope < 0)
+    return (-f / slope.clamp(max=-TINY)).clamp(max=max_step), descends
 
 
 def initial_guess(problem: StepProblem, init: str) -> tuple[torch.Tensor, int]:
@@ -140,10 +145,8 @@ def difference_iterate(
     """
     p = solve_frozen(problem.y, eps, problem.step, problem.noise) - z
     h = config.difference_step
-    slope = (objective(problem, z + h * p, config)[0] - f) / h
-    descends = torch.isfinite(slope) & (slope < 0)
-    alpha = torch.where(descends, (-f / slope.clamp(max=-TINY)).clamp(max=config.max_step), 1.0)
-    return z + config.damping * alpha * p
+    alpha, descends = line_step(f, (objective(problem, z + h * p, config)[0] - f) / h, config.max_step)
+    return z + config.damping * torch.where(descends, alpha, 1.0) * p
 
 
 def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
