@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
-import io
 import logging
 import math
 import os
@@ -27,7 +26,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 import rnri
 from rnri.gpu import OFFLOAD_CHOICES, FastPath, FastPathError, apply_fast_path
@@ -578,18 +577,13 @@ async def wait_for_pause(request: gr.Request) -> int | dict[str, Any]:
     return ticket if TICKETS.is_latest(session, ticket) else gr.skip()
 
 
-def open_background(background: str | bytes) -> Image.Image:
-    """The editor's photo, upright but otherwise as it was sent (it goes back into the editor)."""
-    return ImageOps.exif_transpose(Image.open(io.BytesIO(background) if isinstance(background, bytes) else background))
-
-
 def clear_mask(editor: dict[str, Any] | None, request: gr.Request) -> dict[str, Any]:
     """The editor's photo without the painted layers."""
     with user_errors():
         background, _ = editor_files(editor, request)
         if background is None:
             return gr.skip()
-        photo = open_background(background)
+        photo = load_mask_layer(background, "image")
         return {"background": photo, "layers": [], "composite": photo}
 
 
@@ -607,7 +601,7 @@ def paint_auto_mask(request: gr.Request, *inputs: Any) -> dict[str, Any]:
         if mask is None:
             mask = estimate_mask(cached.inversion, target, guidance)
             cached.remember_auto_mask(target, guidance, mask)
-        photo = open_background(background)
+        photo = load_mask_layer(background, "image")
     marks = np.asarray(mask.resize(photo.size, Image.Resampling.NEAREST)) > 0
     layer = np.zeros((photo.height, photo.width, 4), dtype=np.uint8)
     layer[marks] = (*MASK_RGB, 128)  # as the brush paints it

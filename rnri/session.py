@@ -200,13 +200,14 @@ class LocalEdit:
     blend: BlendConfig = BlendConfig()  # dilation, feather and paste-back of whichever region is used
 
 
-def load_mask_layer(source: str | Path | bytes) -> Image.Image:
-    """A painted layer or a mask image, decoded; ``InputError`` for a file that is not a readable image."""
-    with _open(source, "mask") as image:
+def load_mask_layer(source: str | Path | bytes, what: str = "mask") -> Image.Image:
+    """A painted layer or a mask image (or, with ``what="image"``, the editor's photo as sent), decoded and upright,
+    after the same checks as a photo; ``InputError`` for a file that is not a readable image."""
+    with _open(source, what) as image:
         try:
             image.load()
         except Exception as error:  # as in _decode: Pillow's many error types for damaged data
-            raise InputError(f"The mask could not be decoded ({type(error).__name__}: {error}).") from error
+            raise InputError(f"The {what} could not be decoded ({type(error).__name__}: {error}).") from error
         return ImageOps.exif_transpose(image)  # upright, as the photo is
 
 
