@@ -1,0 +1,339 @@
+"""Train the shapes models from scratch: ``python -m rnri.shapes.train`` (seeded, resumable, with progress bars).
+
+Stages, each resumed from its last checkpoint in ``--workdir``:
+    vae      AutoencoderKL on renders (L1 + KL); its scaling factor makes the latents unit-std
+    latents  the training scenes encoded once (posterior means times the scaling factor)
+    teacher  text encoder and noise-prediction UNet trained jointly, captions dropped for classifier-free guidance
+    student  latent consistency distillation (Luo et al. 2023, Algorithm 1): one DDIM step of the guided teacher
+             over a skip of 20 timesteps, the target from an EMA copy of the student, the guidance scale embedded
+    export   both as stock diffusers pipelines (safetensors, fp16 weights) into ``--out``
+Loss curves are saved as ``<stage>-loss.png`` and the wall time of each stage in ``times.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from tqdm import trange
+from transformers import CLIPTextModel
+
+from rnri.shapes import models
+from rnri.shapes.data import pixels, to_unit, token_ids
+from rnri.shapes.tokenizer import shapes_tokenizer
+from rnri.shapes.world import scenes
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; the defaults are the shipped models' run."""
+
+    seed: int = 0
+    vae_scenes: int = 12000  # renders the VAE learns from
+    vae_steps: int = 1500
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    vae_kl: float = 1e-3  # weight of the KL term per latent element against L1 per pixel
+    scenes: int = 30000  # training scenes of the teacher and student (latents encoded once)
+    teacher_steps: int = 4000
+    teacher_batch: int = 32
+    teacher_lr: float = 5e-4
+    uncond_rate: float = 0.1  # captions replaced by "" for classifier-free guidance
+    teacher_ema: float = 0.999
+    student_steps: int = 2000
+    student_batch: int = 32
+    student_lr: float = 2e-4
+    guidance_min: float = 1.0  # w of the teacher's guided step, x0_c + w (x0_c - x0_u): CFG scale w + 1
+    guidance_max: float = 8.0
+    student_ema: float = 0.95  # decay of the target network
+    skip: int = 20  # timesteps one teacher DDIM step spans (1000 / 50 DDIM steps)
+    warmup: int = 100  # steps of linear learning-rate warm-up; then a cosine down to 10%
+    checkpoint_every: int = 250
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of ``lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def ema_update(target: torch.nn.Module, online: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for t, o in zip(target.parameters(), online.parameters()):
+            t.lerp_(o, 1.0 - decay)
+
+
+def generator(config: TrainConfig, stage: str, step: int) -> torch.Generator:
+    """The randomness of one training step: the same on a resumed run as on an uninterrupted one."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{config.seed}/{stage}/{step}".encode()))
+
+
+@dataclass
+class Stage:
+    """A training loop's state: modules whose weights are checkpointed, one optimizer, the loss history."""
+
+    name: str
+    modules: dict[str, torch.nn.Module]
+    optimizer: torch.optim.Optimizer
+    steps: int
+    lr: float
+    losses: list[float]
+
+
+def run(stage: Stage, workdir: Path, config: TrainConfig, step_fn: Callable[[torch.Generator], torch.Tensor]) -> None:
+    """Train ``stage`` to its last step, resuming from ``workdir/<name>.pt``; checkpoints and plots as it goes."""
+    checkpoint = workdir / f"{stage.name}.pt"
+    start = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        for key, module in stage.modules.items():
+            module.load_state_dict(state["modules"][key])
+        stage.optimizer.load_state_dict(state["optimizer"])
+        start, stage.losses[:] = state["step"], state["losses"]
+    bar = trange(start, stage.steps, desc=stage.name, initial=start, total=stage.steps)
+    for step in bar:
+        for group in stage.optimizer.param_groups:
+            group["lr"] = lr_at(step, stage.steps, stage.lr, config.warmup)
+        loss = step_fn(generator(config, stage.name, step))
+        stage.losses.append(loss.item())
+        bar.set_postfix(loss=f"{stage.losses[-1]:.4f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == stage.steps:
+            save_checkpoint(stage, step + 1, checkpoint)
+    plot_losses(stage, workdir / f"{stage.name}-loss.png")
+
+
+def save_checkpoint(stage: Stage, step: int, path: Path) -> None:
+    state = {
+        "modules": {k: m.state_dict() for k, m in stage.modules.items()},
+        "optimizer": stage.optimizer.state_dict(),
+        "step": step,
+        "losses": stage.losses,
+    }
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)  # a kill mid-save leaves the previous checkpoint whole
+
+
+def plot_losses(stage: Stage, path: Path) -> None:
+    """The loss per step and its running mean, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = torch.tensor(stage.losses)
+    window = max(1, len(losses) // 50)
+    smooth = torch.nn.functional.avg_pool1d(losses[None, None], window, stride=1)[0, 0] if len(losses) else losses
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
+    ax.plot(range(window - 1, window - 1 + len(smooth)), smooth, lw=1.5, label=f"mean of {window}")
+    ax.set(yscale="log", xlabel="step", ylabel="loss", title=f"{stage.name}: loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train_vae(workdir: Path, config: TrainConfig) -> None:
+    """The VAE; saved to ``workdir/vae`` with the scaling factor that gives its latents unit variance."""
+    data = pixels(scenes(config.seed, config.vae_scenes, "train"))
+    vae = models.vae()
+    stage = Stage("vae", {"vae": vae}, torch.optim.AdamW(vae.parameters(), config.vae_lr), config.vae_steps, config.vae_lr, [])
+
+    def step(g: torch.Generator) -> torch.Tensor:
+        x = to_unit(data[torch.randint(len(data), (config.vae_batch,), generator=g)])
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g)
+        kl = posterior.kl().mean() / z[0].numel()
+        loss = (vae.decode(z).sample - x).abs().mean() + config.vae_kl * kl
+        loss.backward()
+        stage.optimizer.step()
+        stage.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    vae.train()
+    run(stage, workdir, config, step)
+    vae.eval()
+    with torch.no_grad():
+        means = torch.cat([vae.encode(to_unit(b)).latent_dist.mean for b in data[:2048].split(256)])
+    vae.register_to_config(scaling_factor=float(1.0 / means.std()))
+    vae.save_pretrained(workdir / "vae")
+
+
+def encode_latents(workdir: Path, config: TrainConfig) -> None:
+    """The training scenes' latents (scaled posterior means) and caption token ids, saved to ``latents.pt``."""
+    vae = AutoencoderKL.from_pretrained(workdir / "vae").eval()
+    scene_list = scenes(config.seed + 1, config.scenes, "train")
+    tokenizer = shapes_tokenizer()
+    latents = []
+    with torch.no_grad():
+        for start in trange(0, len(scene_list), 500, desc="latents"):
+            batch = to_unit(pixels(scene_list[start : start + 500]))
+            latents.append(vae.encode(batch).latent_dist.mean * vae.config.scaling_factor)
+    ids = token_ids(tokenizer, [s.caption for s in scene_list])
+    torch.save({"latents": torch.cat(latents), "ids": ids}, workdir / "latents.pt")
+
+
+def add_noise(z0: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """``z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps``, abar per item (B,)."""
+    abar = abar.view(-1, 1, 1, 1)
+    return abar.sqrt() * z0 + (1 - abar).sqrt() * eps
+
+
+def predict_x0(z_t: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    abar = abar.view(-1, 1, 1, 1)
+    return (z_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
+def train_teacher(workdir: Path, config: TrainConfig) -> None:
+    """Text encoder and UNet, noise prediction (DDPM's simple loss), EMA weights saved to ``workdir/teacher``."""
+    data = torch.load(workdir / "latents.pt", weights_only=True)
+    tokenizer = shapes_tokenizer()
+    text, unet = models.text_encoder(tokenizer), models.unet()
+    ema_text, ema_unet = copy.deepcopy(text).requires_grad_(False), copy.deepcopy(unet).requires_grad_(False)
+    abar_all = models.ddim_scheduler().alphas_cumprod
+    uncond = token_ids(tokenizer, [""])[0]
+    optimizer = torch.optim.AdamW([*unet.parameters(), *text.parameters()], config.teacher_lr)
+    modules = {"text": text, "unet": unet, "ema_text": ema_text, "ema_unet": ema_unet}
+    stage = Stage("teacher", modules, optimizer, config.teacher_steps, config.teacher_lr, [])
+
+    def step(g: torch.Generator) -> torch.Tensor:
+        index = torch.randint(len(data["latents"]), (config.teacher_batch,), generator=g)
+        z0, ids = data["latents"][index], data["ids"][index].clone()
+        ids[torch.rand(len(ids), generator=g) < config.uncond_rate] = uncond
+        t = torch.randint(0, len(abar_all), (len(ids),), generator=g)
+        eps = torch.randn(z0.shape, generator=g)
+        prediction = unet(add_noise(z0, eps, abar_all[t]), t, encoder_hidden_states=text(ids)[0]).sample
+        loss = (prediction - eps).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema_update(ema_unet, unet, config.teacher_ema)
+        ema_update(ema_text, text, config.teacher_ema)
+        return loss.detach()
+
+    run(stage, workdir, config, step)
+    ema_unet.save_pretrained(workdir / "teacher" / "unet")
+    ema_text.save_pretrained(workdir / "teacher" / "text_encoder")
+
+
+def train_student(workdir: Path, config: TrainConfig) -> None:
+    """LCM distillation from the teacher; the target (EMA) network is saved to ``workdir/student``."""
+    data = torch.load(workdir / "latents.pt", weights_only=True)
+    tokenizer = shapes_tokenizer()
+    teacher = UNet2DConditionModel.from_pretrained(workdir / "teacher" / "unet").requires_grad_(False)
+    text = CLIPTextModel.from_pretrained(workdir / "teacher" / "text_encoder").requires_grad_(False)
+    student = models.unet(student=True)
+    student.load_state_dict(teacher.state_dict(), strict=False)  # all but the guidance projection
+    torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)  # starts as the teacher
+    target = copy.deepcopy(student).requires_grad_(False)
+    pipe = models.lcm_pipeline(None, text, tokenizer, target)  # for its guidance embedding and boundary scalings
+    abar_all = pipe.scheduler.alphas_cumprod
+    ddim_timesteps = torch.arange(1, len(abar_all) // config.skip + 1) * config.skip - 1  # 19, 39, ..., 999
+    with torch.no_grad():
+        uncond = text(token_ids(tokenizer, [""]))[0]
+    optimizer = torch.optim.AdamW(student.parameters(), config.student_lr)
+    stage = Stage("student", {"student": student, "target": target}, optimizer, config.student_steps, config.student_lr, [])
+
+    def consistency(unet, z_t, t, w_emb, cond) -> torch.Tensor:
+        """The boundary-conditioned consistency function ``c_skip z_t + c_out x0``."""
+        c_skip, c_out = (c.view(-1, 1, 1, 1) for c in pipe.scheduler.get_scalings_for_boundary_condition_discrete(t))
+        eps = unet(z_t, t, timestep_cond=w_emb, encoder_hidden_states=cond).sample
+        return c_skip * z_t + c_out * predict_x0(z_t, eps, abar_all[t])
+
+    def step(g: torch.Generator) -> torch.Tensor:
+        index = torch.randint(len(data["latents"]), (config.student_batch,), generator=g)
+        z0, ids = data["latents"][index], data["ids"][index]
+        b = len(ids)
+        t_start = ddim_timesteps[torch.randint(len(ddim_timesteps), (b,), generator=g)]
+        t_end = (t_start - config.skip).clamp(min=0)
+        z_start = add_noise(z0, torch.randn(z0.shape, generator=g), abar_all[t_start])
+        w = config.guidance_min + (config.guidance_max - config.guidance_min) * torch.rand(b, generator=g)
+        w_emb = pipe.get_guidance_scale_embedding(w, embedding_dim=models.GUIDANCE_EMBEDDING)
+        with torch.no_grad():
+            cond = text(ids)[0]
+            eps_c, eps_u = teacher(
+                z_start.repeat(2, 1, 1, 1), t_start.repeat(2), encoder_hidden_states=torch.cat([cond, uncond.expand_as(cond)])
+            ).sample.chunk(2)
+            abar_s, abar_e = abar_all[t_start], abar_all[t_end]
+            x0_c, x0_u = predict_x0(z_start, eps_c, abar_s), predict_x0(z_start, eps_u, abar_s)
+            wv = w.view(-1, 1, 1, 1)
+            x0, eps = x0_c + wv * (x0_c - x0_u), eps_c + wv * (eps_c - eps_u)
+            z_end = add_noise(x0, eps, abar_e)  # the guided DDIM step t_start -> t_end
+            goal = consistency(target, z_end, t_end, w_emb, cond)
+        loss = (consistency(student, z_start, t_start, w_emb, cond) - goal).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema_update(target, student, config.student_ema)
+        return loss.detach()
+
+    run(stage, workdir, config, step)
+    target.save_pretrained(workdir / "student")
+
+
+def export(workdir: Path, out: Path) -> None:
+    """Both pipelines, stock diffusers layout, safetensors with fp16 weights (configs say float32), into ``out``."""
+    tokenizer = shapes_tokenizer()
+    vae = AutoencoderKL.from_pretrained(workdir / "vae")
+    text = CLIPTextModel.from_pretrained(workdir / "teacher" / "text_encoder")
+    teacher = UNet2DConditionModel.from_pretrained(workdir / "teacher" / "unet")
+    student = UNet2DConditionModel.from_pretrained(workdir / "student")
+    for folder, pipe in (
+        (out / "lcm", models.lcm_pipeline(vae, text, tokenizer, student)),
+        (out / "sd", models.sd_pipeline(vae, text, tokenizer, teacher)),
+    ):
+        pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+        pipe.to(torch.float32)
+
+
+STAGES: dict[str, tuple[Callable[[Path, TrainConfig], None], str]] = {  # name: (function, what it leaves)
+    "vae": (train_vae, "vae"),
+    "latents": (encode_latents, "latents.pt"),
+    "teacher": (train_teacher, "teacher"),
+    "student": (train_student, "student"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m rnri.shapes.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", choices=[*STAGES, "export", "all"], default="all")
+    parser.add_argument("--workdir", type=Path, default=Path("artifacts/shapes-train"), help="checkpoints, curves")
+    parser.add_argument("--out", type=Path, default=models.MODELS_DIR, help="where export writes the pipelines")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    for f in fields(TrainConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    args = parser.parse_args(argv)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    saved = args.workdir / "config.json"
+    if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(config.__dict__)):
+        parser.error(f"{saved} was written with other settings; use another --workdir or the same settings")
+    saved.write_text(json.dumps(config.__dict__, indent=1))
+    times_path = args.workdir / "times.json"
+    times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    for name, (stage_fn, product) in STAGES.items():
+        if args.stage == name or (args.stage == "all" and not (args.workdir / product).exists()):
+            start = time.perf_counter()
+            stage_fn(args.workdir, config)
+            times[name] = times.get(name, 0.0) + time.perf_counter() - start
+            times_path.write_text(json.dumps(times, indent=1))
+    if args.stage in ("export", "all"):
+        export(args.workdir, args.out)
+    print("wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+
+
+if __name__ == "__main__":
+    main()
