@@ -1,22 +1,64 @@
-"""rnri: real-time image inversion and editing on Latent Consistency Models (Regularized Newton-Raphson)."""
+"""rnri: real-time image inversion and editing on Latent Consistency Models (Regularized Newton-Raphson).
 
-from rnri.api import Inversion, auto_mask, invert, regenerate
-from rnri.inversion import InversionError
-from rnri.loading import DEFAULT_MODEL, ModelLoadError, load_pipeline, tiny_pipeline
-from rnri.masks import BlendConfig
-from rnri.solvers import METHODS
+The names below are imported on first use (PEP 562), so that ``import rnri`` (and ``rnri --help``) does not load
+torch and diffusers before anything needs them.
+"""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rnri.lazy import attach
+
+_WHERE = {  # public name -> the module that defines it
+    "Inversion": "rnri.api",
+    "auto_mask": "rnri.api",
+    "invert": "rnri.api",
+    "regenerate": "rnri.api",
+    "InversionError": "rnri.inversion",
+    "DEFAULT_MODEL": "rnri.backbones",
+    "backbone_of": "rnri.backbones",
+    "default_guidance": "rnri.backbones",
+    "ModelLoadError": "rnri.loading",
+    "load_pipeline": "rnri.loading",
+    "tiny_pipeline": "rnri.loading",
+    "BlendConfig": "rnri.masks",
+    "METHODS": "rnri.solvers",
+    "InversionSettings": "rnri.settings",
+    "load_inversion": "rnri.serialize",
+    "save_inversion": "rnri.serialize",
+    "saved_model": "rnri.serialize",
+}
 __all__ = [
-    "BlendConfig",
-    "auto_mask",
     "DEFAULT_MODEL",
     "METHODS",
+    "BlendConfig",
     "Inversion",
     "InversionError",
+    "InversionSettings",
     "ModelLoadError",
+    "auto_mask",
+    "backbone_of",
+    "default_guidance",
     "invert",
+    "load_inversion",
     "load_pipeline",
     "regenerate",
+    "save_inversion",
+    "saved_model",
     "tiny_pipeline",
 ]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from rnri.api import Inversion, auto_mask, invert, regenerate
+    from rnri.backbones import DEFAULT_MODEL, backbone_of, default_guidance
+    from rnri.inversion import InversionError
+    from rnri.loading import ModelLoadError, load_pipeline, tiny_pipeline
+    from rnri.masks import BlendConfig
+    from rnri.serialize import load_inversion, save_inversion, saved_model
+    from rnri.settings import InversionSettings
+    from rnri.solvers import METHODS
+
+
+__getattr__, __dir__ = attach(__name__, _WHERE)

@@ -13,9 +13,10 @@ from diffusers import LatentConsistencyModelPipeline
 from PIL import Image
 
 from rnri import adapter
+from rnri.backbones import default_guidance
 from rnri.chain import Step, sample
 from rnri.counting import count_unet_calls
-from rnri.images import fit_size, to_rgb
+from rnri.images import fit_size, mask_image, mask_tensor, to_rgb
 from rnri.inversion import ProgressFn, invert_chain
 from rnri.masks import (
     BlendConfig,
@@ -23,15 +24,11 @@ from rnri.masks import (
     blended_sample,
     fit_mask,
     latent_mask,
-    mask_array,
     noise_difference,
     threshold_mask,
-    to_image,
 )
+from rnri.settings import CHAINS
 from rnri.solvers import make_config
-
-CHAINS = ("lcm", "ddim")  # stochastic LCM chain with stored noises; deterministic chain with n_i = eps
-DEFAULT_GUIDANCE = 8.5  # the stock LCM pipeline's default
 
 
 @dataclass
@@ -100,7 +97,7 @@ def invert(
     latents: torch.Tensor | None = None,
     method: str = "rnri",
     num_inference_steps: int = 4,
-    guidance_scale: float = DEFAULT_GUIDANCE,
+    guidance_scale: float | None = None,
     seed: int = 0,
     chain: str = "lcm",
     strength: float = 1.0,
@@ -113,9 +110,11 @@ def invert(
 
     image: a PIL image of any size and mode, fitted to ``resolution`` (default: the model's native size) with the
     aspect ratio kept. latents: (1, 4, h, w), already scaled by the VAE scaling factor. strength in (0, 1]: the
-    fraction of the chain to invert (the last steps). ``solver_options`` go to the method's config.
+    fraction of the chain to invert (the last steps). guidance_scale: None is the default of the pipeline's family
+    (``rnri.backbones``). ``solver_options`` go to the method's config.
     """
     config = make_config(method, solver_options)
+    guidance_scale = default_guidance(pipe) if guidance_scale is None else guidance_scale
     if chain not in CHAINS:
         raise ValueError(f"chain must be one of {CHAINS}, got {chain!r}")
     if not (isinstance(num_inference_steps, int) and 1 <= num_inference_steps <= 50):
@@ -222,7 +221,7 @@ def regenerate(
     else:
         if isinstance(mask, str) and mask == "auto":
             mask = auto_mask(pipe, inv, prompt, guidance_scale=guidance_scale)
-        soft_mask, paste_mask = blend_masks(fit_mask(mask_array(mask), size), blend or BlendConfig())
+        soft_mask, paste_mask = blend_masks(fit_mask(mask_tensor(mask), size), blend or BlendConfig())
         blend_mask = latent_mask(soft_mask, tuple(inv.latents.shape[-2:])).to(inv.latents.device)
         clean = blended_sample(eps_fn, steps, inv.trajectory, inv.noises, blend_mask)[-1]
     if output_type == "latent":
@@ -231,7 +230,7 @@ def regenerate(
     if image.size != size:
         image = image.resize(size, Image.Resampling.LANCZOS)
     if paste_mask is not None and (blend or BlendConfig()).paste_back and inv.source_image is not None:
-        image = Image.composite(image, inv.source_image, to_image(paste_mask, size))  # m x + (1 - m) x_src
+        image = Image.composite(image, inv.source_image, mask_image(paste_mask, size))  # m x + (1 - m) x_src
     return image
 
 
@@ -260,4 +259,4 @@ def auto_mask(
         steps,
         inv.trajectory[:-1],
     )
-    return to_image(threshold_mask(difference, threshold), _output_size(inv, pipe.vae_scale_factor))
+    return mask_image(threshold_mask(difference, threshold), _output_size(inv, pipe.vae_scale_factor))

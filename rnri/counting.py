@@ -1,10 +1,12 @@
-"""Counting UNet evaluations from the outside, by hooks on the module, so no solver can miscount itself."""
+"""Counting UNet evaluations from the outside, by hooks on the module, so no solver can miscount itself; and
+timing a block of work."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -45,3 +47,36 @@ def count_unet_calls(unet: nn.Module) -> Iterator[UNetCalls]:
         yield calls
     finally:
         handle.remove()
+
+
+@dataclass
+class Measured:
+    """Wall time and UNet passes of a :func:`measure` block."""
+
+    seconds: float = 0.0
+    calls: UNetCalls = field(default_factory=UNetCalls)
+
+
+@contextmanager
+def stopwatch(device: torch.device | str | None = None) -> Iterator[Measured]:
+    """Wall time of the ``with`` block; on a CUDA ``device`` queued work is waited for at both ends, so the time is
+    the work's and not the time to queue it. The one timer of the editor and the benches."""
+    result = Measured()
+    cuda = device is not None and torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)
+        result.seconds = time.perf_counter() - start
+
+
+@contextmanager
+def measure(unet: nn.Module) -> Iterator[Measured]:
+    """Wall time (on the UNet's device) and UNet passes of the ``with`` block."""
+    with stopwatch(next(unet.parameters()).device) as result, count_unet_calls(unet) as calls:
+        result.calls = calls
+        yield result

@@ -11,7 +11,8 @@ from diffusers import AutoencoderKL, LatentConsistencyModelPipeline, LCMSchedule
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-DEFAULT_MODEL = "SimianLuo/LCM_Dreamshaper_v7"
+from rnri.backbones import DEFAULT_MODEL  # defined where importing it loads nothing (rnri --help)
+
 TINY = "tiny"
 TOKENIZER_MAX_LENGTH = 77  # CLIP's context, as in Stable Diffusion
 

@@ -1,5 +1,7 @@
 """Local edits: pixel masks, their latent-size versions, the blended chain, and DiffEdit-style automatic masks.
 
+Masks here are tensors; reading one from an image or an array, and writing one as an image, is ``rnri.images``'.
+
 A mask is 1 where the edit acts and 0 where the photo must stay as it was. The blended chain (Blended Latent
 Diffusion, Avrahami et al. 2023) follows the edit inside the mask and the inverted source chain outside it:
 ``z_{i+1} = m * S_i(z_i) + (1 - m) * z_{i+1}^src``.
@@ -10,12 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from rnri.chain import EpsFn, Step, step_map
+from rnri.options import option
 
 ASPECT_TOLERANCE = 0.02  # relative aspect-ratio difference up to which a mask is taken to match its image
 
@@ -24,48 +25,24 @@ ASPECT_TOLERANCE = 0.02  # relative aspect-ratio difference up to which a mask i
 class BlendConfig:
     """How a mask shapes a local edit."""
 
-    dilation: int = 0  # grow the painted region by this many pixels of the input image
-    feather: float = 4.0  # standard deviation (pixels) of the Gaussian that softens the region's edge
-    paste_back: bool = True  # after decoding, put the original pixels back outside the (dilated) region
+    dilation: int = option(  # pixels of the input image
+        0, "Mask dilation (px)", "Grow the painted or automatic region by this much.", low=0, high=64, step=1
+    )
+    feather: float = option(  # the standard deviation of the Gaussian that softens the region's edge
+        4.0, "Mask feather (px)", "Soften the edge: the edit fades out over ~3x this.", low=0, high=32, step=0.5
+    )
+    paste_back: bool = option(  # after decoding, outside the (dilated) region
+        True, "Paste back", "Keep every pixel outside the mask exactly as it was."
+    )
 
     def __post_init__(self) -> None:
         if self.dilation < 0 or not self.feather >= 0:
             raise ValueError(f"dilation and feather must be >= 0, got {self.dilation} and {self.feather}")
 
 
-def mask_array(mask: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
-    """A mask of any kind as a float array (H, W) in [0, 1].
-
-    PIL images: a layer with transparency (RGBA / LA from an image editor) gives its alpha; otherwise luminance,
-    with 16-bit and float images scaled by their maximum. Arrays: bool, integer (0-255) or float (0-1).
-    """
-    if isinstance(mask, Image.Image):
-        if mask.mode in ("RGBA", "LA", "PA") or (mask.mode == "P" and "transparency" in mask.info):
-            alpha = np.asarray(mask.convert("RGBA"))[..., 3]
-            if alpha.min() < 255:
-                return alpha.astype(np.float32) / 255.0
-        if mask.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            values = np.asarray(mask, dtype=np.float32)
-            return np.clip(values / max(float(values.max()), 1e-12), 0.0, 1.0)
-        return np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
-    values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    values = np.squeeze(values)
-    if values.ndim == 3:
-        values = values.max(axis=-1)
-    if values.ndim != 2:
-        raise ValueError(f"a mask must be a 2-D image, got an array of shape {np.shape(mask)}")
-    if values.dtype == bool:
-        return values.astype(np.float32)
-    if np.issubdtype(values.dtype, np.integer):
-        return np.clip(values.astype(np.float32) / 255.0, 0.0, 1.0)
-    values = values.astype(np.float32)
-    if not np.isfinite(values).all():
-        raise ValueError("the mask contains NaN or infinite values")
-    return np.clip(values, 0.0, 1.0)
-
-
-def fit_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """The mask resized (bilinear) to ``size = (width, height)``: (1, 1, H, W); refuses another aspect ratio."""
+def fit_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A mask (H, W) in [0, 1] resized (bilinear) to ``size = (width, height)``: (1, 1, H, W); refuses another
+    aspect ratio."""
     height, width = mask.shape
     aspect, target = width / height, size[0] / size[1]
     if abs(aspect - target) / target > ASPECT_TOLERANCE:
@@ -73,7 +50,7 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
             f"the mask is {width}x{height} but the image is {size[0]}x{size[1]}; "
             "a mask must cover the image it edits (same aspect ratio)"
         )
-    tensor = torch.from_numpy(np.ascontiguousarray(mask))[None, None]
+    tensor = mask.float()[None, None]
     if (width, height) == size:
         return tensor
     return F.interpolate(tensor, size=(size[1], size[0]), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
@@ -148,9 +125,3 @@ def threshold_mask(difference: torch.Tensor, threshold: float) -> torch.Tensor:
     scaled = difference / difference.max().clamp_min(1e-12)
     smooth = F.avg_pool2d(scaled[None, None], kernel_size=3, stride=1, padding=1, count_include_pad=False)
     return (smooth >= threshold).float()
-
-
-def to_image(mask: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-    """A (1, 1, h, w) mask as an 8-bit grayscale image of ``size = (width, height)`` (nearest neighbour)."""
-    pixels = (mask[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    return Image.fromarray(pixels, "L").resize(size, Image.Resampling.NEAREST)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -135,6 +136,10 @@ def test_parse_method():
     run = parse_method("rnri:iterations=2,norm=l1,prior_weight=0.5")
     assert (run.name, run.options) == ("rnri", {"iterations": 2, "norm": "l1", "prior_weight": 0.5})
     assert parse_method("ddim").label == "ddim"
+    with pytest.raises(argparse.ArgumentTypeError, match="Newton iterations per step must be a whole number"):
+        parse_method("rnri:iterations=two")  # one syntax, typed by the field, as the CLI's --option
+    with pytest.raises(argparse.ArgumentTypeError, match="method 'ddim' has no option 'iterations'"):
+        parse_method("ddim:iterations=2")
     assert strip_brackets("a [rusty]  bike") == "a rusty bike"
 
 

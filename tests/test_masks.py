@@ -11,8 +11,8 @@ from conftest import noise_image
 from PIL import Image
 
 import rnri
-from rnri.images import psnr
-from rnri.masks import BlendConfig, dilate, fit_mask, mask_array
+from rnri.images import mask_tensor, psnr
+from rnri.masks import BlendConfig, dilate, fit_mask
 
 SIZE = (64, 48)  # width, height of the test photo
 
@@ -45,7 +45,7 @@ def test_outside_a_painted_mask_is_the_input_exactly_with_paste_back(pipe, inver
     config = BlendConfig(dilation=2, feather=2.0)
     out = np.asarray(rnri.regenerate(pipe, inversion, "a dog", mask=painted(), blend=config)).astype(int)
     source = np.asarray(inversion.source_image).astype(int)
-    outside = dilate(fit_mask(mask_array(painted()), SIZE), 2)[0, 0].numpy() == 0
+    outside = dilate(fit_mask(mask_tensor(painted()), SIZE), 2)[0, 0].numpy() == 0
     assert outside.sum() > 0.5 * outside.size
     assert np.array_equal(out[outside], source[outside])
     assert np.abs(out[~outside] - source[~outside]).mean() > 1  # the edit did change the inside
@@ -87,7 +87,7 @@ def test_masks_of_every_kind(pipe, inversion, kind):
         mask = np.ones((SIZE[1], SIZE[0]), np.float32)
     else:
         mask = box
-    assert mask_array(mask).max() == 1.0
+    assert mask_tensor(mask).max() == 1.0
     out = rnri.regenerate(pipe, inversion, "a dog", mask=mask)
     assert out.size == SIZE
 

@@ -10,40 +10,38 @@ and reason, under ``skipped``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import rnri
+from rnri.backbones import guidance_defaults
 from rnri.evaluation.datasets import coco_captions, mask_decode, mask_encode, pie_bench_cases
 from rnri.evaluation.metrics import MetricConfig, load_metric_models
-from rnri.evaluation.runs import InversionSettings, MethodRun, pie_bench, reconstruct, summarize, summary_table
+from rnri.evaluation.runs import MethodRun, pie_bench, reconstruct, summarize, summary_table
+from rnri.options import add_arguments, settings_of
+from rnri.settings import InversionSettings, read_method
 
 __all__ = ["MethodRun", "main", "mask_decode", "mask_encode", "parse_method"]
 
 
 def parse_method(text: str) -> MethodRun:
-    """``name`` or ``name:key=value,key=value`` (values read as JSON where they parse, else as strings)."""
-    name, _, rest = text.partition(":")
-    options: dict[str, Any] = {}
-    for pair in filter(None, rest.split(",")):
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"option {pair!r} of method {name!r} is not key=value")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return MethodRun(name, options)
+    """``name`` or ``name:KEY=VALUE,KEY=VALUE``: the one option syntax, each value typed and checked by its field."""
+    try:
+        return MethodRun(*read_method(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=rnri.DEFAULT_MODEL, help="Hub id, local folder, or 'tiny'")
-    common.add_argument("--method", type=parse_method, action="append", help="name[:key=value,...] (repeatable)")
-    common.add_argument("--steps", type=int, default=4, help="num_inference_steps")
-    common.add_argument("--guidance", type=float, default=8.5, help="guidance_scale")
+    common.add_argument("--method", type=parse_method, action="append", help="NAME[:KEY=VALUE,...] (repeatable)")
+    shared = {
+        k: v for k, v in settings_of(InversionSettings).items() if k in ("num_inference_steps", "guidance_scale")
+    }
+    add_arguments(common, shared, {"guidance_scale": f"the model's: {guidance_defaults()}"})
     common.add_argument("--limit", type=int, help="evaluate only the first N images")
     common.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder")
     common.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     runs = args.method or [MethodRun("ddim"), MethodRun("rnri")]
-    settings = InversionSettings(args.steps, args.guidance)
+    settings = InversionSettings(num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale)
     metric_config = MetricConfig(
         lpips_net=args.lpips_net,
         device=str(pipe.device),
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "task": args.task,
         "model": args.model,
-        "settings": vars(settings),
+        "settings": dataclasses.asdict(settings),
         "skipped": models.skipped,
         "summary": summary,
         "rows": rows,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from PIL import Image
 
 import rnri
+from rnri.counting import stopwatch
 from rnri.evaluation.datasets import Captioned, EditCase, mask_decode
 from rnri.evaluation.metrics import (
     MetricModels,
@@ -22,6 +22,7 @@ from rnri.evaluation.metrics import (
     structure_distance,
     to_tensor,
 )
+from rnri.settings import InversionSettings, with_method
 
 Progress = Callable[[str], None]
 
@@ -39,30 +40,13 @@ class MethodRun:
         return self.name + (":" + ",".join(f"{k}={v}" for k, v in self.options.items()) if self.options else "")
 
 
-@dataclass(frozen=True)
-class InversionSettings:
-    """How every image is inverted and regenerated."""
-
-    num_inference_steps: int = 4
-    guidance_scale: float = 8.5  # the stock LCM pipeline's default
-    seed: int = 0
-
-
 def invert_and_regenerate(pipe, image, prompt: str, target: str, run: MethodRun, settings: InversionSettings):
-    """(regenerated image under ``target``, seconds of the inversion, UNet forwards, UNet backwards)."""
-    start = time.perf_counter()
-    inv = rnri.invert(
-        pipe,
-        prompt,
-        image=image,
-        method=run.name,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
-        seed=settings.seed,
-        **run.options,
-    )
-    seconds = time.perf_counter() - start
-    return rnri.regenerate(pipe, inv, target), seconds, inv.unet_forwards, inv.unet_backwards
+    """(regenerated image under ``target``, seconds of the inversion, UNet forwards, UNet backwards); ``settings``
+    for every method, ``run`` the method and its options."""
+    kwargs = with_method(settings, run.name, run.options).invert_kwargs()
+    with stopwatch(pipe.device) as inverting:
+        inv = rnri.invert(pipe, prompt, image=image, **kwargs)
+    return rnri.regenerate(pipe, inv, target), inverting.seconds, inv.unet_forwards, inv.unet_backwards
 
 
 @torch.no_grad()

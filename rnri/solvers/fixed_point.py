@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from rnri.chain import solve_frozen
+from rnri.options import option
 from rnri.solvers.ddim import ddim_guess
 from rnri.solvers.problem import StepProblem, StepSolution
 
@@ -18,8 +19,12 @@ from rnri.solvers.problem import StepProblem, StepSolution
 class FixedPointConfig:
     """Options of the fixed-point solver."""
 
-    iterations: int = 3  # UNet evaluations after the DDIM guess, each one application of T
-    anderson: int = 0  # history size of Anderson acceleration; 0 is the plain iteration
+    iterations: int = option(  # each one application of T
+        3, "Fixed-point iterations per step", "UNet evaluations after the DDIM guess.", low=1, high=10, step=1
+    )
+    anderson: int = option(
+        0, "Anderson history", "Iterates Anderson acceleration mixes; 0 is the plain iteration.", low=0, high=5, step=1
+    )
 
     def __post_init__(self) -> None:
         if self.iterations < 1:

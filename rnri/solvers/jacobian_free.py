@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from rnri.chain import solve_frozen
+from rnri.options import option
 from rnri.priors import clean_prior
 from rnri.solvers.problem import InversionError, StepProblem, StepSolution
 
@@ -21,8 +22,8 @@ from rnri.solvers.problem import InversionError, StepProblem, StepSolution
 class JacobianFreeConfig:
     """Options of the official code's solver."""
 
-    iterations: int = 2  # UNet evaluations per step
-    prior_weight: float = 0.1  # alpha in the official code
+    iterations: int = option(2, "Iterations per step", "UNet evaluations per step.", low=1, high=10, step=1)
+    prior_weight: float = option(0.1, "Prior weight", "alpha in the official code.", low=0, high=1, step=0.01)
 
     def __post_init__(self) -> None:
         if self.iterations < 1:

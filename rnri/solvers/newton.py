@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from rnri.chain import solve_frozen
+from rnri.options import option
 from rnri.priors import forward_prior, gaussian_nll
 from rnri.solvers.ddim import ddim_guess
 from rnri.solvers.problem import StepProblem, StepSolution
@@ -32,18 +33,39 @@ PRIORS = ("typical", "nll")
 class NewtonConfig:
     """Options of the RNRI solver; the defaults are the measured best (docs/solver-choice.md)."""
 
-    iterations: int = 1  # Newton iterations per step, each two UNet forwards (autograd: a forward and a backward)
-    prior_weight: float = 0.1  # lambda, weight of the prior term G
-    norm: str = "l2"  # residual norm: "l2" (root mean square) or "l1" (mean absolute, the paper's)
-    prior: str = "typical"  # G: "typical" = |NLL - E[NLL]| per element, "nll" = NLL per element (paper literal)
-    init: str = "auto"  # first iterate: "ddim" (one extra UNet call), "prior" (the prior's mean, free), or "auto":
-    # "prior" where the step injects a stored noise or is the last, "ddim" on deterministic (eta = 0) steps
-    direction: str = "fixed-point"  # search direction: "fixed-point" (T(z) - z) or "gradient" (min-norm step)
-    max_step: float = 4.0  # largest multiple of the fixed-point direction taken in one iteration
-    damping: float = 1.0  # fraction of the Newton step taken
-    derivative: str = "difference"  # slope of F along the fixed-point direction: "difference", (F(z + h p) -
-    # F(z)) / h, one more forward and no backward (no activations kept), or "autograd", the exact grad F (one backward)
-    difference_step: float = 0.1  # h, as a fraction of the fixed-point step p
+    iterations: int = option(
+        1,
+        "Newton iterations per step",
+        "Each costs two UNet forwards (or a forward and a backward).",
+        low=1,
+        high=5,
+        step=1,
+    )
+    prior_weight: float = option(  # lambda, weight of the prior term G
+        0.1, "Prior weight λ", "Weight of the Gaussian prior that keeps z in distribution.", low=0, high=1, step=0.01
+    )
+    norm: str = option(
+        "l2", "Residual norm", "l2 (root mean square) or l1 (mean absolute, the paper's).", choices=NORMS
+    )
+    prior: str = option(  # G: |NLL - E[NLL]| per element, or the NLL itself
+        "typical", "Prior term", "typical: |NLL - E[NLL]| per element; nll: the NLL (the paper's).", choices=PRIORS
+    )
+    init: str = option(  # "auto": "prior" where the step injects a stored noise or is the last, else "ddim"
+        "auto", "First iterate", "ddim (one UNet call), prior (its mean, free), or auto (by step).", choices=INITS
+    )
+    direction: str = option(
+        "fixed-point", "Search direction", "fixed-point (T(z) - z) or gradient (minimum-norm).", choices=DIRECTIONS
+    )
+    max_step: float = option(
+        4.0, "Largest step", "Largest multiple of the fixed-point direction taken at once.", low=0.1, high=16
+    )
+    damping: float = option(1.0, "Damping", "Fraction of the Newton step taken.", low=0.01, high=1)
+    derivative: str = option(  # difference: (F(z + h p) - F(z)) / h, no activations kept; autograd: grad F exactly
+        "difference", "Slope", "difference (one more forward) or autograd (one backward).", choices=DERIVATIVES
+    )
+    difference_step: float = option(
+        0.1, "Difference step h", "h, as a fraction of the fixed-point step p.", low=0.001, high=1
+    )
 
     def __post_init__(self) -> None:
         if self.iterations < 1:

@@ -1,0 +1,57 @@
+"""How a photo is inverted, as one typed value: the keyword arguments of ``rnri.invert`` besides the photo and the
+source prompt, each field described once for every front end (:mod:`rnri.options`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from rnri.options import option, read
+
+CHAINS = ("lcm", "ddim")  # stochastic LCM chain with stored noises; deterministic chain with n_i = eps
+
+
+@dataclass(frozen=True)
+class InversionSettings:
+    """Everything besides the photo and the source prompt that changes an inversion."""
+
+    method: str = option("rnri", "Inversion method", "How each step of the chain is inverted.")  # rnri.METHODS
+    num_inference_steps: int = option(
+        4, "Steps", "Sampling steps of the chain (LCM works in 1 to 8).", low=1, high=8, step=1, flag="--steps"
+    )
+    guidance_scale: float | None = option(  # None: the backbone's default (rnri.backbones)
+        None, "Guidance scale", "How much the prompt steers the chain.", low=1, high=15, step=0.5, flag="--guidance"
+    )
+    seed: int = option(0, "Seed", "Seed of the fixed per-step noises.", low=0, high=2**31 - 1, step=1)
+    strength: float = option(
+        1.0, "Edit strength", "Fraction of the chain inverted: less keeps more structure.", low=0.05, high=1, step=0.05
+    )
+    chain: str = option("lcm", "Chain", "lcm: stochastic, with stored noises; ddim: deterministic.", choices=CHAINS)
+    noise_correction: bool = option(False, "Noise correction", "Store noises that replay the chain exactly.")
+    resolution: int | None = option(  # None: the model's native size
+        None, "Resolution", "Long side the photo is fitted to.", low=64, high=2048, step=8
+    )
+    solver: Any = None  # the method's options (a frozen config of rnri.solvers), None for a method without any
+
+    def invert_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``rnri.invert``."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "solver"}
+        solver = {} if self.solver is None else dataclasses.asdict(self.solver)
+        return fields | solver
+
+
+def with_method(settings: InversionSettings, method: str, options: dict[str, Any] | None = None) -> InversionSettings:
+    """``settings`` with ``method`` and its options (the rest at the method's defaults); ``ValueError`` for an
+    unknown method or option."""
+    from rnri.solvers import make_config  # torch: only once a method is chosen
+
+    return dataclasses.replace(settings, method=method, solver=make_config(method, options or {}))
+
+
+def read_method(text: str) -> tuple[str, dict[str, Any]]:
+    """``"rnri"`` or ``"rnri:iterations=2,norm=l1"`` -> the method and its checked options."""
+    from rnri.solvers import get_method
+
+    name, _, rest = text.partition(":")
+    return name, read(get_method(name).config_type, [rest], f"method {name!r}")
