@@ -1,9 +1,8 @@
 """rnri's real-time editor: upload a photo, say what it shows and what it should become, and get the edit.
 
-A thin Gradio front end over the public API (``rnri.invert``, ``rnri.regenerate``). The pipeline is loaded once and
-stays resident; each session's inversions are cached, so a new target prompt, edit guidance or painted mask costs
-one pass of the chain instead of a new inversion. Paint on the photo to edit only there (or let the prompts find the
-region). Run ``python app.py --help`` for the options; docs/app.md has the details.
+Gradio glue over the editor service (``rnri.editor``), which does the work: checked uploads, the inversion cached per
+session (a new target prompt, edit guidance or painted mask costs one pass of the chain), reports. The controls are
+made from the settings' one description (``rnri.options``). Run ``python app.py --help``; docs/app.md has the rest.
 """
 
 from __future__ import annotations
@@ -11,51 +10,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
+import json
 import logging
-import math
 import os
 import sys
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import gradio as gr
-import numpy as np
 import pandas as pd
-import torch
-from PIL import Image
 
 import rnri
-from rnri.gpu import OFFLOAD_CHOICES, FastPath, FastPathError, apply_fast_path
-from rnri.images import psnr
-from rnri.session import (
-    BoundedDict,
-    CachedInversion,
-    InputError,
-    InversionCache,
-    InversionKey,
-    InversionSettings,
-    LatestRequest,
-    LocalEdit,
-    Measured,
-    Photo,
-    background_psnr,
-    check_number,
-    clean_prompt,
-    load_mask_layer,
-    load_photo,
-    mask_overlay,
-    measure,
-    painted_region,
-    region_of,
-)
-from rnri.spaces_support import example_caching, gpu_task
+import rnri.editor as ed
 
 log = logging.getLogger("rnri.app")
-
 ASSETS = Path(__file__).parent / "assets"
 EXAMPLES = [
     [str(ASSETS / "cat.jpg"), "a photo of a cat", "a photo of a tiger"],
@@ -63,690 +33,356 @@ EXAMPLES = [
     [str(ASSETS / "coffee.jpg"), "a cup of coffee on a table", "a cup of tea on a table"],
     [str(ASSETS / "rocket.jpg"), "a rocket launching", "a rocket launching at night"],
 ]
-DEFAULTS = InversionSettings()
-METHODS = ("rnri", "ddim", "fixed-point")
-
-
-class Knob(NamedTuple):
-    """A numeric setting: its slider, and the range the server enforces."""
-
-    label: str
-    low: float
-    high: float
-    step: float  # 1: a whole number
-    info: str | None = None
-
-
-KNOBS = {  # InversionSettings' numeric fields, in order, then the edit's own
-    "num_inference_steps": Knob("Steps", 1, 8, 1),
-    "guidance_scale": Knob("Guidance scale", 1, 15, 0.5),
-    "iterations": Knob("Newton iterations per step", 1, 5, 1, "rnri; for fixed-point, its iterations"),
-    "prior_weight": Knob(
-        "Prior weight λ", 0, 1, 0.01, "rnri: weight of the Gaussian prior that keeps z in distribution"
-    ),
-    "seed": Knob("Seed", 0, 2**31 - 1, 1, "of the fixed per-step noises"),
-    "strength": Knob("Edit strength", 0.1, 1, 0.05, "Fraction of the chain inverted: lower keeps more structure."),
-    "edit_guidance": Knob("Edit guidance", 1, 15, 0.5, "The edit's alone: changing it re-edits without inverting."),
-    "dilation": Knob("Mask dilation (px)", 0, 64, 1, "Grow the painted or automatic region by this much."),
-    "feather": Knob("Mask feather (px)", 0, 32, 0.5, "Soften the region's edge: the edit fades out over ~3x this."),
-}
-SETTINGS = tuple(KNOBS)[:6]  # InversionSettings' numeric fields; the edit's own knobs follow
-BLEND = rnri.BlendConfig()
-DEFAULT_HOST = "127.0.0.1"  # local only; pass --host 0.0.0.0 (or GRADIO_SERVER_NAME) to serve a network
+HOST = "127.0.0.1"  # this machine only; --host 0.0.0.0 (or GRADIO_SERVER_NAME) serves a network
 MAX_FILE_SIZE = "30mb"  # uploads above this are refused by the server before anything is decoded
 QUEUE_SIZE = 16  # waiting requests beyond this are turned away ("queue full") instead of piling up
 DEBOUNCE_S = 0.4  # live edits wait for this long a pause in typing
-CACHE = InversionCache(capacity=16)  # all sessions together; an entry is an inversion plus two small images
-TICKETS = LatestRequest()  # tickets are unique across sessions, so a new one always changes the ticket state
-# What the page's image editor uploaded after a stroke, once an event has taken it, by id: the page may name one
-# upload in two events (a live re-edit and Edit). Bounded: the oldest go first.
-TAKEN = BoundedDict(capacity=32)
-SHOWN = BoundedDict(capacity=1024)  # per session: what its last edit was made of, so a live re-edit can skip it
-
-MASK_RGB = (255, 0, 200)  # the brush's colour, magenta: rare in photos
+LOCAL = ("auto_mask", "dilation", "feather", "paste_back")  # controls in the Local edit accordion; the rest: Advanced
+OUTPUTS = ("edited", "reconstruction", "summary", "residuals", "details", "overlay")  # what /edit returns, in order
+RESIDUALS = ("step", "residual", "iterate")
+WELCOME = "Upload a photo, describe it, say what it should become, and press **Edit**."
+HINT = "To change only part of it, paint there under **Local edit** (nothing painted: the whole photo)."
+PENDING = "Editing the example…"
+# The results stay in view beside the long column of settings: pressing Edit anywhere shows the progress and the edit
+# (the page's container clips instead of hiding overflow, which would stop anything sticking).
+CSS = """.gradio-container { overflow: clip !important; }
+@media (min-width: 1024px) { #results { position: sticky; top: 0; align-self: flex-start; } }"""
+HIDDEN = dict(show_progress="hidden", api_visibility="private")  # events of the page's own, with no spinner
 BRUSH = gr.Brush(colors=[("#ff00c8", 0.5)], color_mode="fixed", default_size=24)  # translucent: the photo shows
 ERASER = gr.Eraser(default_size=24)
 
 
-# The edited image, the reconstruction, the summary (Markdown), the residual plot's data, the details, and the
-# photo tinted where the edit acts (all of it without a mask).
-EditOutputs = tuple[Image.Image, Image.Image, str, pd.DataFrame, dict[str, Any], Image.Image]
-
-
-@dataclass(frozen=True)
-class Resident:
-    """The pipeline the app runs on, and a banner when it is not the one that was asked for."""
-
-    pipe: Any  # a diffusers LatentConsistencyModelPipeline
-    model: str
-    banner: str = ""
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command-line options; each defaults to its environment variable."""
-    parser = argparse.ArgumentParser(description="rnri real-time photo editor (Gradio)")
-    parser.add_argument(
-        "--model",
-        default=os.environ.get("RNRI_MODEL", rnri.DEFAULT_MODEL),
-        help="Hub id, local folder, or 'tiny' (env RNRI_MODEL; default %(default)s)",
+    env = os.environ.get
+    p = argparse.ArgumentParser(description="rnri real-time photo editor (Gradio)")
+    p.add_argument(
+        "--model", default=env("RNRI_MODEL", rnri.DEFAULT_MODEL), help="Hub id, folder or 'tiny' (%(default)s)"
     )
-    parser.add_argument(
-        "--host", default=os.environ.get("GRADIO_SERVER_NAME", DEFAULT_HOST), help="address to bind (%(default)s)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=os.environ.get("GRADIO_SERVER_PORT", "7860"), help="port (%(default)s)"
-    )
-    parser.add_argument(
-        "--offload",
-        choices=OFFLOAD_CHOICES,
-        default=os.environ.get("RNRI_OFFLOAD", FastPath.cpu_offload),
-        help="model CPU offload: auto is on for GPUs under 6 GiB (env RNRI_OFFLOAD; default %(default)s)",
-    )
-    parser.add_argument(
-        "--channels-last",
-        action="store_true",
-        default=os.environ.get("RNRI_CHANNELS_LAST", "").lower() in ("1", "true"),
-        help="NHWC weights for the UNet and VAE (env RNRI_CHANNELS_LAST=1; default off)",
-    )
-    return parser.parse_args(argv)
-
-
-def load_resident(model: str) -> Resident:
-    """Load ``model`` once; if that fails, the tiny model, with a banner saying what happened and how to fix it."""
-    try:
-        return Resident(rnri.load_pipeline(model), model)
-    except Exception as error:  # ModelLoadError above all, but no loading failure may stop the app starting
-        log.warning("could not load %s, running on the tiny model: %s", model, error)
-        detail = str(error) if isinstance(error, rnri.ModelLoadError) else f"{type(error).__name__}: {error}"
-        escaped = html.escape(detail).replace("\n", "<br>")
-        banner = (
-            f"<div role='alert' id='model-banner' style='border:2px solid #d97706;background:#fffbeb;color:#451a03;"
-            f"padding:10px 14px;border-radius:8px'><b>Running on the tiny demo model: its images are noise.</b> "
-            f"The model {html.escape(repr(model))} could not be loaded.<br><small>{escaped}</small><br>"
-            "To fix: connect to the internet once so the weights are cached, or start with "
-            "<code>python app.py --model /path/to/model</code> (or <code>RNRI_MODEL=...</code>).</div>"
-        )
-        return Resident(rnri.load_pipeline("tiny"), "tiny", banner)
-
-
-def speed_up(pipe: Any, args: argparse.Namespace) -> None:
-    """Apply the fast GPU path's measured defaults and the chosen knobs (no compiling: see docs/deploy.md)."""
-    try:
-        fast = apply_fast_path(pipe, FastPath(channels_last=args.channels_last, cpu_offload=args.offload))
-    except (FastPathError, ImportError, RuntimeError) as error:  # offload without accelerate, for one
-        log.warning("the fast path could not be applied, running without it: %s", error)
-        return
-    log.info("fast path: %s%s", ", ".join(fast.applied), "".join(f"; skipped {s}" for s in fast.skipped))
+    p.add_argument("--host", default=env("GRADIO_SERVER_NAME", HOST), help="address to bind (%(default)s)")
+    p.add_argument("--port", type=int, default=env("GRADIO_SERVER_PORT", "7860"), help="port (%(default)s)")
+    p.add_argument("--offload", choices=ed.OFFLOAD_CHOICES, default=env("RNRI_OFFLOAD", "auto"), help="CPU offload")
+    p.add_argument("--channels-last", action="store_true", default=env("RNRI_CHANNELS_LAST", "") in ("1", "true"))
+    p.add_argument("--log-level", choices=ed.LEVELS, default=env("RNRI_LOG_LEVEL", "warning"), help="%(default)s")
+    return p.parse_args(argv)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn every failure into a ``gr.Error`` whose message the user sees; the inputs stay as they were."""
+    """Every failure as a ``gr.Error`` whose message the user (or API client) sees; the app keeps serving."""
     try:
         yield
-    except gr.Error:
-        raise
-    except rnri.InversionError as error:
-        message = f"The inversion failed: {error}. Try the 'ddim' method or a larger prior weight."
-        raise gr.Error(message, print_exception=False) from error
-    except (InputError, ValueError, TypeError) as error:  # the user's to fix: no traceback in the server log
-        raise gr.Error(str(error), print_exception=False) from error
     except Exception as error:
-        log.exception("edit failed")
-        raise gr.Error(f"The edit failed ({type(error).__name__}: {error}). Your inputs are kept.") from error
+        raise gr.Error(message_of(error), print_exception=False) from error
 
 
-@contextmanager
-def caught_warnings(notices: list[str], prefix: str) -> Iterator[None]:
-    """Collect the warnings raised inside the block (a prompt cut to fit the text encoder, ...) as notices."""
-    with warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always")
-        yield
-    notices += [f"{prefix}: {r.message}" for r in records if issubclass(r.category, UserWarning)]
+def message_of(error: Exception) -> str:
+    """What to tell the user about ``error``: their input's fault in its own words, else what failed."""
+    if isinstance(error, rnri.InversionError):
+        return f"The inversion failed: {error}. Try the 'ddim' method or a larger prior weight."
+    if isinstance(error, ValueError | TypeError):  # ed.InputError above all: the user's to fix
+        return str(error)
+    log.exception("edit failed")
+    return f"The edit failed ({type(error).__name__}: {error}). Your inputs are kept."
 
 
-def session_of(request: gr.Request | None) -> str:
-    return (request.session_hash if request is not None else None) or "anonymous"
-
-
-def file_of(value: dict[str, Any] | str | None, what: str) -> str | None:
-    """A file's path, from a component's raw value (a FileData dict) or a path."""
+def file_of(value: Any, what: str) -> str | None:
+    """The path of a file an API client sent (a FileData dict), or None."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, dict) and value.get("path"):
         return str(value["path"])
-    raise InputError(f"The {what} could not be read; please upload it again.")
+    raise ed.InputError(f"The {what} could not be read; please send it again.")
 
 
-def uploads_of(request: gr.Request | None) -> list[dict[str, Any]]:
-    """Where this session's image editors keep what the page uploads after each stroke (by id).
-
-    Gradio gives a session its own copy of a component once an event updates it (an example's photo does), and
-    the page then uploads to that copy; so look in the session's components, as Gradio's own preprocessing does.
-    """
-    try:
-        state = request.request.app.get_blocks().state_holder[request.session_hash]
-        return [block.blob_storage for block in state.blocks_config.blocks.values() if hasattr(block, "blob_storage")]
-    except AttributeError:  # called directly, without a page behind the request
-        return []
-
-
-def take_upload(blob_id: str, request: gr.Request | None) -> Any:
-    """The photo and layers the page uploaded under ``blob_id`` (Gradio's ``EditorDataBlobs``), or None."""
-    if blob_id not in TAKEN:
-        for uploads in uploads_of(request):
-            if blob_id in uploads:
-                TAKEN[blob_id] = uploads.pop(blob_id)  # taken, as Gradio's preprocessing takes it
-    return TAKEN.get(blob_id)
-
-
-def editor_files(
-    value: dict[str, Any] | None, request: gr.Request | None
-) -> tuple[str | bytes | None, list[str | bytes]]:
-    """The photo and the painted layers in the image editor's raw value.
-
-    API clients send files (``{"background": file, "layers": [file, ...], "composite": ...}``); the page sends the
-    id of what it uploaded after the last stroke, or files.
-    """
-    if value is None:
-        return None, []
-    if not isinstance(value, dict):
-        raise InputError("The photo editor's value could not be read; please upload the photo again.")
-    if value.get("id"):
-        blobs = take_upload(value["id"], request)
-        if blobs is None:  # the page names an upload it has not finished, or one pushed out by later strokes
-            raise InputError("The photo in the editor has not reached the server; press Edit again in a moment.")
-        return blobs.background, [layer for layer in blobs.layers if layer]
-    layers = [file_of(layer, "mask layer") for layer in value.get("layers") or [] if layer]
-    return file_of(value.get("background"), "photo"), layers
-
-
-class Upload(NamedTuple):
-    """What to edit: the photo (a file, or the bytes the page sent) and the layers that mark where."""
-
-    photo: str | bytes | None
-    layers: tuple[str | bytes, ...]
-
-
-def upload_of(photo: Any, mask: Any, editor: Any, request: gr.Request | None) -> Upload:
-    """The ``photo`` and ``mask`` files (API clients), else the editor's photo, with the editor's layers."""
-    background, layers = editor_files(editor, request)
-    photo_file, mask_file = file_of(photo, "photo"), file_of(mask, "mask")
-    return Upload(photo_file if photo_file is not None else background, (*layers, *filter(None, [mask_file])))
-
-
-def knob_value(name: str, value: Any) -> float | int:
-    """A numeric setting, checked against its slider's range (API clients can send anything)."""
-    knob = KNOBS[name]
-    return check_number(knob.label, value, knob.low, knob.high, integer=knob.step == 1)
-
-
-def flag(label: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"{label} must be true or false, got {value!r}.")
-    return value
-
-
-def settings_of(method: str, *values: Any) -> InversionSettings:
-    """The inversion settings from the form's raw values, in ``SETTINGS`` order, checked."""
-    if method not in METHODS:
-        raise InputError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-    values = {name: knob_value(name, value) for name, value in zip(SETTINGS, values)}
-    return InversionSettings(method=method, **values).relevant()
-
-
-def local_of(auto: Any, dilation: Any, feather: Any, paste_back: Any) -> LocalEdit:
-    """The local-edit options from the form's raw values, checked."""
-    blend = rnri.BlendConfig(
-        knob_value("dilation", dilation), knob_value("feather", feather), flag("Paste back", paste_back)
-    )
-    return LocalEdit(flag("Automatic mask", auto), blend)
-
-
-class Form(NamedTuple):
-    """The ``/edit`` endpoint's raw inputs, in order; unchecked (API clients can send anything)."""
-
-    photo: Any  # a file (API clients; hidden on the page)
-    source: Any
-    target: Any
-    method: Any
-    steps: Any
-    guidance: Any
-    iterations: Any
-    prior_weight: Any
-    seed: Any
-    strength: Any
-    edit_guidance: Any
-    auto_mask: Any = False
-    dilation: Any = BLEND.dilation
-    feather: Any = BLEND.feather
-    paste_back: Any = BLEND.paste_back
-    mask: Any = None  # a mask file, white = edit (API clients; hidden on the page)
-    editor: Any = None  # the page's photo with the painted layers
-
-
-@dataclass(frozen=True)
-class EditRequest:
-    """One edit, its inputs checked (the photo and the mask are checked when they are loaded)."""
-
-    upload: Upload
-    source: str
-    target: str
-    settings: InversionSettings
-    edit_guidance: float
-    local: LocalEdit
-
-
-def request_of(form: Form, request: gr.Request | None = None) -> EditRequest:
-    """An ``EditRequest`` from the ``/edit`` endpoint's raw inputs."""
-    numbers = (form.steps, form.guidance, form.iterations, form.prior_weight, form.seed, form.strength)
-    return EditRequest(
-        upload_of(form.photo, form.mask, form.editor, request),
-        clean_prompt(form.source, "source prompt (what the photo shows)"),
-        clean_prompt(form.target, "target prompt (what the photo should become)"),
-        settings_of(form.method, *numbers),
-        knob_value("edit_guidance", form.edit_guidance),
-        local_of(form.auto_mask, form.dilation, form.feather, form.paste_back),
-    )
-
-
-@gpu_task
-def invert_photo(photo: Photo, source: str, settings: InversionSettings, progress: gr.Progress) -> CachedInversion:
-    """Invert ``photo`` under ``source`` and reconstruct it, reporting progress per inverted step."""
-    notices: list[str] = []
-
-    def on_step(done: int, total: int, residuals: list[float]) -> None:
-        progress((done, total), desc="Inverting", unit="steps")
-
-    with caught_warnings(notices, "Source prompt"), measure(RESIDENT.pipe.unet) as cost:
-        inv = rnri.invert(RESIDENT.pipe, source, image=photo.image, callback=on_step, **settings.invert_kwargs())
-    progress(None)
-    with caught_warnings([], "Source prompt"), measure(RESIDENT.pipe.unet) as rebuild:
-        reconstruction = rnri.regenerate(RESIDENT.pipe, inv, source)
-    return CachedInversion(inv, reconstruction, psnr(photo.image, reconstruction), cost, rebuild, tuple(notices))
-
-
-class Regenerated(NamedTuple):
-    image: Image.Image
-    auto_mask: Image.Image | None  # the automatic mask, when it was estimated now
-    cost: Measured
-    notices: list[str]
-
-
-@gpu_task
-def estimate_mask(inv: rnri.Inversion, target: str, guidance: float) -> Image.Image:
-    """Where the edit acts, estimated from the two prompts (``rnri.auto_mask``)."""
-    with caught_warnings([], "Target prompt"):
-        return rnri.auto_mask(RESIDENT.pipe, inv, target, guidance_scale=guidance)
-
-
-@gpu_task
-def regenerate_photo(inv: rnri.Inversion, target: str, guidance: float, mask: Any, blend: Any) -> Regenerated:
-    """The edit under ``target`` where ``mask`` lets it act: a region, ``"auto"`` (estimated now), or None (all)."""
-    notices: list[str] = []
-    auto = None
-    with caught_warnings(notices, "Target prompt"), measure(RESIDENT.pipe.unet) as cost:
-        if isinstance(mask, str):
-            mask = auto = rnri.auto_mask(RESIDENT.pipe, inv, target, guidance_scale=guidance)
-        edited = rnri.regenerate(RESIDENT.pipe, inv, target, guidance_scale=guidance, mask=mask, blend=blend)
-    return Regenerated(edited, auto, cost, notices)
-
-
-def residual_frame(inv: rnri.Inversion) -> pd.DataFrame:
-    """The solver's relative residual per step (chain order, noisiest first) and iterate (0: the initial guess)."""
-    rows = [
-        {"step": f"t={t}", "residual": r, "iterate": f"iterate {j}"}
-        for t, residuals in zip(inv.timesteps, inv.residuals)
-        for j, r in enumerate(residuals)
-    ]
-    return pd.DataFrame(rows, columns=["step", "residual", "iterate"])
-
-
-def db(value: float) -> float | None:
-    """A PSNR for JSON: rounded, None when infinite (identical) or undefined."""
-    return round(value, 2) if math.isfinite(value) else None
-
-
-def details_of(cached: CachedInversion, reused: bool, edit: Measured, size: tuple[int, int], notices: list[str]):
-    """What happened, as numbers (the ``details`` output; the Markdown summary is made from it)."""
-    inv, paid = cached.inversion, [edit] if reused else [cached.cost, cached.reconstruction_cost, edit]
-    return {
-        "model": RESIDENT.model,
-        "inversion_cached": reused,
-        "inversion_seconds": round(cached.cost.seconds, 4),
-        "reconstruction_seconds": round(cached.reconstruction_cost.seconds, 4),
-        "edit_seconds": round(edit.seconds, 4),
-        "inversion_unet_forwards": cached.cost.calls.forwards,
-        "inversion_unet_backwards": cached.cost.calls.backwards,
-        "edit_unet_forwards": edit.calls.forwards,
-        "request_unet_forwards": sum(m.calls.forwards for m in paid),
-        "request_unet_backwards": sum(m.calls.backwards for m in paid),
-        "request_seconds": round(sum(m.seconds for m in paid), 4),
-        "reconstruction_psnr_db": db(cached.psnr),
-        "z_T_std": round(float(inv.latents.std()), 4),
-        "method": inv.method,
-        "image_size": list(size),
-        "notices": notices,
+def shown(result: ed.EditResult | None) -> tuple:
+    """An edit as the outputs show it, in ``OUTPUTS`` order; nothing (None) as a cleared page."""
+    report = result.report if result else None
+    values = {
+        "edited": result.image if result else None,
+        "reconstruction": result.reconstruction if result else None,
+        "summary": report.summary() if report else WELCOME,
+        "residuals": pd.DataFrame(report.residual_rows() if report else [], columns=RESIDUALS),
+        "details": report.details if report else None,
+        "overlay": result.overlay if result else None,
     }
+    return tuple(values[name] for name in OUTPUTS)
 
 
-def mask_details(how: str, region: Any, photo: Photo, edited: Image.Image, blend: rnri.BlendConfig) -> dict[str, Any]:
-    """Which mask the edit used (painted, auto, auto reused, none), how much it covers, and the background PSNR."""
-    if region is None:
-        return {"mask": how, "mask_coverage": None, "background_psnr_db": None, "background_identical": False}
-    kept = background_psnr(photo.image, edited, region, blend)
-    return {
-        "mask": how,
-        "mask_coverage": round(float(region.mean()), 4),
-        "background_psnr_db": db(kept),
-        "background_identical": kept == math.inf,
-        "dilation": blend.dilation,
-        "feather": blend.feather,
-        "paste_back": blend.paste_back,
-    }
-
-
-def summary_of(d: dict[str, Any]) -> str:
-    """The details as a short Markdown report."""
-    how = "reused from this session's cache; it took" if d["inversion_cached"] else "computed now"
-    psnr_text = "identical" if d["reconstruction_psnr_db"] is None else f"{d['reconstruction_psnr_db']:.2f} dB"
-    lines = [
-        f"**Inversion** ({d['method']}, {how} {d['inversion_seconds']:.2f} s, "
-        f"{d['inversion_unet_forwards']} UNet forwards + {d['inversion_unet_backwards']} backwards)",
-        f"**Reconstruction PSNR**: {psnr_text} · z_T std {d['z_T_std']:.2f} (1 is in distribution)",
-        f"**Edit**: {d['edit_seconds']:.2f} s, {d['edit_unet_forwards']} UNet forwards",
-        f"**This request**: {d['request_unet_forwards']} UNet forwards + {d['request_unet_backwards']} backwards",
-    ]
-    if d["mask_coverage"] is not None:
-        kept = "identical" if d["background_identical"] else f"PSNR {d['background_psnr_db']} dB"
-        lines.append(f"**Mask**: {d['mask']}, {d['mask_coverage']:.0%} of the photo · outside it: {kept}")
-    lines += [f"⚠️ {notice}" for notice in d["notices"]]
-    return "\n\n".join(lines)
-
-
-def mask_for(painted: Any, request: EditRequest, cached: CachedInversion) -> tuple[Any, str]:
-    """The mask to edit with and what it is: the painted one; else, with auto on, the automatic one; else none."""
-    if painted is not None:
-        return painted, "painted"
-    if not request.local.auto:
-        return None, "none"
-    known = cached.auto_masks.get((request.target, request.edit_guidance))
-    return (known, "auto (reused)") if known is not None else ("auto", "auto")
-
-
-def inversion_of(
-    photo: Photo, request: EditRequest, session: str, may_invert: bool, progress: gr.Progress
-) -> tuple[CachedInversion, bool] | None:
-    """The session's cached inversion of ``photo`` and whether it was cached; inverts when not (if ``may_invert``).
-
-    The mask is no part of the cache key: painting, clearing or changing how it blends re-edits from the cache.
-    """
-    key = InversionKey(session, photo.digest, request.source, request.settings)
-    cached = CACHE.get(key)
-    if cached is not None or not may_invert:
-        return None if cached is None else (cached, True)
-    cached = invert_photo(photo, request.source, request.settings, progress)
-    CACHE.put(key, cached)
-    return cached, False
-
-
-def run_edit(request: EditRequest, session: str, may_invert: bool, progress: gr.Progress) -> EditOutputs | None:
-    """Edit with the session's cached inversion, inverting first when there is none (and ``may_invert``)."""
-    photo = load_photo(request.upload.photo)
-    painted = painted_region([load_mask_layer(layer) for layer in request.upload.layers], photo.image.size)
-    shown = (photo.digest, None if painted is None else hash(painted.numpy().tobytes()), replace(request, upload=None))
-    if not may_invert and SHOWN.get(session) == shown:
-        return None  # a live re-edit of what the page shows already (the editor reports an upload as a change)
-    found = inversion_of(photo, request, session, may_invert, progress)
-    if found is None:
-        return None
-    cached, reused = found
-    SHOWN[session] = shown
-    mask, how = mask_for(painted, request, cached)
-    blend = request.local.blend
-    out = regenerate_photo(cached.inversion, request.target, request.edit_guidance, mask, blend)
-    if out.auto_mask is not None:
-        cached.remember_auto_mask(request.target, request.edit_guidance, out.auto_mask)
-        mask = out.auto_mask
-    region = None if mask is None else region_of(mask, photo.image.size)
-    notices = [*photo.notices, *cached.notices, *out.notices]
-    details = details_of(cached, reused, out.cost, out.image.size, notices)
-    details |= mask_details(how, region, photo, out.image, blend)
-    # Without a mask the edit acts everywhere, and the overlay says so (Gradio's example cache needs an image too).
-    overlay = mask_overlay(
-        photo.image, torch.ones(1, 1, photo.image.height, photo.image.width) if region is None else region, blend
+def refused(message: str) -> tuple:
+    """A refused edit as one consistent page: no images, the summary saying why (and a toast)."""
+    gr.Warning(message)
+    return tuple(
+        f"**Not edited.** {message}" if name == "summary" else value for name, value in zip(OUTPUTS, shown(None))
     )
-    return out.image, cached.reconstruction, summary_of(details), residual_frame(cached.inversion), details, overlay
 
 
-def edit(
-    photo: dict[str, Any] | str | None,
-    source: str,
-    target: str,
-    method: str = DEFAULTS.method,
-    steps: float = DEFAULTS.num_inference_steps,
-    guidance: float = DEFAULTS.guidance_scale,
-    iterations: float = DEFAULTS.iterations,
-    prior_weight: float = DEFAULTS.prior_weight,
-    seed: float = DEFAULTS.seed,
-    strength: float = DEFAULTS.strength,
-    edit_guidance: float = DEFAULTS.guidance_scale,
-    auto_mask: bool = False,
-    dilation: float = BLEND.dilation,
-    feather: float = BLEND.feather,
-    paste_back: bool = BLEND.paste_back,
-    mask: dict[str, Any] | str | None = None,
-    editor: dict[str, Any] | None = None,
-    request: gr.Request | None = None,
-    progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way of asking for a progress bar)
-) -> EditOutputs:
-    """Edit ``photo`` from ``source`` (what it shows) to ``target`` (what it should become).
+class Handlers:
+    """The page's events over one editor service; they keep no state but the debouncing tickets."""
 
-    ``mask`` (white = edit) or the layers painted in ``editor`` confine the edit; with nothing painted and
-    ``auto_mask``, the prompts say where. Returns the edited image, the reconstruction, a summary, the solver's
-    residuals, the details as numbers and the mask used over the photo (all of it tinted without a mask).
-    """
-    settings = (method, steps, guidance, iterations, prior_weight, seed, strength, edit_guidance)
-    form = Form(photo, source, target, *settings, auto_mask, dilation, feather, paste_back, mask, editor)
-    with user_errors():
-        outputs = run_edit(request_of(form, request), session_of(request), True, progress)
-    for notice in outputs[4]["notices"] if not outputs[4]["inversion_cached"] else []:
-        gr.Warning(notice)
-    return outputs
+    def __init__(self, editor: ed.Editor) -> None:
+        self.editor, self.tickets = editor, ed.LatestRequest()
+
+    def request(self, photo: Any, painted: Any, source: Any, target: Any, session: str, values: dict):
+        """An edit request from raw inputs, every one checked; ``painted``: a region, or a mask file."""
+        loaded = ed.load_photo(file_of(photo, "photo") if photo is not None else None)
+        if painted is None or isinstance(painted, str | dict):  # a mask file (API clients)
+            painted = ed.painted_region(
+                [ed.load_layer(file_of(painted, "mask"))] if painted else [], loaded.image.size
+            )
+        elif painted.shape[-2:] != loaded.image.size[::-1]:
+            painted = None  # painted over another photo: the page has cleared it
+        source = ed.clean_prompt(source, "source prompt (what the photo shows)")
+        target = ed.clean_prompt(target, "target prompt (what the photo should become)")
+        return ed.EditRequest(loaded, painted, source, target, ed.read_form(values, self.editor.pipe), session)
+
+    def api_edit(self, photo, source, target, mask=None, request: gr.Request = None, progress=gr.Progress(), **values):  # noqa: B008
+        """Edit ``photo`` (a file) from ``source`` (what it shows) to ``target`` (what it should become); ``mask``
+        (white = edit) confines it. Returns the edit, the reconstruction, a summary, the solver's residuals, the
+        details as numbers and the photo tinted where the edit acted."""
+        with user_errors():
+            session = request.session_hash if request else "api"
+            result = self.editor.edit(
+                self.request(photo, mask, source, target, session, values), progress_of(progress)
+            )
+        return shown(result)
+
+    def page_edit(self, photo, painted, source, target, request: gr.Request, progress=gr.Progress(), **values):  # noqa: B008
+        """The page's Edit: as ``api_edit``, but a refused edit is shown on the page, not raised."""
+        try:
+            edit = self.request(photo, painted, source, target, request.session_hash or "", values)
+            result = self.editor.edit(edit, progress_of(progress))
+        except Exception as error:
+            return refused(message_of(error))
+        for notice in [] if result.report.details["inversion_cached"] else result.report.details["notices"]:
+            gr.Warning(notice)
+        return shown(result)
+
+    def live_edit(self, photo, painted, source, target, request: gr.Request, **values) -> tuple:
+        """Re-edit as the target prompt is typed or the mask painted, only from a cached inversion."""
+        try:
+            result = self.editor.re_edit(
+                self.request(photo, painted, source, target, request.session_hash or "", values)
+            )
+        except Exception:  # half-typed input is normal here; Edit reports errors
+            result = None
+        return shown(result) if result else tuple(gr.skip() for _ in OUTPUTS)
+
+    async def wait_for_pause(self, request: gr.Request) -> int | dict[str, Any]:
+        """A new ticket if nothing of this session came after ours within ``DEBOUNCE_S``; otherwise no change."""
+        ticket = self.tickets.issue(request.session_hash or "")
+        await asyncio.sleep(DEBOUNCE_S)
+        return ticket if self.tickets.is_latest(request.session_hash or "", ticket) else gr.skip()
+
+    def paint_auto_mask(self, photo, painted, source, target, request: gr.Request, **values) -> dict[str, Any]:
+        """The photo with the automatic mask as its painted layer, to correct with brush and eraser."""
+        with user_errors():
+            edit = self.request(photo, None, source, target, request.session_hash or "", values)
+            layer = ed.brush_layer(self.editor.mask_of(edit), edit.photo.image.size)
+        return {"background": edit.photo.image, "layers": [layer], "composite": None}
+
+    def edit_example(self, photo: str, source: str, target: str, request: gr.Request) -> tuple:
+        """An example's edit (Gradio caches these lazily on a Space)."""
+        return self.page_edit(photo, None, source, target, request)
 
 
-def live_edit(request: gr.Request, *inputs: Any) -> tuple[Any, ...]:
-    """Re-edit as the target prompt is typed or the mask painted, only from a cached inversion; else change nothing."""
+def show_photo(photo: Any) -> tuple[Any, None, str]:
+    """A new photo: checked, shown for painting (upright, downscaled as it is edited), nothing painted yet."""
+    if photo is None:
+        return None, None, HINT
     try:
-        outputs = run_edit(request_of(Form(*inputs), request), session_of(request), False, gr.Progress())
-    except Exception:  # half-typed input is normal here; Edit reports errors
-        outputs = None
-    return outputs if outputs is not None else tuple(gr.skip() for _ in range(6))
+        loaded = ed.load_photo(file_of(photo, "photo"))
+    except ed.InputError as error:
+        gr.Warning(str(error))
+        return None, None, f"⚠️ {error}"
+    width, height = loaded.image.size
+    return {"background": loaded.image, "layers": [], "composite": None}, None, f"Photo {width}x{height}. {HINT}"
 
 
-def edit_example(editor: dict[str, Any] | None, source: str, target: str, request: gr.Request) -> EditOutputs:
-    """An example's edit: its photo is in the editor (Gradio caches these lazily on a Space)."""
-    return edit(None, source, target, editor=editor, request=request)
-
-
-async def wait_for_pause(request: gr.Request) -> int | dict[str, Any]:
-    """A new ticket if no keystroke of this session came after ours within ``DEBOUNCE_S``; otherwise no change."""
-    session = session_of(request)
-    ticket = TICKETS.issue(session)
-    await asyncio.sleep(DEBOUNCE_S)
-    return ticket if TICKETS.is_latest(session, ticket) else gr.skip()
-
-
-def clear_mask(editor: dict[str, Any] | None, request: gr.Request) -> dict[str, Any]:
-    """The editor's photo without the painted layers."""
+def read_mask(value: dict[str, Any] | None) -> Any:
+    """Where the image editor's layers mark its photo ((1, 1, H, W), None: nowhere); no change when the page
+    named an upload whose files never came (Gradio's editor sometimes does)."""
+    if not value or not value.get("background"):
+        return gr.skip() if value else None
     with user_errors():
-        background, _ = editor_files(editor, request)
-        if background is None:
-            return gr.skip()
-        photo = load_mask_layer(background, "image")
-        return {"background": photo, "layers": [], "composite": photo}
+        size = ed.load_layer(value["background"], "image").size
+        return ed.painted_region([ed.load_layer(layer) for layer in value.get("layers") or []], size)
 
 
-def paint_auto_mask(request: gr.Request, *inputs: Any) -> dict[str, Any]:
-    """The editor's photo with the automatic mask as its painted layer, to correct with the brush and eraser."""
-    with user_errors():
-        form = Form(*inputs)
-        edit_request = request_of(form._replace(photo=None, mask=None), request)
-        background = edit_request.upload.photo
-        if background is None:
-            raise InputError("Upload a photo first.")
-        cached, _ = inversion_of(load_photo(background), edit_request, session_of(request), True, gr.Progress())
-        target, guidance = edit_request.target, edit_request.edit_guidance
-        mask = cached.auto_masks.get((target, guidance))
-        if mask is None:
-            mask = estimate_mask(cached.inversion, target, guidance)
-            cached.remember_auto_mask(target, guidance, mask)
-        photo = load_mask_layer(background, "image")
-    marks = np.asarray(mask.resize(photo.size, Image.Resampling.NEAREST)) > 0
-    layer = np.zeros((photo.height, photo.width, 4), dtype=np.uint8)
-    layer[marks] = (*MASK_RGB, 128)  # as the brush paints it
-    return {"background": photo, "layers": [Image.fromarray(layer, "RGBA")], "composite": None}
+def clear_mask(photo: Any) -> dict[str, Any] | Any:
+    """The photo to paint on, without the painted layers."""
+    return show_photo(photo)[0] if photo is not None else gr.skip()
 
 
-def slider(name: str, value: float) -> gr.Slider:
-    knob = KNOBS[name]
-    return gr.Slider(knob.low, knob.high, value=value, step=knob.step, label=knob.label, info=knob.info)
+def progress_of(progress: gr.Progress):
+    return lambda done, total: progress((done, total), desc="Inverting", unit="steps")
 
 
-class Page(NamedTuple):
-    """The input side of the page: the ``/edit`` endpoint's inputs in order, and the mask buttons."""
+def widget(name: str, setting: Any) -> gr.components.Component:
+    """The control of one setting, as its description says: a checkbox, a choice, a slider or a number box."""
+    opt, common = setting.option, dict(label=setting.option.label, info=setting.option.help, elem_id=name)
+    if setting.kind is bool:
+        return gr.Checkbox(setting.default, **common)
+    if opt.choices:
+        return gr.Radio(list(opt.choices), value=setting.default, **common)
+    if opt.high - opt.low > 1000:
+        return gr.Number(setting.default, precision=0, minimum=opt.low, maximum=opt.high, **common)
+    return gr.Slider(opt.low, opt.high, value=setting.default, step=opt.step, **common)
 
-    inputs: list[gr.components.Component]
-    editor: gr.ImageEditor
-    clear: gr.Button
-    paint_auto: gr.Button
 
+def solver_controls(method: str) -> list[dict[str, Any]]:
+    """The method's own options shown under their labels and defaults for it; hidden where it has none."""
+    offered = ed.solver_settings(method)
 
-def inputs_column() -> Page:
-    """The photo editor, the two prompts, the local-edit and the advanced settings."""
-    editor = gr.ImageEditor(
-        label="Photo: paint where it may change (nothing painted: everywhere)",
-        type="filepath",
-        sources=["upload", "clipboard"],
-        brush=BRUSH,
-        eraser=ERASER,
-        layers=False,
-        transforms=(),
-        format="png",
-        height=420,
-        elem_id="photo",
-    )
-    clear = gr.Button("Clear mask", size="sm", elem_id="clear-mask")
-    source = gr.Textbox(label="Source prompt", placeholder="what the photo shows: a cat on a sofa", elem_id="source")
-    target = gr.Textbox(
-        label="Target prompt", placeholder="what it should become: a tiger on a sofa", elem_id="target"
-    )
-    with gr.Accordion("Local edit", open=False):
-        auto_mask = gr.Checkbox(
-            False, label="Automatic mask", info="With nothing painted, let the prompts say where.", elem_id="auto-mask"
+    def update(name: str) -> dict[str, Any]:
+        if name not in offered:
+            return gr.update(visible=False)
+        s = offered[name]
+        return gr.update(
+            visible=True, label=s.option.label, info=s.option.help, value=s.default, maximum=s.option.high
         )
-        paint_auto = gr.Button("Paint over the automatic mask", size="sm")
-        dilation = slider("dilation", BLEND.dilation)
-        feather = slider("feather", BLEND.feather)
-        paste_back = gr.Checkbox(
-            BLEND.paste_back, label="Paste back", info="Keep every pixel outside the mask exactly as it was."
+
+    return [update(name) for name in ("iterations", "prior_weight")]
+
+
+def banner(resident: ed.Resident) -> str:
+    if resident.failure is None:
+        return ""
+    return (
+        "<div role='alert' id='model-banner' style='border:2px solid #d97706;background:#fffbeb;color:#451a03;"
+        "padding:10px 14px;border-radius:8px'><b>Running on the tiny demo model: its images are noise.</b> "
+        f"The app {html.escape(resident.failure)}.</div>"
+    )
+
+
+def build_demo(handlers: Handlers, resident: ed.Resident) -> gr.Blocks:
+    """The editor's page and events."""
+    with gr.Blocks(title="rnri editor", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
+        gr.HTML(banner(resident), visible=resident.failure is not None)
+        gr.Markdown(
+            f"# rnri: real-time photo editing\nInverts your photo on a Latent Consistency Model with Regularized "
+            f"Newton-Raphson Inversion, then regenerates it under the new prompt. Model: `{resident.model}` on "
+            f"`{resident.pipe.device}`. Change the target prompt or paint a mask and the edit updates at once."
         )
-    with gr.Accordion("Advanced", open=False):
-        method = gr.Radio(list(METHODS), value=DEFAULTS.method, label="Inversion method")
-        steps = slider("num_inference_steps", DEFAULTS.num_inference_steps)
-        guidance = slider("guidance_scale", DEFAULTS.guidance_scale)
-        iterations = slider("iterations", DEFAULTS.iterations)
-        prior_weight = slider("prior_weight", DEFAULTS.prior_weight)
-        knob = KNOBS["seed"]
-        seed = gr.Number(DEFAULTS.seed, precision=0, minimum=knob.low, maximum=knob.high, label=knob.label)
-        strength = slider("strength", DEFAULTS.strength)
-        edit_guidance = slider("edit_guidance", DEFAULTS.guidance_scale)
-    photo = gr.Image(label="Photo file (API)", type="filepath", visible=False)  # the page uses the editor
-    mask = gr.Image(label="Mask file (API), white = edit", type="filepath", visible=False)
-    settings = [method, steps, guidance, iterations, prior_weight, seed, strength, edit_guidance]
-    inputs = [photo, source, target, *settings, auto_mask, dilation, feather, paste_back, mask, editor]
-    return Page(inputs, editor, clear, paint_auto)
+        with gr.Row():
+            with gr.Column(scale=2):
+                photo = gr.Image(
+                    label="Photo", type="filepath", sources=["upload", "clipboard"], height=280, elem_id="photo"
+                )
+                hint = gr.Markdown(HINT, elem_id="photo-hint")
+                source = gr.Textbox(label="Source prompt", placeholder="what the photo shows: a cat", elem_id="source")
+                target = gr.Textbox(
+                    label="Target prompt", placeholder="what it should become: a tiger", elem_id="target"
+                )
+                button = gr.Button("Edit", variant="primary", elem_id="edit-button")  # above the accordions: in view
+                painter, controls = controls_of(resident)
+            with gr.Column(scale=3, elem_id="results"):
+                outputs = outputs_column()
+        events(handlers, photo, painter, hint, source, target, button, controls, outputs)
+    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+
+
+def controls_of(resident: ed.Resident) -> tuple[gr.ImageEditor, dict[str, gr.components.Component]]:
+    """The brush over the photo and the settings' controls in their accordions, by the ``/edit`` parameter names in
+    the order offered (and the two mask buttons)."""
+    offered, made = ed.controls(resident.pipe), {}
+    with gr.Accordion("Local edit: paint where the photo may change", open=False, elem_id="local-edit"):
+        painter = gr.ImageEditor(
+            label="Where to edit", show_label=False, type="filepath", sources=(), brush=BRUSH, eraser=ERASER,
+            layers=False, transforms=(), format="png", height=360, elem_id="painter",
+        )  # fmt: skip
+        with gr.Row():
+            made["clear"] = gr.Button("Clear mask", size="sm", elem_id="clear-mask")
+            made["paint_auto"] = gr.Button("Paint over the automatic mask", size="sm", elem_id="paint-auto")
+        made |= {name: widget(name, setting) for name, setting in offered.items() if name in LOCAL}
+    with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+        made |= {name: widget(name, setting) for name, setting in offered.items() if name not in LOCAL}
+    return painter, {name: made[name] for name in ("clear", "paint_auto", *offered)}
+
+
+def events(handlers: Handlers, photo, painter, hint, source, target, button, controls, outputs) -> None:
+    """What each control does: Edit, the API's /edit, live re-edits, the mask buttons, the examples."""
+    clear, paint_auto = controls.pop("clear"), controls.pop("paint_auto")
+    painted, ticket, mask_file = gr.State(), gr.State(), gr.Image(label="Mask file (white = edit)", visible=False)
+    page = dict(inputs=[photo, painted, source, target], inputs_kwargs=controls, preprocess=False)
+    gpu = dict(concurrency_limit=1, concurrency_id="gpu")
+    triggers = [button.click, source.submit, target.submit]
+    edit = gr.on(triggers, handlers.page_edit, outputs=outputs, **page, **gpu, api_visibility="private")
+    api = dict(inputs=[photo, source, target], inputs_kwargs=controls | {"mask": mask_file}, preprocess=False)
+    gr.on([], handlers.api_edit, outputs=outputs, **api, **gpu, api_name="edit")
+    photo.change(show_photo, photo, [painter, painted, hint], preprocess=False, queue=False, **HIDDEN)
+    read = painter.change(read_mask, painter, painted, queue=False, **HIDDEN)
+    clear.click(clear_mask, photo, painter, preprocess=False, queue=False, **HIDDEN)
+    paint_auto.click(handlers.paint_auto_mask, outputs=painter, **page, **gpu, **HIDDEN)
+    solver = [controls["iterations"], controls["prior_weight"]]
+    controls["method"].change(solver_controls, controls["method"], solver, queue=False, **HIDDEN)
+    live = [target.input, *(controls[n].input for n in ("auto_mask", "paste_back"))]
+    live += [controls[n].release for n in ("dilation", "feather")]
+    pause = dict(fn=handlers.wait_for_pause, inputs=None, outputs=ticket, concurrency_limit=None, **HIDDEN)
+    gr.on(live, trigger_mode="multiple", **pause)
+    read.success(**pause)  # a stroke, a cleared mask
+    re_edit = ticket.change(handlers.live_edit, outputs=outputs, **page, **gpu, trigger_mode="always_last", **HIDDEN)
+    examples(handlers, photo, source, target, outputs, cancels=[edit, re_edit])
+
+
+def examples(handlers: Handlers, photo, source, target, outputs, cancels) -> None:
+    """The examples: a click shows its photo and prompts, clears the result at once and runs the edit."""
+    caching = ed.example_caching()  # lazily cached on a Space; locally run when clicked, through the session cache
+    found = gr.Examples(EXAMPLES, [photo, source, target], outputs, handlers.edit_example, label="Examples", **caching)
+    pending = [None if name != "summary" else PENDING for name in OUTPUTS]
+    found.dataset.click(None, None, outputs, js=f"() => {json.dumps(pending)}", cancels=cancels)
+    if not caching["cache_examples"]:
+        found.load_input_event.then(
+            handlers.edit_example, [photo, source, target], outputs, preprocess=False, concurrency_limit=1,
+            concurrency_id="gpu", api_visibility="private",
+        )  # fmt: skip
 
 
 def outputs_column() -> list[gr.components.Component]:
-    """The edit, the reconstruction beside it, the mask used, and what happened."""
+    """The edit, the reconstruction beside it, the mask used, what happened: in ``OUTPUTS`` order."""
     images = dict(type="pil", format="png", interactive=False, buttons=["download", "fullscreen"])
     with gr.Row():
         edited = gr.Image(label="Edited", elem_id="edited", **images)
         reconstruction = gr.Image(label="Reconstruction (source prompt)", elem_id="reconstruction", **images)
     with gr.Row():
         overlay = gr.Image(label="Mask used (tinted: where the edit acts)", elem_id="mask-overlay", **images)
-        summary = gr.Markdown("Upload a photo, describe it, say what it should become, and press **Edit**.")
-    plot = gr.LinePlot(
-        x="step",
-        y="residual",
-        color="iterate",
-        label="Solver residual per step (iterate 0: the initial guess)",
-        x_title="step (chain order)",
-        y_title="||S(z) - y|| / ||y||",
-        color_title="iterate",
-        sort="-x",
-        elem_id="residual-plot",
-    )
-    with gr.Accordion("Details", open=False):
+        summary = gr.Markdown(WELCOME, elem_id="summary")
+    residuals = gr.LinePlot(
+        x="step", y="residual", color="iterate", sort="-x", elem_id="residual-plot",
+        label="Solver residual per step (iterate 0: the initial guess; lower is better)",
+        x_title="step (chain order)", y_title="||S(z) - y|| / ||y||", color_title="iterate",
+    )  # fmt: skip
+    with gr.Accordion("Details", open=False, elem_id="details-accordion"):
         details = gr.JSON(label="Details")
-    return [edited, reconstruction, summary, plot, details, overlay]
+    found = dict(edited=edited, reconstruction=reconstruction, summary=summary, residuals=residuals, details=details)
+    return [(found | {"overlay": overlay})[name] for name in OUTPUTS]
 
 
-def build_demo(banner: str = "") -> gr.Blocks:
-    """The editor's page and events."""
-    with gr.Blocks(title="rnri editor", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
-        gr.HTML(banner, visible=bool(banner))
-        gr.Markdown(
-            "# rnri: real-time photo editing\nInverts your photo on a Latent Consistency Model with Regularized "
-            f"Newton-Raphson Inversion, then regenerates it under the new prompt. Model: `{RESIDENT.model}` on "
-            f"`{RESIDENT.pipe.device}`. Change the target prompt or paint a mask and the edit updates at once."
-        )
-        with gr.Row():
-            with gr.Column(scale=2):
-                page = inputs_column()
-                button = gr.Button("Edit", variant="primary", elem_id="edit-button")
-            with gr.Column(scale=3):
-                outputs = outputs_column()
-        inputs, source, target = page.inputs, page.inputs[1], page.inputs[2]
-        # preprocess=False: the photo reaches load_photo unopened (Gradio's own Pillow call would fail on a
-        # non-image with a bare "Error"), and every value is checked by the handler itself.
-        gpu = dict(inputs=inputs, outputs=outputs, preprocess=False, concurrency_limit=1, concurrency_id="gpu")
-        gr.on([button.click, source.submit, target.submit], edit, api_name="edit", **gpu)
-        caching = example_caching()  # lazily cached on a Space; locally run when clicked, through the session cache
-        examples = gr.Examples(
-            EXAMPLES,
-            inputs=[page.editor, source, target],
-            outputs=outputs,
-            fn=edit_example,
-            preprocess=False,
-            label="Examples (run when clicked)",
-            **caching,
-        )
-        if not caching["cache_examples"]:
-            examples.load_input_event.then(edit, api_visibility="private", **gpu)
-        hidden = dict(show_progress="hidden", api_visibility="private")
-        page.clear.click(clear_mask, page.editor, page.editor, preprocess=False, **hidden)
-        page.paint_auto.click(
-            paint_auto_mask, inputs, page.editor, preprocess=False, concurrency_limit=1, concurrency_id="gpu", **hidden
-        )
-        ticket = gr.State()
-        auto_mask, dilation, feather, paste_back = inputs[11:15]
-        live = [target.input, page.editor.change, auto_mask.input, dilation.release, feather.release, paste_back.input]
-        gr.on(live, wait_for_pause, None, ticket, trigger_mode="multiple", concurrency_limit=None, **hidden)
-        ticket.change(live_edit, trigger_mode="always_last", **gpu, **hidden)
-    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+def launch(demo: gr.Blocks, host: str = HOST, port: int | None = None, block: bool = True, **options: Any) -> str:
+    """Serve the editor: no share link, bounded uploads; says where in one line (Gradio's own start-up lines,
+    with their share-link hint, are off)."""
+    _, url, _ = demo.launch(
+        server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE, css=CSS,
+        quiet=True, prevent_thread_lock=True, **options,
+    )  # fmt: skip
+    scope = "this machine only" if host in ("127.0.0.1", "localhost", "::1") else f"the network ({host})"
+    print(f"rnri editor at {url} ({scope}; no share link)", flush=True)
+    if block:
+        demo.block_thread()
+    return url
 
 
-def launch(host: str = DEFAULT_HOST, port: int | None = None, **options: Any) -> Any:
-    """Serve the editor: no share link, bounded uploads; ``options`` go to ``gr.Blocks.launch``."""
-    return demo.launch(server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE, **options)
+def build(args: argparse.Namespace) -> gr.Blocks:
+    """The app for ``args``: the model loaded once (the tiny one, with a banner, when it cannot be), the page."""
+    ed.configure_logging(args.log_level)
+    ed.share_cpu_politely()  # before torch loads
+    fast = ed.FastPath(channels_last=args.channels_last, cpu_offload=args.offload)
+    resident = ed.open_model(args.model, fast=fast, fallback=True)
+    return build_demo(Handlers(ed.Editor(resident.pipe, ed.InversionCache(capacity=16), resident.model)), resident)
 
 
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-RESIDENT = load_resident(ARGS.model)
-speed_up(RESIDENT.pipe, ARGS)
-demo = build_demo(RESIDENT.banner)
+demo = build(ARGS)  # module level, as Spaces and `gradio app.py` expect
 
 if __name__ == "__main__":
-    launch(ARGS.host, ARGS.port)
+    launch(demo, ARGS.host, ARGS.port)

@@ -1,43 +1,42 @@
-"""The ``rnri`` command line (also ``python -m rnri``): a thin front end over the public API.
+"""The ``rnri`` command line (also ``python -m rnri``): a thin front end over the public API and the editor service.
 
 rnri edit photo.jpg --source "a cat on a sofa" --target "a tiger on a sofa" -o tiger.png
 rnri invert photo.jpg --source "a cat on a sofa" -o cat.safetensors
 rnri regenerate cat.safetensors --prompt "a fox on a sofa" -o fox.png
 rnri batch photos/ --targets prompts.txt -o augmented/
 rnri bench ... | rnri eval ...   (handed to rnri.bench.main / rnri.evaluation.main)
+
+Nothing heavy is imported before a command needs it: ``rnri --help`` loads neither torch nor diffusers.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
 import importlib
 import json
-import math
+import logging
 import os
 import re
 import sys
-import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from PIL import Image, UnidentifiedImageError
+from typing import TYPE_CHECKING, Any
 
 import rnri
-from rnri import gpu
-from rnri.api import DEFAULT_GUIDANCE
-from rnri.serialize import load_inversion, save_inversion, saved_model
+import rnri.editor as ed
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # what batch reads
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # what edits are written as
 INVERSION_SUFFIX = ".safetensors"
 DISPATCH = {"bench": "rnri.bench", "eval": "rnri.evaluation"}  # subcommands owned by other modules
+COMMANDS = ("edit", "invert", "regenerate", "batch")
 MODEL_ENV = "RNRI_MODEL"
+log = logging.getLogger("rnri.cli")
 
 
 class CliError(Exception):
@@ -49,23 +48,30 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DISPATCH:
         return dispatch(argv[0], argv[1:])
-    args = build_parser().parse_args(argv)
+    ed.configure_logging()  # before anything is imported that logs (a command's --help imports the solvers)
+    ed.share_cpu_politely()  # before torch loads
+    args = build_parser(full=argv[:1]).parse_args(argv)
+    ed.configure_logging(args.log_level)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
             return args.run(args)
-        except (CliError, ValueError, OSError, rnri.ModelLoadError, rnri.InversionError, gpu.FastPathError) as error:
-            print(f"rnri: error: {error}", file=sys.stderr)
-            return 1
-        except torch.OutOfMemoryError as error:
-            print(
-                f"rnri: error: out of GPU memory ({error}); try --offload on or a smaller --resolution",
-                file=sys.stderr,
-            )
-            return 1
         except KeyboardInterrupt:
             print("rnri: interrupted", file=sys.stderr)
             return 130
+        except Exception as error:
+            print(f"rnri: error: {_message(error)}", file=sys.stderr)
+            return 1
+
+
+def _message(error: Exception) -> str:
+    """The one line a user error is told in; a failure that is no user's is logged with its traceback."""
+    if type(error).__name__ == "OutOfMemoryError":  # torch's, not imported here
+        return f"out of GPU memory ({error}); try --offload on or a smaller --resolution"
+    if isinstance(error, CliError | ValueError | OSError | rnri.ModelLoadError | rnri.InversionError):
+        return str(error)
+    log.exception("unexpected failure")
+    return _describe(error)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -75,21 +81,22 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 # --- the parser ------------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of every subcommand (README's documented flags are checked against it)."""
+def build_parser(full: Collection[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The parser of every subcommand; only those in ``full`` get their options (which need the solvers, so torch):
+    the others parse nothing but ``--help`` (README's documented flags are checked against the full parser)."""
     parser = argparse.ArgumentParser(
         prog="rnri",
         description="Edit photos by describing them: invert a photo on a Latent Consistency Model with Regularized "
         "Newton-Raphson Inversion, then regenerate it under a new prompt.",
         epilog="Run 'rnri COMMAND --help' for a command's options. The model comes from --model, else $RNRI_MODEL, "
-        f"else {rnri.DEFAULT_MODEL}; 'tiny' is a built-in test model (no download, noise images).",
+        f"else {rnri.DEFAULT_MODEL}; 'tiny' is a built-in test model (no download, random weights).",
     )
     parser.add_argument("--version", action="version", version=f"rnri {rnri.__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    _add_edit(commands)
-    _add_invert(commands)
-    _add_regenerate(commands)
-    _add_batch(commands)
+    for name, (help_text, add) in SUBCOMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, **({"description": BATCH} if name == "batch" else {}))
+        if name in full:
+            add(sub)
     for name, module in DISPATCH.items():
         sub = commands.add_parser(name, help=f"run {module} (all arguments are passed on)", add_help=False)
         sub.add_argument("rest", nargs=argparse.REMAINDER)
@@ -97,8 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_edit(commands) -> None:
-    p = commands.add_parser("edit", help="edit one photo: invert it under --source, regenerate it under --target")
+def _add_edit(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", metavar="IMAGE", help="the photo to edit (any size; PNG, JPEG, WebP, ...)")
     p.add_argument("--source", required=True, metavar="TEXT", help="what the photo shows, e.g. 'a cat on a sofa'")
     p.add_argument("--target", required=True, metavar="TEXT", help="what it should become, e.g. 'a tiger on a sofa'")
@@ -111,8 +117,7 @@ def _add_edit(commands) -> None:
     p.set_defaults(run=run_edit)
 
 
-def _add_invert(commands) -> None:
-    p = commands.add_parser("invert", help="invert a photo and save the inversion (.safetensors) for later edits")
+def _add_invert(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", metavar="IMAGE", help="the photo to invert")
     p.add_argument("--source", required=True, metavar="TEXT", help="what the photo shows")
     p.add_argument("-o", "--output", metavar="PATH", help="the inversion file to write (default: IMAGE.safetensors)")
@@ -121,28 +126,27 @@ def _add_invert(commands) -> None:
     p.set_defaults(run=run_invert)
 
 
-def _add_regenerate(commands) -> None:
-    p = commands.add_parser("regenerate", help="regenerate a saved inversion under a prompt (the source = the photo)")
+def _add_regenerate(p: argparse.ArgumentParser) -> None:
     p.add_argument("inversion", metavar="INVERSION", help="an inversion file written by 'rnri invert'")
     p.add_argument("--prompt", required=True, metavar="TEXT", help="the prompt to regenerate under")
     p.add_argument(
         "-o", "--output", metavar="PATH", help="where to write the image (default: INVERSION-regenerated.png)"
     )
-    p.add_argument("--guidance", type=_finite, metavar="SCALE", help="guidance scale (default: the inversion's)")
+    guidance = {"guidance_scale": ed.settings_of(rnri.InversionSettings)["guidance_scale"]}
+    ed.add_arguments(p, guidance, {"guidance_scale": "the inversion's"})
     p.add_argument("--mask", metavar="PATH", help="edit only here: a mask image (white = edit) or 'auto'")
     _add_model_options(p, model_help="the model (default: the one recorded in the file)")
     p.set_defaults(run=run_regenerate)
 
 
-def _add_batch(commands) -> None:
-    p = commands.add_parser(
-        "batch",
-        help="semantic data augmentation: every image in a folder under every target prompt",
-        description="Invert every image in FOLDER once and regenerate it under each prompt of --targets. Outputs "
-        "go to OUT/IMAGE-NAME/NN-PROMPT.png plus OUT/manifest.jsonl. Finished outputs are skipped, so an "
-        "interrupted batch resumes where it stopped; a file that fails is reported and the batch goes on "
-        "(exit code 1 at the end).",
-    )
+BATCH = (
+    "Invert every image in FOLDER once and regenerate it under each prompt of --targets. Outputs go to "
+    "OUT/IMAGE-NAME/NN-PROMPT.png plus OUT/manifest.jsonl. Finished outputs are skipped, so an interrupted batch "
+    "resumes where it stopped; a file that fails is reported and the batch goes on (exit code 1 at the end)."
+)
+
+
+def _add_batch(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", metavar="FOLDER", help="a folder of images (.png, .jpg, .jpeg, .webp, .bmp, .tif)")
     p.add_argument(
         "--targets", required=True, metavar="FILE", help="a text file of target prompts, one a line ('#' comments)"
@@ -159,32 +163,29 @@ def _add_batch(commands) -> None:
     p.set_defaults(run=run_batch)
 
 
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "edit": ("edit one photo: invert it under --source, regenerate it under --target", _add_edit),
+    "invert": ("invert a photo and save the inversion (.safetensors) for later edits", _add_invert),
+    "regenerate": ("regenerate a saved inversion under a prompt (the source = the photo)", _add_regenerate),
+    "batch": ("semantic data augmentation: every image in a folder under every target prompt", _add_batch),
+}
+
+
 def _add_inversion_options(p: argparse.ArgumentParser) -> None:
+    """The inversion's settings, each flag made from its one description (``rnri.settings``, ``rnri.solvers``)."""
     g = p.add_argument_group("inversion")
-    g.add_argument("--method", default="rnri", choices=sorted(rnri.METHODS), help="inversion method (default: rnri)")
-    g.add_argument("--steps", type=_steps, default=4, metavar="N", help="sampling steps, 1 to 50 (default: 4)")
-    g.add_argument(
-        "--guidance",
-        type=_finite,
-        default=DEFAULT_GUIDANCE,
-        metavar="SCALE",
-        help=f"guidance scale (default: {DEFAULT_GUIDANCE})",
-    )
-    g.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the stored noises (default: 0)")
-    g.add_argument(
-        "--strength", type=_strength, default=1.0, metavar="S", help="fraction of the chain to invert, in (0, 1]"
-    )
-    g.add_argument("--chain", default="lcm", choices=["lcm", "ddim"], help="sampler chain (default: lcm)")
-    g.add_argument("--noise-correction", action="store_true", help="store noises that replay the chain exactly")
-    g.add_argument(
-        "--resolution", type=int, metavar="PIXELS", help="long side the photo is fitted to (default: the model's)"
-    )
+    settings = ed.settings_of(rnri.InversionSettings)
+    method = settings.pop("method")
+    g.add_argument("--method", default=method.default, choices=sorted(rnri.METHODS), help=f"{method.option.help}")
+    add_defaults = {"guidance_scale": f"the model's: {ed.guidance_defaults()}", "resolution": "the model's"}
+    ed.add_arguments(g, settings, add_defaults)
+    options = "; ".join(f"{name}: {ed.describe_options(m.config_type)}" for name, m in rnri.METHODS.items())
     g.add_argument(
         "--option",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="a solver option, e.g. --option iterations=2 (repeatable)",
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help=f"options of the method, repeatable (see rnri/solvers/): {options}",
     )
 
 
@@ -198,33 +199,10 @@ def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None
     g.add_argument(
         "--offload",
         default="auto",
-        choices=list(gpu.OFFLOAD_CHOICES),
+        choices=list(ed.OFFLOAD_CHOICES),
         help="model CPU offload for small GPUs (default: auto, on below 6 GiB)",
     )
-
-
-def _steps(text: str) -> int:
-    value = int(text) if text.strip().isdigit() else 0
-    if not 1 <= value <= 50:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 50, got {text!r}")
-    return value
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _strength(text: str) -> float:
-    value = _finite(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
-    return value
+    g.add_argument("--log-level", default="warning", choices=ed.LEVELS, help="what rnri logs (default: warning)")
 
 
 # --- commands --------------------------------------------------------------------------------------------------
@@ -234,13 +212,11 @@ def run_edit(args: argparse.Namespace) -> int:
     """rnri edit: invert IMAGE under --source, regenerate under --target, write the image."""
     output = Path(args.output or f"{Path(args.image).stem}-edit.png")
     _check_output(output, tuple(OUTPUT_FORMATS))
-    options, image, mask = inversion_kwargs(args), read_image(args.image), _read_mask(args.mask)
-    pipe = load_model(args, args.model)
-    start = time.perf_counter()
-    inv = rnri.invert(pipe, args.source, image=image, **options)
-    edit = rnri.regenerate(pipe, inv, args.target, mask=mask)
-    save_image(edit, output)
-    print(f"wrote {output} ({_cost(inv)}, {time.perf_counter() - start:.1f} s)")
+    photo, settings = read_photo(args.image), settings_of(args)
+    editor = ed.Editor(load_model(args, args.model).pipe)
+    result = editor.edit(edit_request(editor, photo, args.source, args.target, settings, args.mask))
+    save_image(result.image, output)
+    print(f"wrote {output} ({_cost(result.report)})")
     return 0
 
 
@@ -248,11 +224,13 @@ def run_invert(args: argparse.Namespace) -> int:
     """rnri invert: invert IMAGE under --source and save the whole Inversion."""
     output = Path(args.output or f"{Path(args.image).stem}{INVERSION_SUFFIX}")
     _check_output(output, (INVERSION_SUFFIX,))
-    options, image = inversion_kwargs(args), read_image(args.image)
-    pipe = load_model(args, args.model)
-    inv = rnri.invert(pipe, args.source, image=image, **options)
-    save_atomically(output, lambda tmp: save_inversion(inv, tmp, model=model_name(args.model)))
-    print(f"wrote {output} ({_cost(inv)})")
+    photo, settings = read_photo(args.image), settings_of(args)
+    pipe = load_model(args, args.model).pipe
+    inv = rnri.invert(
+        pipe, ed.clean_prompt(args.source, "source prompt"), image=photo.image, **settings.invert_kwargs()
+    )
+    save_atomically(output, lambda tmp: rnri.save_inversion(inv, tmp, model=model_name(args.model)))
+    print(f"wrote {output} ({inv.method}, {inv.unet_forwards} UNet forwards + {inv.unet_backwards} backwards)")
     return 0
 
 
@@ -260,19 +238,19 @@ def run_regenerate(args: argparse.Namespace) -> int:
     """rnri regenerate: load a saved inversion and regenerate it under --prompt."""
     output = Path(args.output or f"{Path(args.inversion).name.removesuffix(INVERSION_SUFFIX)}-regenerated.png")
     _check_output(output, tuple(OUTPUT_FORMATS))
-    model = args.model or saved_model(args.inversion)
-    mask = _read_mask(args.mask)
-    pipe = load_model(args, model)
-    inv = load_inversion(args.inversion, device=gpu.execution_device(pipe))
-    image = rnri.regenerate(pipe, inv, args.prompt, guidance_scale=args.guidance, mask=mask)
-    save_image(image, output)
+    model = args.model or rnri.saved_model(args.inversion)
+    mask = args.mask if args.mask in (None, "auto") else ed.load_layer(args.mask)
+    pipe = load_model(args, model).pipe
+    inv = rnri.load_inversion(args.inversion)
+    prompt = ed.clean_prompt(args.prompt, "prompt")
+    save_image(rnri.regenerate(pipe, inv, prompt, guidance_scale=args.guidance_scale, mask=mask), output)
     print(f"wrote {output}")
     return 0
 
 
 def run_batch(args: argparse.Namespace) -> int:
     """rnri batch: every image of FOLDER under every target prompt, resumable, per-file errors."""
-    images, targets, options = list_images(args.folder), read_prompts(args.targets), inversion_kwargs(args)
+    images, targets, settings = list_images(args.folder), read_prompts(args.targets), settings_of(args)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -280,16 +258,15 @@ def run_batch(args: argparse.Namespace) -> int:
         raise CliError(f"cannot create the output folder {out}: {error.strerror or error}") from error
     jobs = plan_batch(images, targets, out)
     pending = [job for job in jobs if job.missing]
-    pipe = load_model(args, args.model) if pending else None
+    editor = ed.Editor(load_model(args, args.model).pipe, ed.InversionCache(capacity=1)) if pending else None
     report = BatchReport(skipped=len(jobs) - len(pending))
     for job in _progress(pending, args.quiet):
         try:
-            report.written += run_batch_job(pipe, job, args.source, options)
+            report.written += run_batch_job(editor, job, args.source, settings)
             report.done += 1
         except Exception as error:  # one bad file must not stop the batch
             report.failed += 1
-            where = "" if isinstance(error, CliError) else f"{job.image}: "  # a CliError names its file
-            _progress_write(f"rnri: error: {where}{_describe(error)}")
+            _progress_write(f"rnri: error: {job.image}: {_message(error)}")
     write_manifest(out, jobs)
     print(report.summary(len(jobs)))
     return 1 if report.failed else 0
@@ -335,22 +312,21 @@ def plan_batch(images: list[Path], targets: list[str], out: Path) -> list[BatchJ
         outputs = [(t, folder / f"{i:02d}-{slug(t)}.png") for i, t in enumerate(targets)]
         job = BatchJob(image, outputs)
         if image.stem in seen:
-            job.error = f"{image}: has the same name as {seen[image.stem].name}, their outputs would clash; rename one"
+            job.error = f"has the same name as {seen[image.stem].name}, their outputs would clash; rename one"
         seen.setdefault(image.stem, image)
         jobs.append(job)
     return jobs
 
 
-def run_batch_job(pipe, job: BatchJob, source: str | None, options: dict[str, Any]) -> int:
-    """Invert one image once and write each missing output; returns the number of files written."""
+def run_batch_job(editor: ed.Editor, job: BatchJob, source: str | None, settings: rnri.InversionSettings) -> int:
+    """Invert one image once (the editor caches it) and write each missing output; the number of files written."""
     if job.error:
         raise CliError(job.error)
-    image, source = read_image(job.image), _source_prompt(job.image, source)
-    inv = rnri.invert(pipe, source, image=image, **options)
+    photo, source = read_photo(job.image), _source_prompt(job.image, source)
     missing = job.missing
     missing[0][1].parent.mkdir(parents=True, exist_ok=True)
     for prompt, path in missing:
-        save_image(rnri.regenerate(pipe, inv, prompt), path)
+        save_image(editor.edit(edit_request(editor, photo, source, prompt, settings, None)).image, path)
     return len(missing)
 
 
@@ -361,7 +337,7 @@ def _source_prompt(image: Path, default: str | None) -> str:
         if text:
             return text
     if not default:
-        raise CliError(f"{image}: no source prompt: give --source or write a caption file {caption.name}")
+        raise CliError(f"no source prompt: give --source or write a caption file {caption.name}")
     return default
 
 
@@ -424,82 +400,55 @@ def model_name(model: str | None) -> str:
     return model or os.environ.get(MODEL_ENV) or rnri.DEFAULT_MODEL
 
 
-def load_model(args: argparse.Namespace, model: str | None):
-    """The pipeline of ``model`` with the speed options of ``args`` applied."""
-    pipe = rnri.load_pipeline(model_name(model), device=args.device)
-    config = gpu.FastPath(channels_last=args.channels_last, compile=args.compile, cpu_offload=args.offload)
-    fast = gpu.apply_fast_path(pipe, config)
-    for reason in fast.skipped:
-        print(f"rnri: note: skipped {reason}", file=sys.stderr)
-    return fast.pipe
+def load_model(args: argparse.Namespace, model: str | None) -> ed.Resident:
+    """The pipeline of ``model`` with the speed options of ``args`` applied; what was skipped, as notes."""
+    fast = ed.FastPath(channels_last=args.channels_last, compile=args.compile, cpu_offload=args.offload)
+    resident = ed.open_model(model_name(model), device=args.device, fast=fast)
+    for note in resident.notes:
+        print(f"rnri: note: {note}", file=sys.stderr)
+    return resident
 
 
-def inversion_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of ``rnri.invert`` from the inversion options (solver options checked here)."""
-    options = parse_options(args.option)
-    check_solver_options(args.method, options)
-    return {
-        "method": args.method,
-        "num_inference_steps": args.steps,
-        "guidance_scale": args.guidance,
-        "seed": args.seed,
-        "strength": args.strength,
-        "chain": args.chain,
-        "noise_correction": args.noise_correction,
-        "resolution": args.resolution,
-        **options,
-    }
+def settings_of(args: argparse.Namespace) -> rnri.InversionSettings:
+    """The inversion's settings from the flags (each checked by argparse) and the method's --option values."""
+    plain = rnri.InversionSettings(**{name: getattr(args, name) for name in ed.settings_of(rnri.InversionSettings)})
+    config_type = rnri.METHODS[args.method].config_type
+    options = read_options(config_type, args.option, f"--method {args.method}")
+    return ed.with_method(plain, args.method, options)
 
 
-def check_solver_options(method: str, options: dict[str, Any]) -> None:
-    """Build the method's option type once, so a bad --option fails before the model loads."""
-    config_type = rnri.METHODS[method].config_type
-    if config_type is None:
-        if options:
-            raise CliError(f"--method {method} takes no --option, got {sorted(options)}")
-        return
-    allowed = [f.name for f in dataclasses.fields(config_type)]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise CliError(f"--method {method} has no option(s) {unknown}; its options are {allowed}")
+def read_options(config_type: type | None, items: list[str], owner: str) -> dict[str, Any]:
+    """``--option`` values in the one option syntax (``KEY=VALUE[,KEY=VALUE]``), checked; ``CliError`` otherwise."""
     try:
-        config_type(**options)
-    except (TypeError, ValueError) as error:
+        return ed.read_options(config_type, items, owner)
+    except ValueError as error:
         raise CliError(f"--option: {error}") from error
 
 
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """``["iterations=2", "norm=l1"]`` -> ``{"iterations": 2, "norm": "l1"}`` (numbers and booleans parsed)."""
-    options = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise CliError(f"--option takes KEY=VALUE, got {item!r}")
-        try:
-            value = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            value = text.strip()
-        options[key.strip()] = value
-    return options
+def edit_request(editor: ed.Editor, photo: ed.Photo, source: str, target: str, settings, mask: str | None):
+    """One edit for the editor service: ``mask`` is None, ``"auto"`` or a mask image's path."""
+    painted = None if mask in (None, "auto") else ed.painted_region([ed.load_layer(mask)], photo.image.size)
+    guidance = editor.guidance if settings.guidance_scale is None else settings.guidance_scale
+    choices = ed.Choices(settings, guidance, ed.LocalEdit(auto=mask == "auto"))
+    source, target = ed.clean_prompt(source, "source prompt"), ed.clean_prompt(target, "target prompt")
+    return ed.EditRequest(photo, painted, source, target, choices)
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """The image at ``path``, fully read; ``CliError`` naming the file when it is missing or not an image."""
-    path = Path(path)
-    if not path.is_file():
-        raise CliError(f"{path}: no such file")
-    try:
-        image = Image.open(path)
-        image.load()  # read it all now: a truncated file fails here, not halfway through an edit
-        return image
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise CliError(f"{path}: not a readable image ({_describe(error)})") from error
-    except OSError as error:
-        raise CliError(f"{path}: corrupt or truncated image ({_describe(error)})") from error
+def read_photo(path: str | Path) -> ed.Photo:
+    """The photo at ``path`` through the editor's one loader, at its own size; what was repaired, as notes."""
+    photo = ed.load_photo(Path(path), max_side=None)
+    for notice in photo.notices:
+        print(f"rnri: note: {Path(path).name}: {notice}", file=sys.stderr)
+    return photo
 
 
-def _read_mask(mask: str | None) -> Image.Image | str | None:
-    return mask if mask in (None, "auto") else read_image(mask)
+def _cost(report: ed.Report) -> str:
+    d = report.details
+    psnr = "identical" if d["reconstruction_psnr_db"] is None else f"{d['reconstruction_psnr_db']:.1f} dB"
+    return (
+        f"{d['method']}, {d['inversion_unet_forwards']} UNet forwards + {d['inversion_unet_backwards']} backwards to "
+        f"invert, reconstruction PSNR {psnr}, {d['request_seconds']:.1f} s"
+    )
 
 
 def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
@@ -532,10 +481,6 @@ def save_atomically(path: Path, write: Callable[[str], None]) -> None:
         raise CliError(f"cannot write {path}: {error.strerror or error}") from error
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _cost(inv: rnri.Inversion) -> str:
-    return f"{inv.method}, {inv.unet_forwards} UNet forwards + {inv.unet_backwards} backwards"
 
 
 def _describe(error: BaseException) -> str:

@@ -1,28 +1,25 @@
-"""The fast GPU path: speed knobs applied to a stock pipeline, a tiny preview decoder, and their measurement.
+"""The fast GPU path: speed knobs applied to a stock pipeline, and a tiny preview decoder.
 
 Every knob is a field of :class:`FastPath`; :func:`apply_fast_path` applies them in place and says what it did.
 On the CPU each knob is a safe no-op unless it says otherwise. fp16 is not a knob here: ``rnri.load_pipeline``
-already loads fp16 on CUDA. Prompt embeddings are cached by ``rnri.adapter.encode_prompt``.
+already loads fp16 on CUDA. Prompt embeddings are cached by ``rnri.adapter.encode_prompt``. Each knob is measured by
+``python -m rnri.bench.knobs`` before it becomes a default.
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderTiny, LatentConsistencyModelPipeline
-from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from PIL import Image
 
 import rnri
-from rnri.counting import count_unet_calls
-from rnri.loading import ModelLoadError
+from rnri.counting import stopwatch
+
+if TYPE_CHECKING:  # diffusers is imported where it is used: front ends read OFFLOAD_CHOICES before loading it
+    from diffusers import AutoencoderTiny, LatentConsistencyModelPipeline
 
 OFFLOAD_CHOICES = ("auto", "on", "off")
 TINY_PREVIEW = "tiny"  # a seeded random TAESD-shaped decoder: same code path, no download (its images are noise)
@@ -35,7 +32,7 @@ class FastPathError(RuntimeError):
 
 @dataclass(frozen=True)
 class FastPath:
-    """Speed knobs for a pipeline; each is measured by :func:`measure_knobs` before it becomes a default."""
+    """Speed knobs for a pipeline; each is measured (``rnri.bench.knobs``) before it becomes a default."""
 
     channels_last: bool = False  # UNet and VAE weights in NHWC memory format (faster convolutions on tensor cores)
     sdpa: bool = True  # PyTorch scaled-dot-product attention (diffusers' default); False: the classic processor
@@ -82,6 +79,8 @@ def wants_offload(config: FastPath, device: torch.device) -> bool:
 
 def apply_fast_path(pipe: LatentConsistencyModelPipeline, config: FastPath, *, warm_up: bool = True) -> FastPipeline:
     """Apply ``config`` to ``pipe`` in place (it changes the resident pipeline for every caller)."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
     device = execution_device(pipe)
     applied, skipped = [], []
     processor = AttnProcessor2_0() if config.sdpa else AttnProcessor()
@@ -124,13 +123,13 @@ def warm_up_pipeline(pipe: LatentConsistencyModelPipeline, resolution: int | Non
     """One inversion and one regeneration at ``resolution`` (default: native) so compilation happens now."""
     side = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     image = Image.new("RGB", (side, side), (128, 128, 128))
-    start = time.perf_counter()
     try:
-        inv = rnri.invert(pipe, "warm-up", image=image)
-        rnri.regenerate(pipe, inv, "warm-up", output_type="latent")
+        with stopwatch(execution_device(pipe)) as warm_up:
+            inv = rnri.invert(pipe, "warm-up", image=image)
+            rnri.regenerate(pipe, inv, "warm-up", output_type="latent")
     except Exception as error:  # compiler and toolchain errors come in many types
         raise _compile_error("the torch.compile warm-up", error) from error
-    return time.perf_counter() - start
+    return warm_up.seconds
 
 
 def _compile_error(what: str, error: Exception) -> FastPathError:
@@ -142,6 +141,8 @@ def _compile_error(what: str, error: Exception) -> FastPathError:
 
 def tiny_preview_vae(seed: int = 0) -> AutoencoderTiny:
     """A TAESD-shaped decoder with seeded random weights and tiny channels (tests; its images are noise)."""
+    from diffusers import AutoencoderTiny
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8))
@@ -149,6 +150,10 @@ def tiny_preview_vae(seed: int = 0) -> AutoencoderTiny:
 
 def load_preview_vae(source: str, device: torch.device | str, dtype: torch.dtype) -> AutoencoderTiny:
     """TAESD from a Hub id or local folder (safetensors only), or ``"tiny"``; ``ModelLoadError`` if it can't be had."""
+    from diffusers import AutoencoderTiny
+
+    from rnri.loading import ModelLoadError
+
     if source == TINY_PREVIEW:
         vae = tiny_preview_vae()
     else:
@@ -173,181 +178,3 @@ def preview_image(preview_vae: AutoencoderTiny, latents: torch.Tensor, size: tup
     array = (pixels[0].float().clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     image = Image.fromarray(array, "RGB") if array.shape[-1] == 3 else Image.fromarray(array[..., 0])
     return image if size is None or image.size == size else image.resize(size, Image.Resampling.BILINEAR)
-
-
-# --- measurement ---------------------------------------------------------------------------------------------
-
-_SCALAR_READS = ("item", "__bool__", "__float__", "__int__", "tolist")  # each waits for the GPU on a CUDA tensor
-
-
-@contextmanager
-def count_host_syncs(cuda_only: bool = False) -> Iterator[Counter]:
-    """Count reads of tensor values into Python (``item``, ``bool``, ...) by call site ("file:line").
-
-    On a GPU each read of a CUDA tensor waits for all queued work. On the CPU nothing waits; with
-    ``cuda_only=False`` every read is counted, as a stand-in for what a GPU run would wait on.
-    """
-    sites: Counter = Counter()
-    saved = {name: torch.Tensor.__dict__.get(name) for name in _SCALAR_READS}
-    for name in _SCALAR_READS:
-        setattr(torch.Tensor, name, _counting(getattr(torch.Tensor, name), sites, cuda_only))
-    try:
-        yield sites
-    finally:
-        for name, original in saved.items():
-            if original is None:
-                delattr(torch.Tensor, name)
-            else:
-                setattr(torch.Tensor, name, original)
-
-
-def _counting(method: Callable, sites: Counter, cuda_only: bool) -> Callable:
-    def counted(self, *args, **kwargs):
-        if not cuda_only or self.is_cuda:
-            caller = sys._getframe(1)
-            sites[f"{Path(caller.f_code.co_filename).name}:{caller.f_lineno}"] += 1
-        return method(self, *args, **kwargs)
-
-    return counted
-
-
-@dataclass
-class KnobMeasurement:
-    """Cost of one edit (invert + regenerate to an image) with one knob setting."""
-
-    knob: str
-    seconds: float  # wall time of the fastest of `repeats` edits after a warm-up edit (least disturbed by load)
-    forward_equivalents: float  # seconds / seconds of one UNet forward of the baseline pipeline
-    unet_forwards: int  # counted by hooks over one edit
-    unet_backwards: int
-    host_syncs: int  # tensor values read into Python over one edit (see count_host_syncs)
-    peak_memory_mib: float | None  # peak CUDA memory allocated during one edit; None on the CPU
-    warmup_seconds: float  # the first edit (compilation happens here)
-    sync_sites: dict[str, int] = field(default_factory=dict, repr=False)
-
-
-DEFAULT_KNOBS: dict[str, FastPath] = {
-    "baseline (sdpa)": FastPath(),
-    "classic attention": FastPath(sdpa=False),
-    "channels_last": FastPath(channels_last=True),
-    "compile": FastPath(compile=True),
-    "channels_last + compile": FastPath(channels_last=True, compile=True),
-}
-
-
-def measure_knobs(
-    make_pipe: Callable[[], LatentConsistencyModelPipeline],
-    image: Image.Image,
-    source: str,
-    target: str,
-    knobs: dict[str, FastPath] | None = None,
-    repeats: int = 3,
-) -> list[KnobMeasurement]:
-    """Measure one edit per knob setting, each on a fresh pipeline from ``make_pipe`` (knobs change it in place)."""
-    knobs = DEFAULT_KNOBS if knobs is None else knobs
-    unit = unet_forward_seconds(make_pipe(), image, 3 * repeats)
-    return [
-        _measure_one(name, make_pipe(), config, image, source, target, repeats, unit) for name, config in knobs.items()
-    ]
-
-
-def _measure_one(name, pipe, config, image, source, target, repeats, unit) -> KnobMeasurement:
-    fast = apply_fast_path(pipe, replace(config), warm_up=False)
-    start = time.perf_counter()
-    _edit(fast.pipe, image, source, target)
-    warmup = time.perf_counter() - start
-    device = execution_device(fast.pipe)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _edit(fast.pipe, image, source, target)
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    with count_unet_calls(fast.pipe.unet) as calls, count_host_syncs(cuda_only=device.type == "cuda") as sites:
-        _edit(fast.pipe, image, source, target)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    seconds = min(times)
-    return KnobMeasurement(
-        name, seconds, seconds / unit, calls.forwards, calls.backwards, sum(sites.values()), peak, warmup, dict(sites)
-    )
-
-
-def _edit(pipe, image: Image.Image, source: str, target: str) -> Image.Image:
-    return rnri.regenerate(pipe, rnri.invert(pipe, source, image=image), target)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def unet_forward_seconds(pipe: LatentConsistencyModelPipeline, image: Image.Image, repeats: int = 3) -> float:
-    """One UNet forward at ``image``'s latent size, fastest of ``repeats``: the unit of forward-equivalents."""
-    inv = rnri.invert(pipe, "unit", image=image, method="ddim")
-    z, device = inv.latents, execution_device(pipe)
-    text = torch.zeros(1, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim, device=device)
-    w_emb = torch.zeros(1, pipe.unet.config.time_cond_proj_dim, device=device)
-    args = (z.to(pipe.unet.dtype), torch.tensor(500, device=device))
-    kwargs = {"encoder_hidden_states": text.to(pipe.unet.dtype), "timestep_cond": w_emb.to(pipe.unet.dtype)}
-    times = []
-    with torch.no_grad():
-        for _ in range(repeats + 1):
-            start = time.perf_counter()
-            pipe.unet(*args, **kwargs)
-            _synchronize(device)
-            times.append(time.perf_counter() - start)
-    return min(times[1:])
-
-
-# --- python -m rnri.gpu: the knob table ----------------------------------------------------------------------
-
-
-def gpu_only_knobs(device: torch.device) -> dict[str, FastPath]:
-    """Knobs that only mean something on a CUDA GPU (measured there, listed as not measured elsewhere)."""
-    return {"cpu_offload": FastPath(cpu_offload="on")} if device.type == "cuda" else {}
-
-
-def knob_table(rows: list[KnobMeasurement]) -> str:
-    """A markdown table of measurements, the first row the reference for the speed-up column."""
-    lines = [
-        "| knob | s / edit | forward-equivalents | speed-up | UNet fwd + bwd | host syncs | peak MiB | first edit s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        peak = "-" if row.peak_memory_mib is None else f"{row.peak_memory_mib:.0f}"
-        lines.append(
-            f"| {row.knob} | {row.seconds:.3f} | {row.forward_equivalents:.1f} | {rows[0].seconds / row.seconds:.2f}x "
-            f"| {row.unet_forwards} + {row.unet_backwards} | {row.host_syncs} | {peak} | {row.warmup_seconds:.2f} |"
-        )
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Measure the fast-path knobs on one model and print the table (``python -m rnri.gpu --help``)."""
-    import argparse
-    import copy
-
-    parser = argparse.ArgumentParser(prog="python -m rnri.gpu", description=main.__doc__)
-    parser.add_argument("--model", default="tiny", help="Hub id, local folder or 'tiny' (default: tiny)")
-    parser.add_argument("--device", help="cuda or cpu (default: the best available)")
-    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed edits per knob (default: 5)")
-    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows")
-    args = parser.parse_args(argv)
-    base = rnri.load_pipeline(args.model, device=args.device)
-    device = execution_device(base)
-    knobs = {k: v for k, v in DEFAULT_KNOBS.items() if not (args.no_compile and v.compile)}
-    knobs.update(gpu_only_knobs(device))
-    side = args.size or base.unet.config.sample_size * base.vae_scale_factor
-    image = Image.effect_noise((side, side), 64).convert("RGB")
-    rows = measure_knobs(lambda: copy.deepcopy(base), image, "a photo", "a painting", knobs, args.repeats)
-    print(f"{args.model} on {device}, {side}x{side}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-    print(knob_table(rows))
-    print("host syncs of the baseline by call site:", dict(rows[0].sync_sites))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see rnri.editor.share_cpu_politely
+
 import importlib
 import socket
 from pathlib import Path
@@ -47,13 +51,11 @@ def _deterministic():
 
 
 def import_app():
-    """``app`` on the tiny model (the module loads its pipeline when imported)."""
+    """``app`` on the tiny model (the module loads its pipeline and builds its page when imported)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RNRI_MODEL", "tiny")
         mp.syspath_prepend(str(ROOT))
-        module = importlib.import_module("app")
-    assert module.RESIDENT.model == "tiny" and not module.RESIDENT.banner
-    return module
+        return importlib.import_module("app")
 
 
 def free_port() -> int:
@@ -71,8 +73,12 @@ def app():
     torch.set_num_threads(threads)
 
 
+def serve(app, demo) -> str:
+    """Serve ``demo`` on a free local port, as ``python app.py`` does, without blocking; its URL."""
+    return app.launch(demo, "127.0.0.1", free_port(), block=False)
+
+
 @pytest.fixture(scope="module")
 def url(app):
-    _, local_url, _ = app.launch("127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
-    yield local_url
+    yield serve(app, app.demo)
     app.demo.close()

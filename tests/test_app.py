@@ -1,9 +1,9 @@
 """The editor app on the tiny model, served in-process and called through its real client (gradio_client).
 
 Covers the /edit endpoint, the per-session inversion cache (observable in the UNet count), local edits (painted,
-sent as a mask file or as the page's editor value, and automatic masks; the mask is no part of the cache key), every
-bad input the app must refuse or repair with a message, the live (debounced) re-edit, the safe launch defaults, and
-the app as it runs on a Space (GPU work under ``spaces.GPU``, examples cached lazily).
+sent as a mask file or read from the page's image editor, and automatic masks; the mask is no part of the cache key),
+every bad input the app must refuse or repair with a message, the live (debounced) re-edit, the safe launch defaults,
+and the app as it runs on a Space (GPU work under ``spaces.GPU``, examples cached lazily).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import gradio as gr
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port, noise_image
-from gradio.components.image_editor import EditorDataBlobs
+from conftest import noise_image, serve
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+import rnri
+import rnri.editor as ed
 import rnri.spaces_support
-from rnri.session import InversionCache, InversionKey, InversionSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = ROOT / "assets" / "cat.jpg"  # 451x300
@@ -236,8 +236,10 @@ def test_settings_the_method_ignores_do_not_invert_again(client):
 
 
 def test_the_cache_is_bounded_and_drops_the_least_recently_used():
-    cache = InversionCache(capacity=2)
-    first, second, third = (InversionKey("session", f"photo {i}", SOURCE, InversionSettings()) for i in range(3))
+    cache = ed.InversionCache(capacity=2)
+    first, second, third = (
+        ed.InversionKey("session", f"photo {i}", SOURCE, rnri.InversionSettings()) for i in range(3)
+    )
     cache.put(first, "first")
     cache.put(second, "second")
     assert cache.get(first) == "first"  # now the most recently used
@@ -274,11 +276,11 @@ def test_fixable_upload_is_repaired_with_a_notice(client, tmp_path, name):
         (None, SOURCE, TARGET, {}, "Upload a photo first"),
         (CAT, "", TARGET, {}, "source prompt .* is empty"),
         (CAT, SOURCE, "   ", {}, "target prompt .* is empty"),
-        (CAT, SOURCE, TARGET, {"steps": 0}, "Steps must be a whole number from 1 to 8, got 0"),
-        (CAT, SOURCE, TARGET, {"steps": 2.5}, "Steps must be a whole number"),
+        (CAT, SOURCE, TARGET, {"num_inference_steps": 0}, "Steps must be a whole number from 1 to 8, got 0"),
+        (CAT, SOURCE, TARGET, {"num_inference_steps": 2.5}, "Steps must be a whole number"),
         (CAT, SOURCE, TARGET, {"iterations": 1000}, "Newton iterations per step must be a whole number from 1 to 5"),
         (CAT, SOURCE, TARGET, {"prior_weight": "lots"}, "Prior weight λ must be a number from 0 to 1, got 'lots'"),
-        (CAT, SOURCE, TARGET, {"method": "magic"}, "Unknown method 'magic'"),
+        (CAT, SOURCE, TARGET, {"method": "magic"}, "Inversion method must be one of rnri, ddim, fixed-point"),
         (CAT, SOURCE, TARGET, {"seed": -1}, "Seed must be a whole number from 0 to 2147483647, got -1"),
         (CAT, SOURCE, TARGET, {"edit_guidance": 99}, "Edit guidance must be a number from 1 to 15, got 99"),
     ],
@@ -303,47 +305,70 @@ def test_oversized_upload_is_refused_by_the_server(client, tmp_path):
     still_serving(client)
 
 
-def form(app, photo=CAT, target: str = "a tiger", **changes) -> tuple:
-    """The /edit endpoint's inputs in order, as the page sends them (defaults but for ``changes``)."""
-    settings = ("rnri", 4, 8.5, 1, 0.1, 0, 1.0, 8.5)
-    return app.Form(str(photo) if photo else None, SOURCE, target, *settings)._replace(**changes)
+@pytest.fixture
+def handlers(app, pipe):
+    """The page's handlers over an editor service of their own (an empty cache), on the tiny model."""
+    return app.Handlers(ed.Editor(pipe, ed.InversionCache(), "tiny"))
 
 
-def test_live_edit_reuses_the_cache_and_otherwise_changes_nothing(app):
-    request = gr.Request(session_hash="live-test")
-    skipped = app.live_edit(request, *form(app))
+def painted_on(app, photo: Path = CAT, layers=()):
+    """Where the page's image editor marks ``photo``, as the server reads it (Gradio hands over files it saved)."""
+    return app.read_mask({"background": str(photo), "layers": [str(p) for p in layers]})
+
+
+def test_live_edit_reuses_the_cache_and_otherwise_changes_nothing(app, handlers):
+    request, photo = gr.Request(session_hash="live-test"), str(CAT)
+    skipped = handlers.live_edit(photo, None, SOURCE, "a tiger", request)
     assert skipped == tuple(gr.skip() for _ in range(6))  # nothing cached: typing never starts an inversion
-    assert app.live_edit(request, *form(app, None, "")) == skipped  # half-typed input: no error either
-    app.edit(*form(app), request=request)
-    edited, _, summary, _, details, overlay = app.live_edit(request, *form(app, target="a lion"))
+    assert handlers.live_edit(None, None, SOURCE, "", request) == skipped  # half-typed input: no error either
+    handlers.page_edit(photo, None, SOURCE, "a tiger", request)
+    edited, _, summary, _, details, overlay = handlers.live_edit(photo, None, SOURCE, "a lion", request)
     assert details["inversion_cached"] and details["request_unet_forwards"] == 4 and edited.size == (451, 300)
     assert overlay.size == (451, 300) and details["mask"] == "none"
+    assert handlers.live_edit(photo, None, SOURCE, "a lion", request) == skipped  # what the page shows already
 
 
-def test_typing_is_debounced_last_request_wins(app):
+def test_typing_is_debounced_last_request_wins(handlers):
     request = gr.Request(session_hash="debounce-test")
 
     async def burst():
-        first = asyncio.create_task(app.wait_for_pause(request))
+        first = asyncio.create_task(handlers.wait_for_pause(request))
         await asyncio.sleep(0.05)
-        return await asyncio.gather(first, app.wait_for_pause(request))
+        return await asyncio.gather(first, handlers.wait_for_pause(request))
 
     first, last = asyncio.run(burst())
     assert first == gr.skip() and isinstance(last, int)
 
 
-def test_model_that_cannot_load_falls_back_to_tiny_with_a_banner(app, tmp_path):
-    resident = app.load_resident(str(tmp_path / "no-such-model"))
-    assert resident.model == "tiny" and resident.pipe is app.RESIDENT.pipe
-    assert "tiny demo model" in resident.banner and "no-such-model" in resident.banner
-    assert "--model" in resident.banner
+def test_a_refused_edit_on_the_page_shows_one_consistent_state(app, handlers):
+    """Not Gradio's error state on some outputs and the last summary on another: no images, the summary says why."""
+    request = gr.Request(session_hash="refused")
+    handlers.page_edit(str(CAT), None, SOURCE, TARGET, request)
+    edited, reconstruction, summary, residuals, details, overlay = handlers.page_edit(
+        str(CAT), None, SOURCE, "   ", request
+    )
+    assert edited is None and reconstruction is None and overlay is None and details is None and residuals.empty
+    assert summary.startswith("**Not edited.**") and "target prompt (what the photo should become) is empty" in summary
+
+
+def test_model_that_cannot_load_falls_back_to_tiny_with_a_short_banner(app, pipe, tmp_path):
+    """One line of why and the ways out in the app's terms, not the loaders' wall of text."""
+    resident = ed.open_model(str(tmp_path / "no-such-model"), fallback=True)
+    assert resident.model == "tiny" and resident.pipe is pipe and resident.asked.endswith("no-such-model")
+    banner = app.banner(resident)
+    assert "tiny demo model" in banner and "no-such-model" in banner and "there is no such folder" in banner
+    assert "--model tiny" in banner and "--model /path/to/model" in banner
+    for noise in ("stacktrace", "local_files_only", "model='tiny'"):
+        assert noise not in banner
+    offline = ed.open_model("someone/not-cached-anywhere", fallback=True)
+    assert "not in the local Hugging Face cache and the Hub cannot be reached" in offline.failure
 
 
 def test_options_default_to_local_and_follow_the_environment(app, monkeypatch):
     for name in ("RNRI_MODEL", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
         monkeypatch.delenv(name, raising=False)
     args = app.parse_args([])
-    assert (args.host, args.port, args.model) == ("127.0.0.1", 7860, "SimianLuo/LCM_Dreamshaper_v7")
+    assert (args.host, args.port, args.model, args.log_level) == ("127.0.0.1", 7860, rnri.DEFAULT_MODEL, "warning")
     monkeypatch.setenv("RNRI_MODEL", "tiny")
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     assert (app.parse_args([]).model, app.parse_args([]).host) == ("tiny", "0.0.0.0")
@@ -354,8 +379,9 @@ def test_served_locally_without_share_link_with_bounded_queue_and_uploads(app, u
     assert url.startswith("http://127.0.0.1:")
     assert app.demo.share is False and app.demo.max_file_size == 30 * 1024 * 1024
     assert app.demo._queue.max_size == app.QUEUE_SIZE
-    gpu = [fn for fn in app.demo.fns.values() if fn.name in ("edit", "live_edit", "paint_auto_mask")]
-    assert len(gpu) == 4 and all(fn.concurrency_id == "gpu" and fn.concurrency_limit == 1 for fn in gpu)
+    model_work = ("page_edit", "api_edit", "live_edit", "paint_auto_mask", "edit_example")
+    gpu = [fn for fn in app.demo.fns.values() if fn.name in model_work]
+    assert len(gpu) == 5 and all(fn.concurrency_id == "gpu" and fn.concurrency_limit == 1 for fn in gpu)
 
 
 # Local edits: a painted (or automatic) mask confines the edit; the mask is no part of the inversion's cache key.
@@ -386,21 +412,28 @@ def test_a_painted_mask_keeps_the_photo_outside_it_exactly(client, tmp_path, mod
     assert tint[~keep].all() and not tint[keep & outside((130, 80, 320, 220))].any()  # feather: 3 x 4 px
 
 
-def test_the_editor_value_the_page_sends_works_as_files_and_as_uploaded_blobs(app, client, tmp_path):
+def test_the_page_s_painted_layers_are_read_once_per_stroke_into_a_region(app, handlers, tmp_path):
+    """The page's events carry the region the server read when the image editor changed, not the editor itself
+    (whose every use as an input makes the browser export and upload its whole canvas again)."""
     layer = box_mask(tmp_path / "layer.png", mode="RGBA")
-    editor = {"background": handle_file(str(CAT)), "layers": [handle_file(str(layer))], "composite": None}
-    by_files = edit(client, None, editor=editor)
-    assert by_files["mask"] == "painted" and by_files["edited"].size == (451, 300)
-    uploads = next(b for b in app.demo.blocks.values() if isinstance(b, gr.ImageEditor)).blob_storage
-    uploads["stroke-1"] = EditorDataBlobs(background=CAT.read_bytes(), layers=[layer.read_bytes()], composite=None)
-    by_blobs = edit(client, None, editor={"id": "stroke-1"})  # what the page uploads after a stroke, named by id
-    assert by_blobs["inversion_cached"] and by_blobs["edited"].tobytes() == by_files["edited"].tobytes()
-    assert "stroke-1" not in uploads  # taken, as Gradio's own preprocessing takes it
-    again = edit(client, None, editor={"id": "stroke-1"})  # the page may name one upload in two events
-    assert again["edited"].tobytes() == by_blobs["edited"].tobytes()
-    with pytest.raises(AppError, match="has not reached the server; press Edit again in a moment"):
-        edit(client, None, editor={"id": "never-uploaded"})
-    still_serving(client)
+    painted = painted_on(app, CAT, [layer])
+    assert painted.shape == (1, 1, 300, 451)
+    assert float(painted.mean()) == pytest.approx(150 * 100 / (451 * 300), abs=1e-3)
+    out = handlers.page_edit(str(CAT), painted, SOURCE, TARGET, gr.Request(session_hash="canvas"))[4]
+    assert out["mask"] == "painted" and out["background_identical"]
+    other = handlers.page_edit(str(COFFEE), painted, SOURCE, TARGET, gr.Request(session_hash="canvas"))[4]
+    assert other["mask"] == "none"  # painted over another photo: not this one's mask
+    assert painted_on(app, CAT) is None and app.read_mask(None) is None
+    assert app.read_mask({"background": None, "layers": []}) == gr.skip()  # named by the page, never sent
+
+
+def test_a_new_photo_is_checked_once_and_shown_for_painting(app, tmp_path):
+    value, painted, hint = app.show_photo(str(CAT))
+    assert value["background"].size == (451, 300) and value["layers"] == [] and painted is None
+    assert "Photo 451x300" in hint
+    value, painted, hint = app.show_photo(str(write(tmp_path / "notes.png", b"not an image")))
+    assert value is None and "'notes.png' is not an image" in hint
+    assert app.show_photo(None) == (None, None, app.HINT)
 
 
 def test_a_new_mask_re_edits_from_the_cached_inversion(url, tmp_path):
@@ -446,29 +479,25 @@ def test_a_painted_mask_wins_over_the_automatic_one(client, tmp_path):
     assert out["mask"] == "painted" and out["edit_unet_forwards"] == 4
 
 
-def test_paint_over_the_automatic_mask_puts_it_in_the_brush_layer(app, tmp_path):
+def test_paint_over_the_automatic_mask_puts_it_in_the_brush_layer(app, handlers, tmp_path):
     request = gr.Request(session_hash="paint-auto")
-    coffee = dict(source="a cup of coffee on a table", target="a cup of tea on a table")
-    editor = {"background": {"path": str(COFFEE)}, "layers": [], "composite": None}
-    value = app.paint_auto_mask(request, *form(app, None, editor=editor, auto_mask=True)._replace(**coffee))
+    coffee = (str(COFFEE), None, "a cup of coffee on a table", "a cup of tea on a table")
+    value = handlers.paint_auto_mask(*coffee, request, auto_mask=True)
     assert value["background"].size == (600, 400) and len(value["layers"]) == 1
     painted = np.asarray(value["layers"][0])[..., 3] > 0
-    auto = app.edit(*form(app, COFFEE, auto_mask=True)._replace(**coffee), request=request)[4]
+    auto = handlers.page_edit(*coffee, request, auto_mask=True)[4]
     assert auto["mask"] == "auto (reused)"  # the button estimated it once, in the session's cache
     assert painted.mean() == pytest.approx(auto["mask_coverage"], abs=1e-6)
     value["layers"][0].save(tmp_path / "layer.png")
-    editor = {"background": {"path": str(COFFEE)}, "layers": [{"path": str(tmp_path / "layer.png")}]}
-    corrected = app.edit(*form(app, None, editor=editor)._replace(**coffee), request=request)[4]
+    region = painted_on(app, COFFEE, [tmp_path / "layer.png"])
+    corrected = handlers.page_edit(str(COFFEE), region, *coffee[2:], request)[4]
     assert corrected["mask"] == "painted" and corrected["mask_coverage"] == pytest.approx(auto["mask_coverage"])
 
 
-def test_clear_mask_keeps_the_photo_and_drops_the_layers(app, tmp_path):
-    layer = box_mask(tmp_path / "layer.png", mode="RGBA")
-    request = gr.Request(session_hash="clear")
-    value = {"background": {"path": str(CAT)}, "layers": [{"path": str(layer)}], "composite": None}
-    cleared = app.clear_mask(value, request)
+def test_clear_mask_keeps_the_photo_and_drops_the_layers(app):
+    cleared = app.clear_mask(str(CAT))
     assert cleared["layers"] == [] and cleared["background"].size == (451, 300)
-    assert app.clear_mask(None, request) == gr.skip()
+    assert app.clear_mask(None) == gr.skip()
 
 
 @pytest.mark.parametrize(
@@ -522,15 +551,16 @@ def test_on_a_space_gpu_work_runs_under_spaces_gpu_and_examples_are_cached_lazil
     space = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, space)  # dataclasses look their module up while it loads
     spec.loader.exec_module(space)
-    request = gr.Request(session_hash="on-a-space")
-    space.edit(*form(space, auto_mask=True), request=request)
-    assert [name for name, _ in leased] == ["invert_photo", "regenerate_photo"]
-    assert all(duration == rnri.spaces_support.GPU_SECONDS for _, duration in leased)
     names = [fn.name for fn in space.demo.fns.values()]
     assert "load_example_output" in names and "load_example" not in names  # cached: served from the cache
-    _, local_url, _ = space.launch("127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+    local_url = serve(space, space.demo)
     try:
         assert not any(tmp_path.iterdir())  # lazily: nothing computed at start-up
+        Client(local_url, verbose=False).predict(
+            handle_file(str(CAT)), SOURCE, TARGET, auto_mask=True, api_name="/edit"
+        )
+        assert [name for name, _ in leased] == ["invert_photo", "regenerate_photo"]
+        assert all(duration == rnri.spaces_support.GPU_SECONDS for _, duration in leased)
         leased.clear()
         example = Client(local_url, verbose=False).predict(0, api_name="/load_example")  # a click on the cat
         assert Image.open(example[0]).size == (451, 300) and example[4]["request_unet_forwards"] == 20

@@ -11,6 +11,7 @@ from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
 import rnri
 from rnri import gpu, spaces_support
+from rnri.bench import knobs, timing
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +108,10 @@ def test_host_syncs_are_counted_by_call_site():
         if x.max() > 0:
             float(x[0])
 
-    with gpu.count_host_syncs() as sites:
+    with knobs.count_host_syncs() as sites:
         reads()
     assert sum(sites.values()) == 3 and all(site.startswith("test_gpu.py:") for site in sites)
-    with gpu.count_host_syncs(cuda_only=True) as sites:
+    with knobs.count_host_syncs(cuda_only=True) as sites:
         reads()
     assert not sites  # CPU tensors never wait for a GPU
     assert "item" not in torch.Tensor.__dict__ and x.sum().item() == 3.0  # the methods are restored
@@ -118,13 +119,22 @@ def test_host_syncs_are_counted_by_call_site():
 
 def test_measure_knobs_reports_cost_per_knob():
     image = noise_image(64, 48)
-    knobs = {"channels_last": gpu.FastPath(channels_last=True)}
-    rows = gpu.measure_knobs(rnri.tiny_pipeline, image, "a cat", "a dog", knobs=knobs, repeats=1)
+    settings = {"channels_last": gpu.FastPath(channels_last=True)}
+    rows = knobs.measure_knobs(rnri.tiny_pipeline, image, "a cat", "a dog", knobs=settings, repeats=1)
     assert [r.knob for r in rows] == ["channels_last"]
     for row in rows:
         assert (row.unet_forwards, row.unet_backwards) == (16, 0)  # 12 to invert, 4 to regenerate
         assert row.seconds > 0 and row.forward_equivalents > 0 and row.peak_memory_mib is None
         assert row.host_syncs == sum(row.sync_sites.values())
+
+
+def test_the_one_timing_helper_warms_up_then_times_each_run():
+    runs = []
+    result = timing.timed(lambda: runs.append(len(runs)), "cpu", repeats=3, warmups=2)
+    assert runs == [0, 1, 2, 3, 4] and len(result.seconds) == 3 and result.first >= 0
+    assert result.fastest <= result.median
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        timing.timed(lambda: None, repeats=0)
 
 
 def test_gpu_task_is_the_identity_without_spaces(monkeypatch):

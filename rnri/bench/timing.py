@@ -1,0 +1,47 @@
+"""The benches' one timing helper: a piece of work run after warm-ups and timed repeatedly, the device waited
+for at both ends of each run (``rnri.counting.stopwatch``, the timer the editor reports with too)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rnri.counting import stopwatch
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall seconds of the timed runs of one piece of work."""
+
+    seconds: tuple[float, ...]  # each timed run, in order
+    first: float  # the first warm-up run (compilation and caches happen here); NaN without warm-up
+
+    @property
+    def fastest(self) -> float:
+        """The least disturbed run (other processes only ever add time)."""
+        return min(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def timed(work: Callable[[], Any], device: torch.device | str = "cpu", repeats: int = 3, warmups: int = 1) -> Timing:
+    """Run ``work`` ``warmups`` times untimed (the first is timed as ``first``), then ``repeats`` times timed."""
+    if repeats < 1 or warmups < 0:
+        raise ValueError(f"repeats must be at least 1 and warmups at least 0, got {repeats} and {warmups}")
+    first = float("nan")
+    for i in range(warmups):
+        with stopwatch(device) as run:
+            work()
+        first = run.seconds if i == 0 else first
+    runs = []
+    for _ in range(repeats):
+        with stopwatch(device) as run:
+            work()
+        runs.append(run.seconds)
+    return Timing(tuple(runs), first)

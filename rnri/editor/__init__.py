@@ -1,0 +1,114 @@
+"""The editor service every front end shares (DESIGN.md s4, layer 3): checked uploads, the inversion cache, one
+edit as a typed request and result, reports, and opening the model; and what front ends derive their controls and
+flags from (the settings' one description). No UI code here.
+
+Names are imported on first use, so a front end can import this package before it needs torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rnri.lazy import attach
+
+_WHERE = {
+    "BoundedDict": "rnri.editor.cache",
+    "CachedInversion": "rnri.editor.cache",
+    "InversionCache": "rnri.editor.cache",
+    "InversionKey": "rnri.editor.cache",
+    "LatestRequest": "rnri.editor.cache",
+    "Choices": "rnri.editor.form",
+    "EDITOR_METHODS": "rnri.editor.form",
+    "EditOptions": "rnri.editor.form",
+    "LocalEdit": "rnri.editor.form",
+    "controls": "rnri.editor.form",
+    "read_form": "rnri.editor.form",
+    "solver_settings": "rnri.editor.form",
+    "LEVELS": "rnri.editor.process",
+    "configure_logging": "rnri.editor.process",
+    "share_cpu_politely": "rnri.editor.process",
+    "FastPath": "rnri.gpu",
+    "FastPathError": "rnri.gpu",
+    "OFFLOAD_CHOICES": "rnri.gpu",
+    "Resident": "rnri.editor.models",
+    "load_failure": "rnri.editor.models",
+    "open_model": "rnri.editor.models",
+    "brush_layer": "rnri.editor.regions",
+    "painted_region": "rnri.editor.regions",
+    "Report": "rnri.editor.report",
+    "EditRequest": "rnri.editor.service",
+    "EditResult": "rnri.editor.service",
+    "Editor": "rnri.editor.service",
+    "example_caching": "rnri.spaces_support",
+    "guidance_defaults": "rnri.backbones",
+    "add_arguments": "rnri.options",
+    "describe_options": "rnri.options:describe",
+    "read_options": "rnri.options:read",
+    "settings_of": "rnri.options",
+    "with_method": "rnri.settings",
+    "InputError": "rnri.editor.uploads",
+    "Photo": "rnri.editor.uploads",
+    "clean_prompt": "rnri.editor.uploads",
+    "load_layer": "rnri.editor.uploads",
+    "load_photo": "rnri.editor.uploads",
+}
+__all__ = [
+    "EDITOR_METHODS",
+    "LEVELS",
+    "OFFLOAD_CHOICES",
+    "BoundedDict",
+    "CachedInversion",
+    "Choices",
+    "EditOptions",
+    "EditRequest",
+    "EditResult",
+    "Editor",
+    "FastPath",
+    "FastPathError",
+    "InputError",
+    "InversionCache",
+    "InversionKey",
+    "LatestRequest",
+    "LocalEdit",
+    "Photo",
+    "Report",
+    "Resident",
+    "add_arguments",
+    "brush_layer",
+    "clean_prompt",
+    "configure_logging",
+    "controls",
+    "describe_options",
+    "example_caching",
+    "guidance_defaults",
+    "load_failure",
+    "load_layer",
+    "load_photo",
+    "open_model",
+    "painted_region",
+    "read_form",
+    "read_options",
+    "settings_of",
+    "share_cpu_politely",
+    "solver_settings",
+    "with_method",
+]
+
+if TYPE_CHECKING:
+    from rnri.backbones import guidance_defaults
+    from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey, LatestRequest
+    from rnri.editor.form import EDITOR_METHODS, Choices, EditOptions, LocalEdit, controls, read_form, solver_settings
+    from rnri.editor.models import Resident, load_failure, open_model
+    from rnri.editor.process import LEVELS, configure_logging, share_cpu_politely
+    from rnri.editor.regions import brush_layer, painted_region
+    from rnri.editor.report import Report
+    from rnri.editor.service import Editor, EditRequest, EditResult
+    from rnri.editor.uploads import InputError, Photo, clean_prompt, load_layer, load_photo
+    from rnri.gpu import OFFLOAD_CHOICES, FastPath, FastPathError
+    from rnri.options import add_arguments, settings_of
+    from rnri.options import describe as describe_options
+    from rnri.options import read as read_options
+    from rnri.settings import with_method
+    from rnri.spaces_support import example_caching
+
+__getattr__, __dir__ = attach(__name__, _WHERE)

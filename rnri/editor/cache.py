@@ -1,0 +1,101 @@
+"""What the editor keeps between requests: inversions per session (bounded, least recently used dropped) and
+the tickets that let only the last of a burst of live edits through."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from rnri.api import Inversion
+from rnri.counting import Measured
+from rnri.settings import InversionSettings
+
+MAX_AUTO_MASKS = 8  # automatic masks kept per cached inversion (one per target prompt and guidance)
+
+
+class BoundedDict(OrderedDict):
+    """A dict that keeps only its ``capacity`` most recently written (or touched) entries; thread-safe writes."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        super().__init__()
+        self.capacity = capacity
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with self._lock:
+            super().__setitem__(key, value)
+            self.move_to_end(key)
+            while len(self) > self.capacity:
+                self.popitem(last=False)
+
+    def touch(self, key: Any) -> Any:
+        """The value of ``key`` (None if absent), now counted as the most recently used."""
+        with self._lock:
+            if key not in self:
+                return None
+            self.move_to_end(key)
+            return self[key]
+
+
+@dataclass(frozen=True)
+class InversionKey:
+    """What an inversion depends on, within one session."""
+
+    session: str
+    digest: str  # Photo.digest
+    prompt: str  # the source prompt
+    settings: InversionSettings  # with the guidance resolved and only the method's own options
+
+
+@dataclass
+class CachedInversion:
+    """An inversion with its reconstruction, as the editor shows them."""
+
+    inversion: Inversion
+    reconstruction: Image.Image  # the source prompt's regeneration, at the photo's size
+    psnr: float  # of the reconstruction against the photo, dB
+    cost: Measured  # of the inversion
+    reconstruction_cost: Measured
+    notices: tuple[str, ...] = ()  # warnings raised while inverting (e.g. a truncated prompt)
+    auto_masks: BoundedDict = field(default_factory=lambda: BoundedDict(MAX_AUTO_MASKS))  # (target, guidance) -> mask
+
+
+class InversionCache:
+    """A least-recently-used map from ``InversionKey`` to ``CachedInversion``, bounded in entries; thread-safe."""
+
+    def __init__(self, capacity: int = 16) -> None:
+        self._entries = BoundedDict(capacity)
+
+    def get(self, key: InversionKey) -> CachedInversion | None:
+        return self._entries.touch(key)
+
+    def put(self, key: InversionKey, value: CachedInversion) -> None:
+        self._entries[key] = value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class LatestRequest:
+    """Tickets per session, so that of a burst of requests only the last one goes on (debouncing)."""
+
+    _tickets: BoundedDict = field(default_factory=lambda: BoundedDict(1024))  # the latest ticket of each session
+    _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def issue(self, session: str) -> int:
+        """A new ticket for ``session`` (unique across sessions); earlier ones of that session stop being latest."""
+        ticket = next(self._numbers)
+        self._tickets[session] = ticket
+        return ticket
+
+    def is_latest(self, session: str, ticket: int) -> bool:
+        return self._tickets.get(session) == ticket

@@ -1,0 +1,39 @@
+"""How a front end sets up its process: rnri's log lines at the level a person chose (``--log-level``), library
+notices that are not the user's business kept out of the console, and CPU threads that wait without spinning."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+LEVELS = ("debug", "info", "warning", "error")
+NOT_YOURS = (  # loggers whose notices say nothing a user of rnri can act on
+    "transformers.utils.import_utils",  # "CLIPImageProcessor requires torchvision": rnri uses no image processor
+)
+
+
+def configure_logging(level: str = "warning") -> None:
+    """Send rnri's log lines to stderr at ``level`` (one of ``LEVELS``); quiet ``NOT_YOURS`` above debug."""
+    if level not in LEVELS:
+        raise ValueError(f"the log level must be one of {', '.join(LEVELS)}, got {level!r}")
+    logger = logging.getLogger("rnri")
+    if not any(getattr(h, "rnri", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.rnri = True  # ours: configuring twice (tests, reloads) adds no second handler
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    for name in NOT_YOURS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
+
+
+def share_cpu_politely() -> None:
+    """Let idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``) unless the environment says
+    otherwise; effective only before torch is first imported.
+
+    On a machine other processes also use, spinning threads fight them for the cores: an edit on the tiny model took
+    17 to 44 s with torch's default and 0.5 to 3 s with passive waiting, on the same loaded 2-core machine
+    (docs/app.md, "Where a first edit's time goes").
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
