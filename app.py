@@ -41,7 +41,8 @@ LOCAL = ("auto_mask", "dilation", "feather", "paste_back")  # controls in the Lo
 OUTPUTS = ("edited", "reconstruction", "summary", "residuals", "details", "overlay")  # what /edit returns, in order
 RESIDUALS = ("step", "residual", "iterate")
 WELCOME = "Upload a photo, describe it, say what it should become, and press **Edit**."
-HINT = "To change only part of it, paint there under **Local edit** (nothing painted: the whole photo)."
+WELCOME_PHOTO = "Upload a photo (or paste one); to change only part of it, paint there under **Local edit**."
+HINT = "nothing painted: the edit acts on all of it (paint under **Local edit** to confine it)."
 PENDING = "Editing the example…"
 # The results stay in view beside the long column of settings: pressing Edit anywhere shows the progress and the edit
 # (the page's container clips instead of hiding overflow, which would stop anything sticking).
@@ -174,12 +175,15 @@ class Handlers:
         await asyncio.sleep(DEBOUNCE_S)
         return ticket if self.tickets.is_latest(request.session_hash or "", ticket) else gr.skip()
 
-    def paint_auto_mask(self, photo, painted, source, target, request: gr.Request, **values) -> dict[str, Any]:
-        """The photo with the automatic mask as its painted layer, to correct with brush and eraser."""
+    def paint_auto_mask(self, photo, painted, source, target, request: gr.Request, **values) -> tuple:
+        """The photo with the automatic mask as its painted layer, to correct with brush and eraser; the region it
+        paints and the line saying so (set here: the image editor does not always report a value set from here)."""
         with user_errors():
             edit = self.request(photo, None, source, target, request.session_hash or "", values)
-            layer = ed.brush_layer(self.editor.mask_of(edit), edit.photo.image.size)
-        return {"background": edit.photo.image, "layers": [layer], "composite": None}
+            size = edit.photo.image.size
+            layer = ed.brush_layer(self.editor.mask_of(edit), size)
+            region = ed.painted_region([layer], size)
+        return {"background": edit.photo.image, "layers": [layer], "composite": None}, region, photo_line(size, region)
 
     def edit_example(self, photo: str, source: str, target: str, request: gr.Request) -> tuple:
         """An example's edit (Gradio caches these lazily on a Space)."""
@@ -189,29 +193,35 @@ class Handlers:
 def show_photo(photo: Any) -> tuple[Any, None, str]:
     """A new photo: checked, shown for painting (upright, downscaled as it is edited), nothing painted yet."""
     if photo is None:
-        return None, None, HINT
+        return None, None, WELCOME_PHOTO
     try:
         loaded = ed.load_photo(file_of(photo, "photo"))
     except ed.InputError as error:
         gr.Warning(str(error))
         return None, None, f"⚠️ {error}"
-    width, height = loaded.image.size
-    return {"background": loaded.image, "layers": [], "composite": None}, None, f"Photo {width}x{height}. {HINT}"
+    return {"background": loaded.image, "layers": [], "composite": None}, None, photo_line(loaded.image.size, None)
 
 
-def read_mask(value: dict[str, Any] | None) -> Any:
-    """Where the image editor's layers mark its photo ((1, 1, H, W), None: nowhere); no change when the page
-    named an upload whose files never came (Gradio's editor sometimes does)."""
+def read_mask(value: dict[str, Any] | None) -> tuple[Any, str | Any]:
+    """Where the image editor's layers mark its photo ((1, 1, H, W), None: nowhere) and a line saying so; no
+    change when the page named an upload whose files never came (Gradio's editor sometimes does)."""
     if not value or not value.get("background"):
-        return gr.skip() if value else None
+        return (gr.skip(), gr.skip()) if value else (None, gr.skip())
     with user_errors():
         size = ed.load_layer(value["background"], "image").size
-        return ed.painted_region([ed.load_layer(layer) for layer in value.get("layers") or []], size)
+        painted = ed.painted_region([ed.load_layer(layer) for layer in value.get("layers") or []], size)
+    return painted, photo_line(size, painted)
 
 
-def clear_mask(photo: Any) -> dict[str, Any] | Any:
-    """The photo to paint on, without the painted layers."""
-    return show_photo(photo)[0] if photo is not None else gr.skip()
+def photo_line(size: tuple[int, int], painted: Any) -> str:
+    """The line under the photo: its size and where the edit acts."""
+    where = HINT if painted is None else f"painted: {float(painted.mean()):.0%} of it, where the edit acts."
+    return f"Photo {size[0]}x{size[1]}, {where}"
+
+
+def clear_mask(photo: Any) -> tuple:
+    """The photo to paint on without the painted layers, nothing painted, and the line saying so."""
+    return show_photo(photo) if photo is not None else (gr.skip(), gr.skip(), gr.skip())
 
 
 def progress_of(progress: gr.Progress):
@@ -269,7 +279,7 @@ def build_demo(handlers: Handlers, resident: ed.Resident) -> gr.Blocks:
                 photo = gr.Image(
                     label="Photo", type="filepath", sources=["upload", "clipboard"], height=280, elem_id="photo"
                 )
-                hint = gr.Markdown(HINT, elem_id="photo-hint")
+                hint = gr.Markdown(WELCOME_PHOTO, elem_id="photo-hint")
                 source = gr.Textbox(label="Source prompt", placeholder="what the photo shows: a cat", elem_id="source")
                 target = gr.Textbox(
                     label="Target prompt", placeholder="what it should become: a tiger", elem_id="target"
@@ -286,7 +296,9 @@ def controls_of(resident: ed.Resident) -> tuple[gr.ImageEditor, dict[str, gr.com
     """The brush over the photo and the settings' controls in their accordions, by the ``/edit`` parameter names in
     the order offered (and the two mask buttons)."""
     offered, made = ed.controls(resident.pipe), {}
-    with gr.Accordion("Local edit: paint where the photo may change", open=False, elem_id="local-edit"):
+    # Open: Gradio's image editor drops the first change it reports; mounted from the start that is the photo
+    # arriving, whereas mounted later (a closed accordion opened) it was the user's first stroke, lost.
+    with gr.Accordion("Local edit: paint where the photo may change", open=True, elem_id="local-edit"):
         painter = gr.ImageEditor(
             label="Where to edit", show_label=False, type="filepath", sources=(), brush=BRUSH, eraser=ERASER,
             layers=False, transforms=(), format="png", height=360, elem_id="painter",
@@ -311,16 +323,18 @@ def events(handlers: Handlers, photo, painter, hint, source, target, button, con
     api = dict(inputs=[photo, source, target], inputs_kwargs=controls | {"mask": mask_file}, preprocess=False)
     gr.on([], handlers.api_edit, outputs=outputs, **api, **gpu, api_name="edit")
     photo.change(show_photo, photo, [painter, painted, hint], preprocess=False, queue=False, **HIDDEN)
-    read = painter.change(read_mask, painter, painted, queue=False, **HIDDEN)
-    clear.click(clear_mask, photo, painter, preprocess=False, queue=False, **HIDDEN)
-    paint_auto.click(handlers.paint_auto_mask, outputs=painter, **page, **gpu, **HIDDEN)
+    read = painter.change(read_mask, painter, [painted, hint], queue=False, **HIDDEN)
+    mask_set = [painter, painted, hint]  # set with the painter: it does not always report a value set from here
+    cleared = clear.click(clear_mask, photo, mask_set, preprocess=False, queue=False, **HIDDEN)
+    auto = paint_auto.click(handlers.paint_auto_mask, outputs=mask_set, **page, **gpu, **HIDDEN)
     solver = [controls["iterations"], controls["prior_weight"]]
     controls["method"].change(solver_controls, controls["method"], solver, queue=False, **HIDDEN)
-    live = [target.input, *(controls[n].input for n in ("auto_mask", "paste_back"))]
+    live = [target.change, *(controls[n].input for n in ("auto_mask", "paste_back"))]  # change: pastes too
     live += [controls[n].release for n in ("dilation", "feather")]
     pause = dict(fn=handlers.wait_for_pause, inputs=None, outputs=ticket, concurrency_limit=None, **HIDDEN)
     gr.on(live, trigger_mode="multiple", **pause)
-    read.success(**pause)  # a stroke, a cleared mask
+    for changed in (read, cleared, auto):  # a stroke, a cleared mask, the automatic one painted
+        changed.success(**pause)
     re_edit = ticket.change(handlers.live_edit, outputs=outputs, **page, **gpu, trigger_mode="always_last", **HIDDEN)
     examples(handlers, photo, source, target, outputs, cancels=[edit, re_edit])
 

@@ -313,7 +313,7 @@ def handlers(app, pipe):
 
 def painted_on(app, photo: Path = CAT, layers=()):
     """Where the page's image editor marks ``photo``, as the server reads it (Gradio hands over files it saved)."""
-    return app.read_mask({"background": str(photo), "layers": [str(p) for p in layers]})
+    return app.read_mask({"background": str(photo), "layers": [str(p) for p in layers]})[0]
 
 
 def test_live_edit_reuses_the_cache_and_otherwise_changes_nothing(app, handlers):
@@ -423,17 +423,21 @@ def test_the_page_s_painted_layers_are_read_once_per_stroke_into_a_region(app, h
     assert out["mask"] == "painted" and out["background_identical"]
     other = handlers.page_edit(str(COFFEE), painted, SOURCE, TARGET, gr.Request(session_hash="canvas"))[4]
     assert other["mask"] == "none"  # painted over another photo: not this one's mask
-    assert painted_on(app, CAT) is None and app.read_mask(None) is None
-    assert app.read_mask({"background": None, "layers": []}) == gr.skip()  # named by the page, never sent
+    assert painted_on(app, CAT) is None and app.read_mask(None)[0] is None
+    assert app.read_mask({"background": None, "layers": []}) == (gr.skip(), gr.skip())  # named, never sent
+    assert (
+        app.read_mask({"background": str(CAT), "layers": [str(layer)]})[1]
+        == "Photo 451x300, painted: 11% of it, where the edit acts."
+    )
 
 
 def test_a_new_photo_is_checked_once_and_shown_for_painting(app, tmp_path):
     value, painted, hint = app.show_photo(str(CAT))
     assert value["background"].size == (451, 300) and value["layers"] == [] and painted is None
-    assert "Photo 451x300" in hint
+    assert hint.startswith("Photo 451x300, nothing painted")
     value, painted, hint = app.show_photo(str(write(tmp_path / "notes.png", b"not an image")))
     assert value is None and "'notes.png' is not an image" in hint
-    assert app.show_photo(None) == (None, None, app.HINT)
+    assert app.show_photo(None) == (None, None, app.WELCOME_PHOTO)
 
 
 def test_a_new_mask_re_edits_from_the_cached_inversion(url, tmp_path):
@@ -482,22 +486,24 @@ def test_a_painted_mask_wins_over_the_automatic_one(client, tmp_path):
 def test_paint_over_the_automatic_mask_puts_it_in_the_brush_layer(app, handlers, tmp_path):
     request = gr.Request(session_hash="paint-auto")
     coffee = (str(COFFEE), None, "a cup of coffee on a table", "a cup of tea on a table")
-    value = handlers.paint_auto_mask(*coffee, request, auto_mask=True)
+    value, region, line = handlers.paint_auto_mask(*coffee, request, auto_mask=True)
     assert value["background"].size == (600, 400) and len(value["layers"]) == 1
+    assert line == f"Photo 600x400, painted: {float(region.mean()):.0%} of it, where the edit acts."
     painted = np.asarray(value["layers"][0])[..., 3] > 0
     auto = handlers.page_edit(*coffee, request, auto_mask=True)[4]
     assert auto["mask"] == "auto (reused)"  # the button estimated it once, in the session's cache
     assert painted.mean() == pytest.approx(auto["mask_coverage"], abs=1e-6)
     value["layers"][0].save(tmp_path / "layer.png")
-    region = painted_on(app, COFFEE, [tmp_path / "layer.png"])
+    assert np.array_equal(painted_on(app, COFFEE, [tmp_path / "layer.png"]).numpy(), region.numpy())  # read back
     corrected = handlers.page_edit(str(COFFEE), region, *coffee[2:], request)[4]
     assert corrected["mask"] == "painted" and corrected["mask_coverage"] == pytest.approx(auto["mask_coverage"])
 
 
 def test_clear_mask_keeps_the_photo_and_drops_the_layers(app):
-    cleared = app.clear_mask(str(CAT))
+    cleared, painted, line = app.clear_mask(str(CAT))
     assert cleared["layers"] == [] and cleared["background"].size == (451, 300)
-    assert app.clear_mask(None) == gr.skip()
+    assert painted is None and line.startswith("Photo 451x300, nothing painted")
+    assert app.clear_mask(None) == (gr.skip(), gr.skip(), gr.skip())
 
 
 @pytest.mark.parametrize(
