@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import rnri
@@ -127,7 +126,9 @@ def run(pipe, variants: list[Variant], photos: int, seed: int, guidance: float) 
     for variant in variants:
         for (source, edits), ceiling in zip(groups, ceilings):
             photo = render(source).image
-            inv, seconds, reconstruction, edited = invert_and_edit(pipe, variant, photo, source.caption, edits, guidance)
+            inv, seconds, reconstruction, edited = invert_and_edit(
+                pipe, variant, photo, source.caption, edits, guidance
+            )
             z_T = inv.latents
             photo_rows.append(
                 PhotoRow(
@@ -165,7 +166,10 @@ def summary(variants: list[Variant], photo_rows: list[PhotoRow], edit_rows: list
             {
                 "variant": variant.label,
                 "success": float(np.mean([r.success for r in edits])),
-                **{f"success {k}": float(np.mean([r.success for r in edits if r.kind == k] or [math.nan])) for k in KINDS},
+                **{
+                    f"success {k}": float(np.mean([r.success for r in edits if r.kind == k] or [math.nan]))
+                    for k in KINDS
+                },
                 "preservation": float(np.mean([r.preservation for r in edits])),
                 "object_iou": float(np.mean([r.object_iou for r in edits])),
                 "background_psnr": finite_mean([r.background_psnr for r in edits]),
@@ -245,10 +249,13 @@ def main(argv: list[str] | None = None) -> None:
     edits_per_variant = len(edit_rows) // len(variants)
     text = markdown(table, edits_per_variant, photos)
     elapsed = time.perf_counter() - start
-    text += f"\n\n`{' '.join(['python -m rnri.bench.shapes', *(sys.argv[1:] if argv is None else argv)])}`: {elapsed:.0f} s, guidance {guidance}."
+    command = " ".join(["python -m rnri.bench.shapes", *(sys.argv[1:] if argv is None else argv)])
+    text += f"\n\n`{command}`: {elapsed:.0f} s, guidance {guidance}."
     (args.out / "shapes.md").write_text(text + "\n")
     (args.out / "shapes.json").write_text(
-        json.dumps({"table": table, "photos": [asdict(r) for r in photo_rows], "edits": [asdict(r) for r in edit_rows]})
+        json.dumps(
+            {"table": table, "photos": [asdict(r) for r in photo_rows], "edits": [asdict(r) for r in edit_rows]}
+        )
     )
     plot(table, args.out / "shapes.png")
     print(text)

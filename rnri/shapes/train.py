@@ -19,7 +19,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -148,7 +148,9 @@ def train_vae(workdir: Path, config: TrainConfig) -> None:
     """The VAE; saved to ``workdir/vae`` with the scaling factor that gives its latents unit variance."""
     data = pixels(scenes(config.seed, config.vae_scenes, "train"))
     vae = models.vae()
-    stage = Stage("vae", {"vae": vae}, torch.optim.AdamW(vae.parameters(), config.vae_lr), config.vae_steps, config.vae_lr, [])
+    stage = Stage(
+        "vae", {"vae": vae}, torch.optim.AdamW(vae.parameters(), config.vae_lr), config.vae_steps, config.vae_lr, []
+    )
 
     def step(g: torch.Generator) -> torch.Tensor:
         x = to_unit(data[torch.randint(len(data), (config.vae_batch,), generator=g)])
@@ -243,7 +245,9 @@ def train_student(workdir: Path, config: TrainConfig) -> None:
     with torch.no_grad():
         uncond = text(token_ids(tokenizer, [""]))[0]
     optimizer = torch.optim.AdamW(student.parameters(), config.student_lr)
-    stage = Stage("student", {"student": student, "target": target}, optimizer, config.student_steps, config.student_lr, [])
+    stage = Stage(
+        "student", {"student": student, "target": target}, optimizer, config.student_steps, config.student_lr, []
+    )
 
     def consistency(unet, z_t, t, w_emb, cond) -> torch.Tensor:
         """The boundary-conditioned consistency function ``c_skip z_t + c_out x0``."""
@@ -263,7 +267,9 @@ def train_student(workdir: Path, config: TrainConfig) -> None:
         with torch.no_grad():
             cond = text(ids)[0]
             eps_c, eps_u = teacher(
-                z_start.repeat(2, 1, 1, 1), t_start.repeat(2), encoder_hidden_states=torch.cat([cond, uncond.expand_as(cond)])
+                z_start.repeat(2, 1, 1, 1),
+                t_start.repeat(2),
+                encoder_hidden_states=torch.cat([cond, uncond.expand_as(cond)]),
             ).sample.chunk(2)
             abar_s, abar_e = abar_all[t_start], abar_all[t_end]
             x0_c, x0_u = predict_x0(z_start, eps_c, abar_s), predict_x0(z_start, eps_u, abar_s)
