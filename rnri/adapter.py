@@ -96,7 +96,8 @@ def stock_noises(
 def encode_image(pipe: LatentConsistencyModelPipeline, image: Image.Image) -> torch.Tensor:
     """Deterministic latents (1, 4, H/8, W/8) of an RGB image: the posterior mean times the VAE scaling factor."""
     pixels = pipe.image_processor.preprocess(image).to(device=pipe._execution_device, dtype=pipe.vae.dtype)
-    return (pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor).float()
+    latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+    return latents.float().contiguous()  # conv outputs can come channels-last; a saved inversion loads contiguous
 
 
 @torch.no_grad()

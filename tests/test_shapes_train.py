@@ -63,10 +63,12 @@ def test_every_stage_runs_and_exports_stock_pipelines(tmp_path):
     assert set(times) == {"vae", "latents", "teacher", "student"}
     for stage in ("vae", "teacher", "student"):
         assert (workdir / f"{stage}-loss.png").exists()
-    lcm = LatentConsistencyModelPipeline.from_pretrained(out / "lcm", dtype=torch.float32)
-    sd = StableDiffusionPipeline.from_pretrained(out / "sd", dtype=torch.float32)
+    lcm = LatentConsistencyModelPipeline.from_pretrained(out / "lcm")  # no dtype: as a user would write it
+    sd = StableDiffusionPipeline.from_pretrained(out / "sd")
     assert isinstance(lcm.scheduler, LCMScheduler) and isinstance(sd.scheduler, DDIMScheduler)
     assert lcm.unet.config.time_cond_proj_dim and sd.unet.config.time_cond_proj_dim is None
     assert not list(out.rglob("*.bin")) and list(out.rglob("*.safetensors"))
+    assert {lcm.unet.dtype, lcm.vae.dtype, lcm.text_encoder.dtype, sd.unet.dtype} == {torch.float32}
     image = lcm("a small red circle on a gray background", num_inference_steps=4, output_type="pil").images[0]
     assert image.size == (64, 64)
+    assert sd("a small red circle", num_inference_steps=2, output_type="pil").images[0].size == (64, 64)

@@ -6,7 +6,7 @@ Stages, each resumed from its last checkpoint in ``--workdir``:
     teacher  text encoder and noise-prediction UNet trained jointly, captions dropped for classifier-free guidance
     student  latent consistency distillation (Luo et al. 2023, Algorithm 1): one DDIM step of the guided teacher
              over a skip of 20 timesteps, the target from an EMA copy of the student, the guidance scale embedded
-    export   both as stock diffusers pipelines (safetensors, fp16 weights) into ``--out``
+    export   both as stock diffusers pipelines (safetensors) into ``--out``
 Loss curves are saved as ``<stage>-loss.png`` and the wall time of each stage in ``times.json``.
 """
 
@@ -289,18 +289,15 @@ def train_student(workdir: Path, config: TrainConfig) -> None:
 
 
 def export(workdir: Path, out: Path) -> None:
-    """Both pipelines, stock diffusers layout, safetensors with fp16 weights (configs say float32), into ``out``."""
+    """Both pipelines, stock diffusers layout, safetensors, into ``out``: UNet and VAE weights in fp16 (diffusers
+    loads them into fp32 models unless asked otherwise), the text encoder in fp32 (transformers would keep fp16)."""
     tokenizer = shapes_tokenizer()
-    vae = AutoencoderKL.from_pretrained(workdir / "vae")
+    vae = AutoencoderKL.from_pretrained(workdir / "vae").half()
     text = CLIPTextModel.from_pretrained(workdir / "teacher" / "text_encoder")
-    teacher = UNet2DConditionModel.from_pretrained(workdir / "teacher" / "unet")
-    student = UNet2DConditionModel.from_pretrained(workdir / "student")
-    for folder, pipe in (
-        (out / "lcm", models.lcm_pipeline(vae, text, tokenizer, student)),
-        (out / "sd", models.sd_pipeline(vae, text, tokenizer, teacher)),
-    ):
-        pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
-        pipe.to(torch.float32)
+    teacher = UNet2DConditionModel.from_pretrained(workdir / "teacher" / "unet").half()
+    student = UNet2DConditionModel.from_pretrained(workdir / "student").half()
+    models.lcm_pipeline(vae, text, tokenizer, student).save_pretrained(out / "lcm", safe_serialization=True)
+    models.sd_pipeline(vae, text, tokenizer, teacher).save_pretrained(out / "sd", safe_serialization=True)
 
 
 STAGES: dict[str, tuple[Callable[[Path, TrainConfig], None], str]] = {  # name: (function, what it leaves)
