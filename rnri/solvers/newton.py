@@ -22,7 +22,7 @@ from rnri.solvers.ddim import ddim_guess
 from rnri.solvers.problem import StepProblem, StepSolution
 
 NORMS = ("l2", "l1")
-INITS = ("auto", "ddim", "prior", "chain")
+INITS = ("auto", "ddim", "prior", "chain", "chain-ddim")
 DERIVATIVES = ("autograd", "difference")
 DIRECTIONS = ("fixed-point", "gradient")
 TINY = 1e-30  # guards divisions whose result is discarded where the divisor is zero
@@ -45,6 +45,7 @@ class NewtonConfig:
     derivative: str = "difference"  # slope of F along the fixed-point direction: "difference", (F(z + h p) -
     # F(z)) / h, one more forward and no backward (no activations kept), or "autograd", the exact grad F (one backward)
     difference_step: float = 0.1  # h, as a fraction of the fixed-point step p
+    last_iterations: int = 0  # experimental: iterations on the last step (0: same as iterations)
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -122,8 +123,10 @@ def initial_guess(problem: StepProblem, init: str) -> tuple[torch.Tensor, int]:
     with torch.no_grad():
         if init == "ddim":
             return ddim_guess(problem), 1
-        if init == "chain" and problem.previous_noise is not None:
+        if init.startswith("chain") and problem.previous_noise is not None:
             return chain_guess(problem), 0
+        if init == "chain-ddim":
+            return ddim_guess(problem), 1
         return forward_prior(problem.y, problem.step)[0], 0
 
 
@@ -174,8 +177,9 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
     by_difference = config.derivative == "difference"
     best_z, best_eps = torch.full_like(z, float("nan")), torch.full_like(z, float("nan"))
     best_f, residuals = torch.tensor(float("inf"), device=z.device), []
-    for k in range(config.iterations + 1):
-        last = k == config.iterations
+    iterations = config.last_iterations if problem.step.is_last and config.last_iterations else config.iterations
+    for k in range(iterations + 1):
+        last = k == iterations
         needs_grad = not (last or by_difference)
         z = z.detach().requires_grad_(needs_grad)
         with torch.set_grad_enabled(needs_grad):
@@ -192,7 +196,6 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
         else:
             (grad,) = torch.autograd.grad(f, z)
             z = next_iterate(problem, z.detach(), f.detach(), eps, grad, config)
-    iterations = config.iterations
     if by_difference:
         return StepSolution(best_z, best_eps, residuals, forwards=forwards + 2 * iterations + 1, backwards=0)
     return StepSolution(best_z, best_eps, residuals, forwards=forwards + iterations + 1, backwards=iterations)
