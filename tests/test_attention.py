@@ -267,7 +267,7 @@ def test_one_batched_unet_call_per_step(pipe, exact):
     assert batch_sizes(pipe, inv=exact, directions=Directions((Direction("a dog"),), reference=None)) == [2] * 4
     with count_unet_calls(pipe.unet) as calls:
         rnri.regenerate(pipe, exact, "a dog", output_type="latent", control=AttentionControl())
-    assert (calls.forwards, calls.backwards) == (4, 0)
+    assert (calls.forwards, calls.backwards, calls.items) == (4, 0, 8)  # 4 calls of a batch of two
 
 
 def stock_of(unet):

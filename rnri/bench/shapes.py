@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from tqdm import tqdm
 
 import rnri
 from rnri.api import DEFAULT_GUIDANCE
+from rnri.attention import AttentionControl, inject_keys_values
+from rnri.counting import count_unet_calls
+from rnri.directions import Direction, Directions
 from rnri.images import psnr
 from rnri.shapes.edits import KINDS, Edit, shape_edit
 from rnri.shapes.evaluate import vae_roundtrip
@@ -43,6 +47,8 @@ class Variant:
     noise_correction: bool = False
     mask: str | None = None  # None, "oracle" (the region a user would paint) or "auto" (rnri.auto_mask)
     strength: float = 1.0  # fraction of the chain inverted and regenerated
+    control: AttentionControl | None = None  # attention control of the edits and of the reconstruction
+    directions: Callable[[Edit], Directions] | None = None  # the edit as directions from the source caption
 
 
 VARIANTS = [
@@ -66,6 +72,42 @@ VARIANTS = [
 QUICK = [v for v in VARIANTS if v.label in ("ddim", "rnri (default)", "rnri + noise correction", "rnri, painted mask")]
 
 
+def phrases(edit: Edit) -> tuple[str, str]:
+    """What an edit takes away and what it brings, in caption words: the object's, or the background's."""
+    if edit.index is None:
+        return f"{edit.source.background} background", f"{edit.target.background} background"
+    return edit.source.things[edit.index].words, edit.target.things[edit.index].words
+
+
+def ledits(weight: float) -> Callable[[Edit], Directions]:
+    """LEdits++'s way to ask for an edit: towards the new words, away from the old ones, against the empty prompt."""
+
+    def directions(edit: Edit) -> Directions:
+        removed, added = phrases(edit)
+        return Directions((Direction(added, weight), Direction(removed, -weight)))
+
+    return directions
+
+
+def caption_direction(edit: Edit) -> Directions:
+    """The target caption as one direction against the source caption, inside its implicit mask."""
+    return Directions((Direction(edit.target.caption),), reference=None)
+
+
+CONTROL = [  # attention control against plain regeneration and masks: python -m rnri.bench.shapes --control
+    Variant("rnri (default)"),
+    Variant("rnri, painted mask", mask="oracle"),
+    Variant("rnri, automatic mask", mask="auto"),
+    Variant("rnri + attention control", control=AttentionControl()),
+    Variant("rnri + attention control, no local blend", control=AttentionControl(local_blend=False)),
+    Variant("rnri + attention control, keys and values", control=AttentionControl(inject=inject_keys_values)),
+    Variant("rnri + attention control + painted mask", mask="oracle", control=AttentionControl()),
+    Variant("rnri, caption direction in its implicit mask", directions=caption_direction),
+    Variant("rnri, LEdits++ directions", directions=ledits(1.0)),
+    Variant("rnri + attention control, LEdits++ directions", control=AttentionControl(), directions=ledits(1.0)),
+]
+
+
 @dataclass(frozen=True)
 class EditRow:
     """One edit by one variant."""
@@ -77,6 +119,9 @@ class EditRow:
     object_iou: float
     background_psnr: float
     target_psnr: float
+    unet_calls: int = 0  # UNet calls of the edit (its regeneration; an automatic mask's calls included)
+    forward_equivalents: int = 0  # the calls weighted by their batch
+    edit_s: float = math.nan  # wall seconds of the edit, to latents and decoded
 
 
 @dataclass(frozen=True)
@@ -108,11 +153,19 @@ def invert_and_edit(pipe, variant: Variant, photo, source: str, edits: list[Edit
         **variant.options,
     )
     seconds = time.perf_counter() - start
-    reconstruction = rnri.regenerate(pipe, inv, source)
+    reconstruction = rnri.regenerate(pipe, inv, source, control=variant.control)
     edited = []
     for edit in edits:
         mask = {None: None, "oracle": region_mask(edit), "auto": "auto"}[variant.mask]
-        edited.append(rnri.regenerate(pipe, inv, edit.target.caption, mask=mask))
+        options = {"mask": mask, "control": variant.control}
+        if variant.directions is None:
+            prompt = edit.target.caption
+        else:
+            prompt, options["directions"] = source, variant.directions(edit)
+        start = time.perf_counter()
+        with count_unet_calls(pipe.unet) as calls:
+            image = rnri.regenerate(pipe, inv, prompt, **options)
+        edited.append((image, calls.forwards, calls.items, time.perf_counter() - start))
     return inv, seconds, reconstruction, edited
 
 
@@ -142,8 +195,13 @@ def run(pipe, variants: list[Variant], photos: int, seed: int, guidance: float) 
                     seconds,
                 )
             )
-            for edit, image in zip(edits, edited):
-                edit_rows.append(EditRow(variant.label, edit.kind, **asdict(score_edit(edit, image, photo))))
+            for edit, (image, calls, items, edit_s) in zip(edits, edited):
+                score = asdict(score_edit(edit, image, photo))
+                edit_rows.append(
+                    EditRow(
+                        variant.label, edit.kind, **score, unet_calls=calls, forward_equivalents=items, edit_s=edit_s
+                    )
+                )
             bar.update()
     bar.close()
     return photo_rows, edit_rows
@@ -182,6 +240,9 @@ def summary(variants: list[Variant], photo_rows: list[PhotoRow], edit_rows: list
                 "backwards": float(backwards),
                 "forward_equivalents": float(forwards + BACKWARD_COST * backwards),
                 "invert_s": float(np.mean([r.invert_s for r in photos])),
+                "edit_calls": float(np.mean([r.unet_calls for r in edits])),
+                "edit_forward_equivalents": float(np.mean([r.forward_equivalents for r in edits])),
+                "edit_s": float(np.mean([r.edit_s for r in edits])),
             }
         )
     return table
@@ -195,8 +256,8 @@ def markdown(table: list[dict[str, Any]], edits: int, photos: int) -> str:
         "edit's render; recon PSNR: the photo regenerated under its own caption (the VAE's ceiling in the note).",
         "",
         "| variant | success | " + " | ".join(KINDS) + " | preservation | IoU | bg PSNR | target PSNR | recon PSNR |"
-        " z_T std | fwd+bwd | fwd-eq | s / inversion |",
-        "|---|" + "---|" * (len(KINDS) + 11),
+        " z_T std | fwd+bwd | fwd-eq | s / inversion | edit calls / fwd-eq | s / edit |",
+        "|---|" + "---|" * (len(KINDS) + 13),
     ]
     for r in table:
         kinds = " | ".join(f"{r['success ' + k]:.2f}" for k in KINDS)
@@ -204,7 +265,7 @@ def markdown(table: list[dict[str, Any]], edits: int, photos: int) -> str:
             f"| {r['variant']} | **{r['success']:.2f}** | {kinds} | {r['preservation']:.3f} | {r['object_iou']:.2f} | "
             f"{r['background_psnr']:.1f} | {r['target_psnr']:.1f} | {r['reconstruction_psnr']:.1f} | "
             f"{r['zT_std']:.2f} | {r['forwards']:.0f}+{r['backwards']:.0f} | {r['forward_equivalents']:.0f} | "
-            f"{r['invert_s']:.2f} |"
+            f"{r['invert_s']:.2f} | {r['edit_calls']:.0f} / {r['edit_forward_equivalents']:.0f} | {r['edit_s']:.2f} |"
         )
     ceiling = table[0]["ceiling_psnr"] if table else math.nan
     lines += ["", f"VAE ceiling (encode-decode of the same photos): {ceiling:.1f} dB."]
@@ -233,6 +294,7 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rnri.bench.shapes", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 photos, 4 variants (under a minute)")
+    parser.add_argument("--control", action="store_true", help="attention control against plain edits and masks")
     parser.add_argument("--photos", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="tiny", help="an LCM pipeline (Hub id or folder); tiny: the shapes LCM")
@@ -240,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-out/shapes"))
     args = parser.parse_args(argv)
     variants, photos = (QUICK, 6) if args.quick else (VARIANTS, args.photos)
+    if args.control:
+        variants = CONTROL
     pipe = rnri.load_pipeline(args.model, device="cpu")
     guidance = args.guidance
     start = time.perf_counter()
