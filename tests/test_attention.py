@@ -26,10 +26,12 @@ from rnri.attention import (
     replace,
     step_count,
 )
+from rnri.bench.shapes import CONTROL, phrases, run
 from rnri.chain import sample
 from rnri.control import LocalBlend, edit_chain, word_region
 from rnri.counting import count_unet_calls
 from rnri.directions import Direction, Directions, combine, implicit_mask
+from rnri.shapes.edits import shape_edit
 
 S, E = 100, 101  # start and end (= padding) tokens of the toy prompts
 
@@ -368,3 +370,16 @@ def test_one_direction_against_the_prompt_regenerates_as_the_plain_edit(pipe, ex
 def test_control_needs_the_source_prompt(pipe, exact):
     with pytest.raises(ValueError, match="source prompt"):
         rnri.regenerate(pipe, dataclasses.replace(exact, prompt=""), "a dog", control=AttentionControl())
+
+
+def test_shapeedit_rows_carry_each_edits_cost(pipe):
+    variants = [v for v in CONTROL if v.label in ("rnri + attention control", "rnri, LEdits++ directions")]
+    _, rows = run(pipe, variants, photos=1, seed=0, guidance=8.5)
+    assert [(r.unet_calls, r.forward_equivalents) for r in rows] == [(4, 8), (4, 16)]  # source + edit; 4 prompts
+
+
+def test_ledits_phrases_name_what_an_edit_takes_and_brings():
+    edit = shape_edit(0, 1)[0][1][0]  # an edit of one object of two
+    removed, added = phrases(edit)
+    assert removed == edit.source.things[edit.index].words and added == edit.target.things[edit.index].words
+    assert removed != added
