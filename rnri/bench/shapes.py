@@ -11,6 +11,7 @@ edit is scored against the exact ground truth by the attribute analyzer (``rnri.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 import rnri
 from rnri.api import DEFAULT_GUIDANCE
-from rnri.attention import AttentionControl, inject_keys_values
+from rnri.attention import AttentionControl, inject_keys_values, replace
 from rnri.counting import count_unet_calls
 from rnri.directions import Direction, Directions
 from rnri.images import psnr
@@ -92,6 +93,27 @@ def ledits(weight: float) -> Callable[[Edit], Directions]:
 def caption_direction(edit: Edit) -> Directions:
     """The target caption as one direction against the source caption, inside its implicit mask."""
     return Directions((Direction(edit.target.caption),), reference=None)
+
+
+def control_sweep() -> list[Variant]:
+    """Attention control's settings, one change at a time around the defaults (choose them on another seed than
+    the one reported): python -m rnri.bench.shapes --sweep --seed 1."""
+    base = AttentionControl()
+    changes: list[dict[str, Any]] = [
+        *({"self_fraction": f} for f in (0.0, 0.25, 0.75, 1.0)),
+        *({"cross_fraction": f} for f in (0.0, 0.25, 0.5, 1.0)),
+        {"inject": inject_keys_values},
+        {"align": replace},
+        {"local_blend": False},
+        *({"blend_threshold": t} for t in (0.1, 0.2, 0.5, 0.7)),
+        *({"blend_dilation": d} for d in (0, 2)),
+        *({"blend_start": f} for f in (0.25, 0.5)),
+    ]
+    variants = [Variant("rnri (default)"), Variant("control (defaults)", control=base)]
+    for change in changes:
+        label = ", ".join(f"{k}={getattr(v, '__name__', v)}" for k, v in change.items())
+        variants.append(Variant(f"control, {label}", control=dataclasses.replace(base, **change)))
+    return variants
 
 
 CONTROL = [  # attention control against plain regeneration and masks: python -m rnri.bench.shapes --control
@@ -295,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rnri.bench.shapes", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 photos, 4 variants (under a minute)")
     parser.add_argument("--control", action="store_true", help="attention control against plain edits and masks")
+    parser.add_argument("--sweep", action="store_true", help="attention control's settings, one at a time")
     parser.add_argument("--photos", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="tiny", help="an LCM pipeline (Hub id or folder); tiny: the shapes LCM")
@@ -302,8 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-out/shapes"))
     args = parser.parse_args(argv)
     variants, photos = (QUICK, 6) if args.quick else (VARIANTS, args.photos)
-    if args.control:
-        variants = CONTROL
+    if args.control or args.sweep:
+        variants = CONTROL if args.control else control_sweep()
     pipe = rnri.load_pipeline(args.model, device="cpu")
     guidance = args.guidance
     start = time.perf_counter()
