@@ -26,12 +26,14 @@ from rnri.attention import (
     replace,
     step_count,
 )
+from rnri.bench.removal import removals, score
 from rnri.bench.shapes import CONTROL, phrases, run
 from rnri.chain import sample
 from rnri.control import LocalBlend, edit_chain, word_region
 from rnri.counting import count_unet_calls
 from rnri.directions import Direction, Directions, combine, implicit_mask
 from rnri.shapes.edits import shape_edit
+from rnri.shapes.render import render
 
 S, E = 100, 101  # start and end (= padding) tokens of the toy prompts
 
@@ -383,3 +385,13 @@ def test_ledits_phrases_name_what_an_edit_takes_and_brings():
     removed, added = phrases(edit)
     assert removed == edit.source.things[edit.index].words and added == edit.target.things[edit.index].words
     assert removed != added
+
+
+def test_removal_ground_truth_scores_the_ideal_and_fails_the_unedited_photo():
+    for removal in removals(0, 3):
+        assert len(removal.target.things) == 1 and removal.source.things[removal.index] not in removal.target.things
+        photo = render(removal.source).image
+        ideal = score(removal, render(removal.target).image, photo)
+        assert ideal.success and ideal.kept and ideal.background_psnr > 40
+        unedited = score(removal, photo, photo)
+        assert not unedited.success and unedited.kept
