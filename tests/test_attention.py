@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import noise_image
+from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor
 
 import rnri
@@ -26,12 +27,14 @@ from rnri.attention import (
     replace,
     step_count,
 )
+from rnri.bench.ledits_peer import LEditsConfig, ledits_edit, ledits_invert, ledits_pipeline
 from rnri.bench.removal import removals, score
 from rnri.bench.shapes import CONTROL, phrases, run
 from rnri.chain import sample
 from rnri.control import LocalBlend, edit_chain, word_region
 from rnri.counting import count_unet_calls
 from rnri.directions import Direction, Directions, combine, implicit_mask
+from rnri.loading import TINY_UNET
 from rnri.shapes.edits import shape_edit
 from rnri.shapes.render import render
 
@@ -395,3 +398,24 @@ def test_removal_ground_truth_scores_the_ideal_and_fails_the_unedited_photo():
         assert ideal.success and ideal.kept and ideal.background_psnr > 40
         unedited = score(removal, photo, photo)
         assert not unedited.success and unedited.kept
+
+
+def test_the_ledits_peer_runs_on_a_stable_diffusion_pipeline(pipe):
+    unet = UNet2DConditionModel(**{**TINY_UNET, "time_cond_proj_dim": None})
+    teacher = StableDiffusionPipeline(
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    peer = ledits_pipeline(teacher)
+    config = LEditsConfig(num_inversion_steps=3)
+    inverted = ledits_invert(peer, noise_image(64, 64), "a red cat", config)
+    image, cost = ledits_edit(peer, "red", "blue", config)
+    assert image.size == (64, 64) and peer.unet is teacher.unet
+    assert (inverted.unet_calls, inverted.forward_equivalents) == (6, 6)  # unconditional and source caption apart
+    assert (cost.unet_calls, cost.forward_equivalents) == (3, 9)  # unconditional + 2 edit prompts

@@ -22,16 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
 from tqdm import tqdm
 
 import rnri
 from rnri.api import DEFAULT_GUIDANCE
 from rnri.attention import AttentionControl, inject_keys_values, replace
+from rnri.bench.ledits_peer import ledits_edit, ledits_invert, ledits_pipeline
 from rnri.counting import count_unet_calls
 from rnri.directions import Direction, Directions
 from rnri.images import psnr
+from rnri.loading import frozen_on
 from rnri.shapes.edits import KINDS, Edit, shape_edit
 from rnri.shapes.evaluate import vae_roundtrip
+from rnri.shapes.models import TEACHER_DIR
 from rnri.shapes.render import render
 from rnri.shapes.score import region_mask, score_edit
 
@@ -229,6 +234,36 @@ def run(pipe, variants: list[Variant], photos: int, seed: int, guidance: float) 
     return photo_rows, edit_rows
 
 
+LEDITS = "LEdits++ (diffusers, DDIM-trained teacher; fwd-eq)"  # the peer's row; its costs count batch items
+
+
+def run_ledits(teacher, photos: int, seed: int) -> tuple[list, list]:
+    """LEdits++ (``rnri.bench.ledits_peer``) on every photo and edit of the benchmark; (photo rows, edit rows). Its
+    photo rows have no reconstruction (LEdits++ has no separate one) and count forward-equivalents as forwards."""
+    pipe = ledits_pipeline(teacher)
+    photo_rows, edit_rows = [], []
+    for source, edits in tqdm(shape_edit(seed, photos), desc="LEdits++"):
+        photo = render(source).image
+        cost = ledits_invert(pipe, photo, source.caption)
+        photo_rows.append(
+            PhotoRow(LEDITS, math.nan, math.nan, math.nan, math.nan, cost.forward_equivalents, 0, cost.seconds)
+        )
+        for edit in edits:
+            image, cost = ledits_edit(pipe, *phrases(edit))
+            score = asdict(score_edit(edit, image, photo))
+            edit_rows.append(
+                EditRow(
+                    LEDITS,
+                    edit.kind,
+                    **score,
+                    unet_calls=cost.unet_calls,
+                    forward_equivalents=cost.forward_equivalents,
+                    edit_s=cost.seconds,
+                )
+            )
+    return photo_rows, edit_rows
+
+
 def finite_mean(values: list[float]) -> float:
     kept = [v for v in values if not math.isnan(v)]
     kept = [min(v, 60.0) for v in kept]  # an identical region (inf dB) counts as 60 dB
@@ -318,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="6 photos, 4 variants (under a minute)")
     parser.add_argument("--control", action="store_true", help="attention control against plain edits and masks")
     parser.add_argument("--sweep", action="store_true", help="attention control's settings, one at a time")
+    parser.add_argument("--ledits", action="store_true", help="add LEdits++ (diffusers) on the shapes DDIM teacher")
     parser.add_argument("--photos", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="tiny", help="an LCM pipeline (Hub id or folder); tiny: the shapes LCM")
@@ -331,6 +367,16 @@ def main(argv: list[str] | None = None) -> None:
     guidance = args.guidance
     start = time.perf_counter()
     photo_rows, edit_rows = run(pipe, variants, photos, args.seed, guidance)
+    if args.ledits:
+        teacher = frozen_on(
+            StableDiffusionPipeline.from_pretrained(TEACHER_DIR, use_safetensors=True), "cpu", torch.float32
+        )
+        peer_photos, peer_edits = run_ledits(teacher, photos, args.seed)
+        variants, photo_rows, edit_rows = (
+            [*variants, Variant(LEDITS)],
+            photo_rows + peer_photos,
+            edit_rows + peer_edits,
+        )
     table = summary(variants, photo_rows, edit_rows)
     args.out.mkdir(parents=True, exist_ok=True)
     edits_per_variant = len(edit_rows) // len(variants)
