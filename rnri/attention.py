@@ -173,6 +173,7 @@ class ControlState:
         self.inject_self = self.replace_cross = False
         self._maps: torch.Tensor | None = None  # sum over this step's layers, (B, L, h, w)
         self._layers = 0
+        self._alignment_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def begin_step(self, i: int, n: int) -> None:
         """Step ``i`` of ``n`` begins: decide what is controlled in it and forget the last step's maps."""
@@ -184,6 +185,16 @@ class ControlState:
     def step_maps(self) -> torch.Tensor | None:
         """This step's cross-attention maps, averaged over heads and layers: (B, L, h, w); None if none recorded."""
         return None if self._maps is None else self._maps / self._layers
+
+    def alignment_tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The alignment's source index and mapped flags (L,) on ``device``, made once per run."""
+        if self._alignment_tensors is None or self._alignment_tensors[0].device != device:
+            a = self.alignment
+            self._alignment_tensors = (
+                torch.tensor(a.source_index, device=device),
+                torch.tensor(a.mapped, device=device),
+            )
+        return self._alignment_tensors
 
     def owns(self, hidden_states: torch.Tensor) -> bool:
         """Whether a call is this regeneration's: made in its thread, with its batch of branches."""
@@ -274,9 +285,7 @@ class ControlledProcessor:
         state = self.state
         maps = attention_maps(q, k, bias)
         if state.replace_cross:
-            alignment = state.alignment
-            index = torch.tensor(alignment.source_index, device=maps.device)
-            maps = refine_maps(maps, index, torch.tensor(alignment.mapped, device=maps.device))
+            maps = refine_maps(maps, *state.alignment_tensors(maps.device))
         if state.record_maps:
             state.record(maps)
         return (maps @ v.float()).to(v.dtype)
