@@ -120,6 +120,10 @@ def refine_maps(maps: torch.Tensor, source_index: torch.Tensor, mapped: torch.Te
     return torch.cat([maps[:1], edited[None], maps[2:]])
 
 
+INJECTIONS: dict[str, SelfInjection] = {"maps": inject_maps, "keys-values": inject_keys_values}  # names for front ends
+ALIGNERS: dict[str, Aligner] = {"refine": refine, "replace": replace}  # names for front ends
+
+
 # --- the control's settings and its per-run state ---------------------------------------------------------------
 
 
