@@ -56,12 +56,12 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
 def test_every_stage_runs_and_exports_stock_pipelines(tmp_path):
     workdir, out = tmp_path / "work", tmp_path / "out"
     small = ["--vae-scenes", "16", "--scenes", "16", "--checkpoint-every", "2", "--warmup", "1"]
-    steps = ["--vae-steps", "2", "--teacher-steps", "2", "--student-steps", "2"]
+    steps = ["--vae-steps", "2", "--decoder-steps", "2", "--teacher-steps", "2", "--student-steps", "2"]
     batches = ["--vae-batch", "2", "--teacher-batch", "2", "--student-batch", "2"]
     train.main(["--workdir", str(workdir), "--out", str(out), *small, *steps, *batches])
     times = json.loads((workdir / "times.json").read_text())
-    assert set(times) == {"vae", "latents", "teacher", "student"}
-    for stage in ("vae", "teacher", "student"):
+    assert set(times) == {"vae", "decoder", "latents", "teacher", "student"}
+    for stage in ("vae", "decoder", "teacher", "student"):
         assert (workdir / f"{stage}-loss.png").exists()
     lcm = LatentConsistencyModelPipeline.from_pretrained(out / "lcm")  # no dtype: as a user would write it
     sd = StableDiffusionPipeline.from_pretrained(out / "sd")

@@ -89,6 +89,15 @@ def components(mask: np.ndarray) -> list[np.ndarray]:
     return sorted(found, key=lambda m: -int(m.sum()))
 
 
+def filled(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with its holes filled: shapes have none, so a blurred or ringing interior still counts."""
+    outside = np.zeros_like(mask)
+    for part in components(~mask):
+        if part[0].any() or part[-1].any() or part[:, 0].any() or part[:, -1].any():
+            outside |= part
+    return ~outside
+
+
 @cache
 def template(shape: str, size: str) -> tuple[np.ndarray, float, float]:
     """The shape drawn at the image centre, as a boolean mask, and its centroid (x, y)."""
@@ -149,7 +158,7 @@ def analyze(image: Image.Image) -> Analysis:
             break
         core = component & (distance > CORE_DISTANCE)
         colour = nearest_colour(np.median(pixels[core if core.sum() >= MIN_AREA // 2 else component], axis=0))
-        component = component & (opacity(pixels, background, colour) > HALF)  # as the templates
+        component = filled(component & (opacity(pixels, background, colour) > HALF))  # as the templates
         if component.sum() < MIN_AREA:
             continue
         shape, size, x, y, fit = fit_template(component)
