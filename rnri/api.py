@@ -13,8 +13,11 @@ from diffusers import LatentConsistencyModelPipeline
 from PIL import Image
 
 from rnri import adapter
+from rnri.attention import AttentionControl
 from rnri.chain import Step, sample
+from rnri.control import edit_chain
 from rnri.counting import count_unet_calls
+from rnri.directions import Directions
 from rnri.images import fit_size, to_rgb
 from rnri.inversion import ProgressFn, invert_chain
 from rnri.masks import (
@@ -201,29 +204,44 @@ def regenerate(
     guidance_scale: float | None = None,
     mask: Image.Image | np.ndarray | torch.Tensor | str | None = None,
     blend: BlendConfig | None = None,
+    control: AttentionControl | None = None,
+    directions: Directions | None = None,
 ) -> Image.Image | torch.Tensor:
     """Run the inverted chain under ``prompt``: the source prompt reconstructs, another one edits.
 
     mask: where the edit may act (white / 1 / opaque), as an image, array or tensor of the input's aspect ratio,
     or ``"auto"`` (:func:`auto_mask`); outside it the source chain is followed, and with ``blend.paste_back``
-    the original pixels are put back. Returns a PIL image at the input image's size, or with
-    ``output_type="latent"`` the clean latents (1, 4, h, w).
+    the original pixels are put back. control: reuse the source's attention (:mod:`rnri.attention`; the source
+    branch runs beside the edit in one batched UNet call). directions: several edits, or removals, at once
+    (:mod:`rnri.directions`). Returns a PIL image at the input image's size, or with ``output_type="latent"`` the
+    clean latents (1, 4, h, w).
     """
     if output_type not in ("pil", "latent"):
         raise ValueError(f"output_type must be 'pil' or 'latent', got {output_type!r}")
     _check_prompt(pipe, prompt)
+    if control is not None and not inv.prompt:
+        raise ValueError("attention control needs the inversion's source prompt, which this inversion does not record")
+    for term in directions.terms if directions is not None else ():
+        _check_prompt(pipe, term.prompt)
     inv = on_device(inv, pipe._execution_device)
     steps = _steps_of(pipe, inv)
-    eps_fn = _eps_fn(pipe, inv, prompt, guidance_scale)
     size = _output_size(inv, pipe.vae_scale_factor)
-    paste_mask = None
-    if mask is None:
-        clean = sample(eps_fn, steps, inv.latents, inv.noises)[-1]
-    else:
+    paste_mask = blend_mask = None
+    if mask is not None:
         if isinstance(mask, str) and mask == "auto":
             mask = auto_mask(pipe, inv, prompt, guidance_scale=guidance_scale)
         soft_mask, paste_mask = blend_masks(fit_mask(mask_array(mask), size), blend or BlendConfig())
         blend_mask = latent_mask(soft_mask, tuple(inv.latents.shape[-2:])).to(inv.latents.device)
+    if control is not None or directions is not None:
+        w_emb = adapter.guidance_embedding(pipe, inv.guidance_scale if guidance_scale is None else guidance_scale)
+        chain = edit_chain(
+            pipe, steps, inv.trajectory, inv.noises, (inv.prompt, prompt), w_emb, control, directions, blend_mask
+        )
+        clean = chain[-1]
+    elif blend_mask is None:
+        clean = sample(_eps_fn(pipe, inv, prompt, guidance_scale), steps, inv.latents, inv.noises)[-1]
+    else:
+        eps_fn = _eps_fn(pipe, inv, prompt, guidance_scale)
         clean = blended_sample(eps_fn, steps, inv.trajectory, inv.noises, blend_mask)[-1]
     if output_type == "latent":
         return clean

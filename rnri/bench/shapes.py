@@ -11,22 +11,32 @@ edit is scored against the exact ground truth by the attribute analyzer (``rnri.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
 from tqdm import tqdm
 
 import rnri
 from rnri.api import DEFAULT_GUIDANCE
+from rnri.attention import AttentionControl, inject_keys_values, replace
+from rnri.bench.ledits_peer import ledits_edit, ledits_invert, ledits_pipeline
+from rnri.counting import count_unet_calls
+from rnri.directions import Direction, Directions
 from rnri.images import psnr
+from rnri.loading import frozen_on
 from rnri.shapes.edits import KINDS, Edit, shape_edit
 from rnri.shapes.evaluate import vae_roundtrip
+from rnri.shapes.models import TEACHER_DIR
 from rnri.shapes.render import render
 from rnri.shapes.score import region_mask, score_edit
 
@@ -43,6 +53,8 @@ class Variant:
     noise_correction: bool = False
     mask: str | None = None  # None, "oracle" (the region a user would paint) or "auto" (rnri.auto_mask)
     strength: float = 1.0  # fraction of the chain inverted and regenerated
+    control: AttentionControl | None = None  # attention control of the edits and of the reconstruction
+    directions: Callable[[Edit], Directions] | None = None  # the edit as directions from the source caption
 
 
 VARIANTS = [
@@ -66,6 +78,63 @@ VARIANTS = [
 QUICK = [v for v in VARIANTS if v.label in ("ddim", "rnri (default)", "rnri + noise correction", "rnri, painted mask")]
 
 
+def phrases(edit: Edit) -> tuple[str, str]:
+    """What an edit takes away and what it brings, in caption words: the object's, or the background's."""
+    if edit.index is None:
+        return f"{edit.source.background} background", f"{edit.target.background} background"
+    return edit.source.things[edit.index].words, edit.target.things[edit.index].words
+
+
+def ledits(weight: float) -> Callable[[Edit], Directions]:
+    """LEdits++'s way to ask for an edit: towards the new words, away from the old ones, against the empty prompt."""
+
+    def directions(edit: Edit) -> Directions:
+        removed, added = phrases(edit)
+        return Directions((Direction(added, weight), Direction(removed, -weight)))
+
+    return directions
+
+
+def caption_direction(edit: Edit) -> Directions:
+    """The target caption as one direction against the source caption, inside its implicit mask."""
+    return Directions((Direction(edit.target.caption),), reference=None)
+
+
+def control_sweep() -> list[Variant]:
+    """Attention control's settings, one change at a time around the defaults (choose them on another seed than
+    the one reported): python -m rnri.bench.shapes --sweep --seed 1."""
+    base = AttentionControl()
+    changes: list[dict[str, Any]] = [
+        *({"self_fraction": f} for f in (0.0, 0.25, 0.75, 1.0)),
+        *({"cross_fraction": f} for f in (0.0, 0.25, 0.5, 1.0)),
+        {"inject": inject_keys_values},
+        {"align": replace},
+        {"local_blend": False},
+        *({"blend_threshold": t} for t in (0.1, 0.2, 0.5, 0.7)),
+        *({"blend_dilation": d} for d in (0, 2)),
+        *({"blend_start": f} for f in (0.25, 0.5)),
+    ]
+    variants = [Variant("rnri (default)"), Variant("control (defaults)", control=base)]
+    for change in changes:
+        label = ", ".join(f"{k}={getattr(v, '__name__', v)}" for k, v in change.items())
+        variants.append(Variant(f"control, {label}", control=dataclasses.replace(base, **change)))
+    return variants
+
+
+CONTROL = [  # attention control against plain regeneration and masks: python -m rnri.bench.shapes --control
+    Variant("rnri (default)"),
+    Variant("rnri, painted mask", mask="oracle"),
+    Variant("rnri, automatic mask", mask="auto"),
+    Variant("rnri + attention control", control=AttentionControl()),
+    Variant("rnri + attention control, no local blend", control=AttentionControl(local_blend=False)),
+    Variant("rnri + attention control, keys and values", control=AttentionControl(inject=inject_keys_values)),
+    Variant("rnri + attention control + painted mask", mask="oracle", control=AttentionControl()),
+    Variant("rnri, caption direction in its implicit mask", directions=caption_direction),
+    Variant("rnri, LEdits++ directions", directions=ledits(1.0)),
+    Variant("rnri + attention control, LEdits++ directions", control=AttentionControl(), directions=ledits(1.0)),
+]
+
+
 @dataclass(frozen=True)
 class EditRow:
     """One edit by one variant."""
@@ -77,6 +146,9 @@ class EditRow:
     object_iou: float
     background_psnr: float
     target_psnr: float
+    unet_calls: int = 0  # UNet calls of the edit (its regeneration; an automatic mask's calls included)
+    forward_equivalents: int = 0  # the calls weighted by their batch
+    edit_s: float = math.nan  # wall seconds of the edit, to latents and decoded
 
 
 @dataclass(frozen=True)
@@ -108,11 +180,19 @@ def invert_and_edit(pipe, variant: Variant, photo, source: str, edits: list[Edit
         **variant.options,
     )
     seconds = time.perf_counter() - start
-    reconstruction = rnri.regenerate(pipe, inv, source)
+    reconstruction = rnri.regenerate(pipe, inv, source, control=variant.control)
     edited = []
     for edit in edits:
         mask = {None: None, "oracle": region_mask(edit), "auto": "auto"}[variant.mask]
-        edited.append(rnri.regenerate(pipe, inv, edit.target.caption, mask=mask))
+        options = {"mask": mask, "control": variant.control}
+        if variant.directions is None:
+            prompt = edit.target.caption
+        else:
+            prompt, options["directions"] = source, variant.directions(edit)
+        start = time.perf_counter()
+        with count_unet_calls(pipe.unet) as calls:
+            image = rnri.regenerate(pipe, inv, prompt, **options)
+        edited.append((image, calls.forwards, calls.items, time.perf_counter() - start))
     return inv, seconds, reconstruction, edited
 
 
@@ -142,10 +222,45 @@ def run(pipe, variants: list[Variant], photos: int, seed: int, guidance: float) 
                     seconds,
                 )
             )
-            for edit, image in zip(edits, edited):
-                edit_rows.append(EditRow(variant.label, edit.kind, **asdict(score_edit(edit, image, photo))))
+            for edit, (image, calls, items, edit_s) in zip(edits, edited):
+                score = asdict(score_edit(edit, image, photo))
+                edit_rows.append(
+                    EditRow(
+                        variant.label, edit.kind, **score, unet_calls=calls, forward_equivalents=items, edit_s=edit_s
+                    )
+                )
             bar.update()
     bar.close()
+    return photo_rows, edit_rows
+
+
+LEDITS = "LEdits++ (diffusers, DDIM-trained teacher; fwd-eq)"  # the peer's row; its costs count batch items
+
+
+def run_ledits(teacher, photos: int, seed: int) -> tuple[list, list]:
+    """LEdits++ (``rnri.bench.ledits_peer``) on every photo and edit of the benchmark; (photo rows, edit rows). Its
+    photo rows have no reconstruction (LEdits++ has no separate one) and count forward-equivalents as forwards."""
+    pipe = ledits_pipeline(teacher)
+    photo_rows, edit_rows = [], []
+    for source, edits in tqdm(shape_edit(seed, photos), desc="LEdits++"):
+        photo = render(source).image
+        cost = ledits_invert(pipe, photo, source.caption)
+        photo_rows.append(
+            PhotoRow(LEDITS, math.nan, math.nan, math.nan, math.nan, cost.forward_equivalents, 0, cost.seconds)
+        )
+        for edit in edits:
+            image, cost = ledits_edit(pipe, *phrases(edit))
+            score = asdict(score_edit(edit, image, photo))
+            edit_rows.append(
+                EditRow(
+                    LEDITS,
+                    edit.kind,
+                    **score,
+                    unet_calls=cost.unet_calls,
+                    forward_equivalents=cost.forward_equivalents,
+                    edit_s=cost.seconds,
+                )
+            )
     return photo_rows, edit_rows
 
 
@@ -182,6 +297,9 @@ def summary(variants: list[Variant], photo_rows: list[PhotoRow], edit_rows: list
                 "backwards": float(backwards),
                 "forward_equivalents": float(forwards + BACKWARD_COST * backwards),
                 "invert_s": float(np.mean([r.invert_s for r in photos])),
+                "edit_calls": float(np.mean([r.unet_calls for r in edits])),
+                "edit_forward_equivalents": float(np.mean([r.forward_equivalents for r in edits])),
+                "edit_s": float(np.mean([r.edit_s for r in edits])),
             }
         )
     return table
@@ -195,8 +313,8 @@ def markdown(table: list[dict[str, Any]], edits: int, photos: int) -> str:
         "edit's render; recon PSNR: the photo regenerated under its own caption (the VAE's ceiling in the note).",
         "",
         "| variant | success | " + " | ".join(KINDS) + " | preservation | IoU | bg PSNR | target PSNR | recon PSNR |"
-        " z_T std | fwd+bwd | fwd-eq | s / inversion |",
-        "|---|" + "---|" * (len(KINDS) + 11),
+        " z_T std | fwd+bwd | fwd-eq | s / inversion | edit calls / fwd-eq | s / edit |",
+        "|---|" + "---|" * (len(KINDS) + 13),
     ]
     for r in table:
         kinds = " | ".join(f"{r['success ' + k]:.2f}" for k in KINDS)
@@ -204,7 +322,7 @@ def markdown(table: list[dict[str, Any]], edits: int, photos: int) -> str:
             f"| {r['variant']} | **{r['success']:.2f}** | {kinds} | {r['preservation']:.3f} | {r['object_iou']:.2f} | "
             f"{r['background_psnr']:.1f} | {r['target_psnr']:.1f} | {r['reconstruction_psnr']:.1f} | "
             f"{r['zT_std']:.2f} | {r['forwards']:.0f}+{r['backwards']:.0f} | {r['forward_equivalents']:.0f} | "
-            f"{r['invert_s']:.2f} |"
+            f"{r['invert_s']:.2f} | {r['edit_calls']:.0f} / {r['edit_forward_equivalents']:.0f} | {r['edit_s']:.2f} |"
         )
     ceiling = table[0]["ceiling_psnr"] if table else math.nan
     lines += ["", f"VAE ceiling (encode-decode of the same photos): {ceiling:.1f} dB."]
@@ -233,6 +351,9 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rnri.bench.shapes", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 photos, 4 variants (under a minute)")
+    parser.add_argument("--control", action="store_true", help="attention control against plain edits and masks")
+    parser.add_argument("--sweep", action="store_true", help="attention control's settings, one at a time")
+    parser.add_argument("--ledits", action="store_true", help="add LEdits++ (diffusers) on the shapes DDIM teacher")
     parser.add_argument("--photos", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="tiny", help="an LCM pipeline (Hub id or folder); tiny: the shapes LCM")
@@ -240,10 +361,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-out/shapes"))
     args = parser.parse_args(argv)
     variants, photos = (QUICK, 6) if args.quick else (VARIANTS, args.photos)
+    if args.control or args.sweep:
+        variants = CONTROL if args.control else control_sweep()
     pipe = rnri.load_pipeline(args.model, device="cpu")
     guidance = args.guidance
     start = time.perf_counter()
     photo_rows, edit_rows = run(pipe, variants, photos, args.seed, guidance)
+    if args.ledits:
+        teacher = frozen_on(
+            StableDiffusionPipeline.from_pretrained(TEACHER_DIR, use_safetensors=True), "cpu", torch.float32
+        )
+        peer_photos, peer_edits = run_ledits(teacher, photos, args.seed)
+        variants, photo_rows, edit_rows = (
+            [*variants, Variant(LEDITS)],
+            photo_rows + peer_photos,
+            edit_rows + peer_edits,
+        )
     table = summary(variants, photo_rows, edit_rows)
     args.out.mkdir(parents=True, exist_ok=True)
     edits_per_variant = len(edit_rows) // len(variants)
