@@ -360,7 +360,8 @@ def encode_image(pipe: Any, image: Image.Image) -> torch.Tensor:
     """Deterministic latents (1, 4, H/8, W/8) of an RGB image: the posterior mean times the VAE scaling factor."""
     with _vae_precision(pipe) as dtype:
         pixels = pipe.image_processor.preprocess(image).to(device=pipe._execution_device, dtype=dtype)
-        return (pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor).float()
+        latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+    return latents.float().contiguous()  # conv outputs can come channels-last; a saved inversion loads contiguous
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-FAMILIES = ("isotropic", "diagonal", "subspace")
+FAMILIES = ("isotropic", "diagonal", "subspace", "narrow")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ class GaussianMixtureUNet(nn.Module):
         k = config.components
         if config.family == "isotropic":
             return (0.05 + 0.3 * torch.rand(k, 1, generator=g, dtype=torch.float64)).expand(
+                k, dim
+            ).clone(), torch.zeros(0)
+        if config.family == "narrow":  # isotropic components whose std spans two orders of magnitude, 0.01 to 1
+            return torch.exp(torch.empty(k, 1, dtype=torch.float64).uniform_(math.log(1e-4), 0.0, generator=g)).expand(
                 k, dim
             ).clone(), torch.zeros(0)
         if config.family == "diagonal":

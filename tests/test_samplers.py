@@ -148,18 +148,24 @@ def test_correct_noise_lands_the_step_exactly(label, steps, stochastic):
 
 @pytest.mark.parametrize("label, steps, stochastic", all_chains(), ids=[c[0] for c in all_chains()])
 def test_every_prior_is_the_variance_preserving_forward_process(label, steps, stochastic):
-    """Each family writes ``q(z_t | z_next)`` and ``q(z_t | z_0)`` in its own terms; all are DDPM's, and the
-    deterministic step maps a noise-free latent (eps = 0 means z = sqrt(abar) x0) onto the prior's mean."""
+    """Each family writes ``q(z_t | z_next)`` and ``q(z_t | z_0)`` in its own terms (Euler: in sigmas); all are
+    DDPM's variance-preserving process."""
     (y,) = randn(3)
     for step in steps:
-        sigma = getattr(step, "sigma", None)
-        abar_t = step.abar_t if sigma is None else 1 / (1 + sigma**2)
-        abar_next = step.abar_next if sigma is None else 1 / (1 + step.sigma_next**2)
+        abar_t, abar_next = step.abar_t, step.abar_next
         mean, var = forward_prior(y, step)
         assert torch.allclose(mean, math.sqrt(abar_t / abar_next) * y, atol=1e-6)
         assert var == pytest.approx(1 - abar_t / abar_next, rel=1e-6)
         mean0, var0 = clean_prior(y, step)
         assert torch.allclose(mean0, math.sqrt(abar_t) * y, atol=1e-6) and var0 == pytest.approx(1 - abar_t)
+
+
+def test_euler_noise_levels_are_the_schedules_alphas():
+    """``abar = 1 / (1 + sigma^2)``: an Euler step's sigmas are the scheduler's own alphas_cumprod at its timesteps."""
+    scheduler = EulerAncestralDiscreteScheduler(**SD, timestep_spacing="trailing")
+    for step in adapter.euler_ancestral_steps(scheduler, 4):
+        assert step.abar_t == pytest.approx(float(scheduler.alphas_cumprod[step.t]), rel=1e-5)
+    assert step.abar_next == 1.0
 
 
 def test_sample_runs_any_family():

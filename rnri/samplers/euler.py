@@ -33,6 +33,16 @@ class EulerStep:
     is_last: bool  # the last step ends on the clean latent
 
     @property
+    def abar_t(self) -> float:
+        """``alphas_cumprod`` of the step's input noise level, ``1 / (1 + sigma^2)``."""
+        return 1.0 / (1.0 + self.sigma**2)
+
+    @property
+    def abar_next(self) -> float:
+        """``alphas_cumprod`` of its output noise level, ``1 / (1 + sigma_next^2)``: 1 on the last step."""
+        return 1.0 / (1.0 + self.sigma_next**2)
+
+    @property
     def sigma_down(self) -> float:
         """The noise level the deterministic part of an ancestral step reaches, ``sqrt(s'^2 - sigma_up^2)``."""
         return math.sqrt(max(self.sigma_next**2 - self.sigma_up**2, 0.0))

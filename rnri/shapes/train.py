@@ -6,7 +6,7 @@ Stages, each resumed from its last checkpoint in ``--workdir``:
     teacher  text encoder and noise-prediction UNet trained jointly, captions dropped for classifier-free guidance
     student  latent consistency distillation (Luo et al. 2023, Algorithm 1): one DDIM step of the guided teacher
              over a skip of 20 timesteps, the target from an EMA copy of the student, the guidance scale embedded
-    export   both as stock diffusers pipelines (safetensors, fp16 weights) into ``--out``
+    export   both as stock diffusers pipelines (safetensors) into ``--out``
 Loss curves are saved as ``<stage>-loss.png`` and the wall time of each stage in ``times.json``.
 """
 
@@ -19,7 +19,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -148,7 +148,9 @@ def train_vae(workdir: Path, config: TrainConfig) -> None:
     """The VAE; saved to ``workdir/vae`` with the scaling factor that gives its latents unit variance."""
     data = pixels(scenes(config.seed, config.vae_scenes, "train"))
     vae = models.vae()
-    stage = Stage("vae", {"vae": vae}, torch.optim.AdamW(vae.parameters(), config.vae_lr), config.vae_steps, config.vae_lr, [])
+    stage = Stage(
+        "vae", {"vae": vae}, torch.optim.AdamW(vae.parameters(), config.vae_lr), config.vae_steps, config.vae_lr, []
+    )
 
     def step(g: torch.Generator) -> torch.Tensor:
         x = to_unit(data[torch.randint(len(data), (config.vae_batch,), generator=g)])
@@ -243,7 +245,9 @@ def train_student(workdir: Path, config: TrainConfig) -> None:
     with torch.no_grad():
         uncond = text(token_ids(tokenizer, [""]))[0]
     optimizer = torch.optim.AdamW(student.parameters(), config.student_lr)
-    stage = Stage("student", {"student": student, "target": target}, optimizer, config.student_steps, config.student_lr, [])
+    stage = Stage(
+        "student", {"student": student, "target": target}, optimizer, config.student_steps, config.student_lr, []
+    )
 
     def consistency(unet, z_t, t, w_emb, cond) -> torch.Tensor:
         """The boundary-conditioned consistency function ``c_skip z_t + c_out x0``."""
@@ -263,7 +267,9 @@ def train_student(workdir: Path, config: TrainConfig) -> None:
         with torch.no_grad():
             cond = text(ids)[0]
             eps_c, eps_u = teacher(
-                z_start.repeat(2, 1, 1, 1), t_start.repeat(2), encoder_hidden_states=torch.cat([cond, uncond.expand_as(cond)])
+                z_start.repeat(2, 1, 1, 1),
+                t_start.repeat(2),
+                encoder_hidden_states=torch.cat([cond, uncond.expand_as(cond)]),
             ).sample.chunk(2)
             abar_s, abar_e = abar_all[t_start], abar_all[t_end]
             x0_c, x0_u = predict_x0(z_start, eps_c, abar_s), predict_x0(z_start, eps_u, abar_s)
@@ -283,18 +289,15 @@ def train_student(workdir: Path, config: TrainConfig) -> None:
 
 
 def export(workdir: Path, out: Path) -> None:
-    """Both pipelines, stock diffusers layout, safetensors with fp16 weights (configs say float32), into ``out``."""
+    """Both pipelines, stock diffusers layout, safetensors, into ``out``: UNet and VAE weights in fp16 (diffusers
+    loads them into fp32 models unless asked otherwise), the text encoder in fp32 (transformers would keep fp16)."""
     tokenizer = shapes_tokenizer()
-    vae = AutoencoderKL.from_pretrained(workdir / "vae")
+    vae = AutoencoderKL.from_pretrained(workdir / "vae").half()
     text = CLIPTextModel.from_pretrained(workdir / "teacher" / "text_encoder")
-    teacher = UNet2DConditionModel.from_pretrained(workdir / "teacher" / "unet")
-    student = UNet2DConditionModel.from_pretrained(workdir / "student")
-    for folder, pipe in (
-        (out / "lcm", models.lcm_pipeline(vae, text, tokenizer, student)),
-        (out / "sd", models.sd_pipeline(vae, text, tokenizer, teacher)),
-    ):
-        pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
-        pipe.to(torch.float32)
+    teacher = UNet2DConditionModel.from_pretrained(workdir / "teacher" / "unet").half()
+    student = UNet2DConditionModel.from_pretrained(workdir / "student").half()
+    models.lcm_pipeline(vae, text, tokenizer, student).save_pretrained(out / "lcm", safe_serialization=True)
+    models.sd_pipeline(vae, text, tokenizer, teacher).save_pretrained(out / "sd", safe_serialization=True)
 
 
 STAGES: dict[str, tuple[Callable[[Path, TrainConfig], None], str]] = {  # name: (function, what it leaves)

@@ -11,6 +11,7 @@ mode, is the target.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ from rnri.solvers.ddim import ddim_guess
 from rnri.solvers.problem import StepProblem, StepSolution
 
 NORMS = ("l2", "l1")
-INITS = ("auto", "ddim", "prior")
+INITS = ("auto", "ddim", "prior", "chain")
 DERIVATIVES = ("autograd", "difference")
 DIRECTIONS = ("fixed-point", "gradient")
 TINY = 1e-30  # guards divisions whose result is discarded where the divisor is zero
@@ -121,7 +122,21 @@ def initial_guess(problem: StepProblem, init: str) -> tuple[torch.Tensor, int]:
     with torch.no_grad():
         if init == "ddim":
             return ddim_guess(problem), 1
+        if init == "chain" and problem.previous_noise is not None:
+            return chain_guess(problem), 0
         return forward_prior(problem.y, problem.step)[0], 0
+
+
+def chain_guess(problem: StepProblem) -> torch.Tensor:
+    """``z_i = sqrt(abar_t) d + sqrt(1 - abar_t) n_{i-1}``: the step before made z_i from its output d and its noise;
+    a consistency model's outputs agree along a trajectory, so d is taken as this step's target output."""
+    step = problem.step
+    d_target = (
+        problem.y
+        if step.is_last
+        else (problem.y - math.sqrt(1 - step.abar_next) * problem.noise) / math.sqrt(step.abar_next)
+    )
+    return math.sqrt(step.abar_t) * d_target + math.sqrt(1 - step.abar_t) * problem.previous_noise
 
 
 def next_iterate(
