@@ -67,6 +67,12 @@ def stock_latents(pipe, inv: rnri.Inversion, prompt: str, guidance_scale: float)
     ).images
 
 
+def replays(ours: torch.Tensor, stock: torch.Tensor) -> bool:
+    """Equal to float32 rounding: within 1e-4 of the latents' scale (50 DDIM steps under CFG 7.5 on random weights
+    reach |z| ~ 10 and differ by 2e-4; a wrong coefficient anywhere is off by orders of magnitude more)."""
+    return bool((ours - stock).abs().max() <= 1e-4 * stock.abs().max().clamp_min(1.0))
+
+
 def test_backbone_and_its_defaults_follow_from_scheduler_and_unet(family):
     name, pipe = family
     backbone, chain, steps, guidance = FAMILIES[name]
@@ -88,7 +94,7 @@ def test_stock_pipeline_replays_the_default_inversion(family):
     for prompt, guidance in (("a red barn", inv.guidance_scale), ("a blue barn", backbone.guidance_scale)):
         ours = rnri.regenerate(pipe, inv, prompt, guidance_scale=guidance, output_type="latent")
         stock = stock_latents(pipe, inv, prompt, guidance)
-        assert torch.allclose(ours, stock, atol=1e-4, rtol=1e-4), (prompt, (ours - stock).abs().max())
+        assert replays(ours, stock), (prompt, (ours - stock).abs().max())
 
 
 @pytest.mark.parametrize("method", sorted(rnri.METHODS))
@@ -175,7 +181,7 @@ def test_v_prediction_models_replay_exactly():
     inv = rnri.invert(pipe, "a cat", latents=latents(5), num_inference_steps=4)
     for guidance in (1.0, 5.0):
         ours = rnri.regenerate(pipe, inv, "a dog", guidance_scale=guidance, output_type="latent")
-        assert torch.allclose(ours, stock_latents(pipe, inv, "a dog", guidance), atol=1e-4, rtol=1e-4)
+        assert replays(ours, stock_latents(pipe, inv, "a dog", guidance))
 
 
 def test_an_inversion_needs_a_pipeline_whose_scheduler_runs_its_chain():
@@ -212,7 +218,7 @@ def test_an_lcm_pipeline_holding_an_lcm_lora_unet_guides_by_cfg():
     stock.scheduler = lcm.scheduler
     stock.set_progress_bar_config(disable=True)
     ours = rnri.regenerate(lcm, inv, "a cat", output_type="latent")
-    assert torch.allclose(ours, stock_latents(stock, inv, "a cat", 2.0), atol=1e-4)
+    assert replays(ours, stock_latents(stock, inv, "a cat", 2.0))
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +262,7 @@ def test_lcm_lora_loads_the_way_users_load_it(model_folders):
     inv = rnri.invert(pipe, "a cat", latents=z, seed=2)
     assert (inv.chain, inv.num_inference_steps, inv.guidance_scale, inv.seed) == ("lcm", 4, 1.0, 2)
     ours = rnri.regenerate(pipe, inv, "a cat", output_type="latent")
-    assert torch.allclose(ours, stock_latents(pipe, inv, "a cat", 1.0), atol=1e-4)
+    assert replays(ours, stock_latents(pipe, inv, "a cat", 1.0))
 
 
 def test_a_lora_that_cannot_be_loaded_is_a_model_load_error(model_folders, tmp_path):
