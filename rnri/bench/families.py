@@ -7,7 +7,8 @@ batch 1. It times one UNet forward (median of ``--repeats`` after a warm-up) and
 ``rnri.invert`` at the backbone's defaults, counting UNet passes with hooks; forward-equivalents divide the
 inversion's time by the forward's (CPU time on a CPU, wall time on a GPU). The text encoders have the real widths
 but one layer, and the VAE is tiny: neither runs in an inversion from latents. ``--size tiny`` runs the same on the
-tiny architectures (what the tests do).
+tiny architectures (what the tests do); ``--strength`` inverts only the last steps of each chain, the same work per
+step as the default inversion's, for the 50-step Stable Diffusion chain on a slow CPU.
 """
 
 from __future__ import annotations
@@ -81,17 +82,13 @@ def text_encoder(width: int, heads: int, projection: int | None = None) -> dict[
     return config | ({"projection_dim": projection} if projection else {})
 
 
-REAL_SIZE: dict[str, Architecture] = {  # backbone label -> architecture
-    "lcm (LCM_Dreamshaper_v7)": Architecture(
+REAL_SIZE: dict[str, Architecture] = {  # name -> architecture
+    "lcm": Architecture(
         LatentConsistencyModelPipeline, LCM_DREAMSHAPER_V7_UNET, TINY_VAE, text_encoder(768, 12), lcm_scheduler
     ),
-    "stable-diffusion (SD 1.5, DDIM)": Architecture(
-        StableDiffusionPipeline, SD15_UNET, TINY_VAE, text_encoder(768, 12), ddim_scheduler
-    ),
-    "turbo (SD-Turbo, Euler)": Architecture(
-        StableDiffusionPipeline, SD21_UNET, TINY_VAE, text_encoder(1024, 16), euler_scheduler
-    ),
-    "turbo (SDXL-Turbo, Euler ancestral)": Architecture(
+    "sd15": Architecture(StableDiffusionPipeline, SD15_UNET, TINY_VAE, text_encoder(768, 12), ddim_scheduler),
+    "sd-turbo": Architecture(StableDiffusionPipeline, SD21_UNET, TINY_VAE, text_encoder(1024, 16), euler_scheduler),
+    "sdxl-turbo": Architecture(
         StableDiffusionXLPipeline,
         SDXL_UNET,
         TINY_VAE,
@@ -99,6 +96,12 @@ REAL_SIZE: dict[str, Architecture] = {  # backbone label -> architecture
         euler_ancestral_scheduler,
         text_encoder(1280, 20, projection=1280),
     ),
+}
+LABELS = {  # name -> what it is, in the table
+    "lcm": "lcm (LCM_Dreamshaper_v7)",
+    "sd15": "stable-diffusion (SD 1.5, DDIM)",
+    "sd-turbo": "turbo (SD-Turbo, Euler)",
+    "sdxl-turbo": "turbo (SDXL-Turbo, Euler ancestral)",
 }
 TINY_NAMES = dict(zip(REAL_SIZE, ("tiny", "tiny-sd", "tiny-sd-turbo", "tiny-sdxl-turbo")))
 PROMPT = "a photo of a cat sitting on a sofa"
@@ -114,6 +117,7 @@ class FamiliesConfig:
     repeats: int = 2  # timings of the single forward; the median is reported
     seed: int = 0  # weights and latents
     families: tuple[str, ...] = tuple(REAL_SIZE)
+    strength: float = 1.0  # the fraction of the default chain inverted (its last steps); 1 is the default inversion
 
 
 @dataclass
@@ -124,6 +128,7 @@ class FamilyCost:
     chain: str
     parameters_millions: float  # of the UNet
     num_inference_steps: int
+    inverted_steps: int  # all of them unless strength < 1 (then the last ones, the same work per step)
     guidance_scale: float  # of the inversion
     forwards: int  # UNet calls counted by hooks (a classifier-free-guided call is one batch of 2)
     backwards: int
@@ -136,13 +141,13 @@ class FamilyCost:
     peak_mib: float  # peak memory the inversion added
 
 
-def build(label: str, config: FamiliesConfig) -> Any:
+def build(name: str, config: FamiliesConfig) -> Any:
     """The backbone's pipeline at the configured size, frozen, on the device in the dtype."""
     if config.size == "tiny":
-        name = TINY_NAMES[label]
-        pipe = tiny_pipeline(config.seed) if name == "tiny" else build_random(RANDOM_MODELS[name], config.seed)
+        tiny = TINY_NAMES[name]
+        pipe = tiny_pipeline(config.seed) if tiny == "tiny" else build_random(RANDOM_MODELS[tiny], config.seed)
     else:
-        pipe = build_random(REAL_SIZE[label], config.seed)
+        pipe = build_random(REAL_SIZE[name], config.seed)
     return frozen_on(pipe, config.device, getattr(torch, config.dtype))
 
 
@@ -162,14 +167,14 @@ def time_forward(eps_fn, z: torch.Tensor, t: int, config: FamiliesConfig) -> Usa
     return Usage(statistics.median(u.wall_s for u in usages), statistics.median(u.cpu_s for u in usages))
 
 
-def measure_family(label: str, config: FamiliesConfig, bar: tqdm) -> FamilyCost:
+def measure_family(name: str, config: FamiliesConfig, bar: tqdm) -> FamilyCost:
     """Build one backbone, time a forward (and a CFG forward), then its default inversion from random latents."""
-    bar.set_description(f"{label}: building")
-    pipe = build(label, config)
+    bar.set_description(f"{name}: building")
+    pipe = build(name, config)
     backbone = rnri.backbone_of(pipe)
     side = 64 if config.size == "real" else 8
     z0 = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(config.seed)).to(config.device)
-    bar.set_description(f"{label}: one forward")
+    bar.set_description(f"{name}: one forward")
     first = adapter.chain_spec(pipe.scheduler, None).make_steps(pipe.scheduler, backbone.num_inference_steps)[0].t
     eps = adapter.prompt_eps_fn(pipe, PROMPT, backbone.inversion_guidance_scale, (side, side))
     forward = time_forward(eps, z0, first, config)
@@ -177,15 +182,16 @@ def measure_family(label: str, config: FamiliesConfig, bar: tqdm) -> FamilyCost:
     if not adapter.embeds_guidance(pipe) and backbone.guidance_scale > 1:
         batch2 = adapter.prompt_eps_fn(pipe, PROMPT, backbone.guidance_scale, (side, side))
         cfg = _basis(time_forward(batch2, z0, first, config), config.device) / _basis(forward, config.device)
-    bar.set_description(f"{label}: inversion")
-    bar.reset(total=backbone.num_inference_steps)
+    bar.set_description(f"{name}: inversion")
+    bar.reset(total=max(1, round(config.strength * backbone.num_inference_steps)))
     with count_unet_calls(pipe.unet) as calls, measure(config.device) as usage:
-        inv = rnri.invert(pipe, PROMPT, latents=z0, callback=lambda done, total, _: bar.update())
+        inv = rnri.invert(pipe, PROMPT, latents=z0, strength=config.strength, callback=lambda *_: bar.update())
     return FamilyCost(
-        backbone=label,
+        backbone=LABELS[name],
         chain=inv.chain,
         parameters_millions=sum(p.numel() for p in pipe.unet.parameters()) / 1e6,
         num_inference_steps=inv.num_inference_steps,
+        inverted_steps=len(inv.timesteps),
         guidance_scale=inv.guidance_scale,
         forwards=calls.forwards,
         backwards=calls.backwards,
@@ -203,12 +209,18 @@ def run(config: FamiliesConfig) -> list[FamilyCost]:
     """Every configured backbone, one after the other (each pipeline freed before the next is built)."""
     costs = []
     with tqdm(total=1, file=sys.stderr, unit="step") as bar:
-        for label in config.families:
-            costs.append(measure_family(label, config, bar))
+        for name in config.families:
+            costs.append(measure_family(name, config, bar))
             gc.collect()  # the pipeline just measured goes before the next is built
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return costs
+
+
+def _steps(cost: FamilyCost) -> str:
+    if cost.inverted_steps == cost.num_inference_steps:
+        return str(cost.num_inference_steps)
+    return f"last {cost.inverted_steps} of {cost.num_inference_steps}"
 
 
 def table(costs: list[FamilyCost], device: str, size: str = "real") -> str:
@@ -218,15 +230,15 @@ def table(costs: list[FamilyCost], device: str, size: str = "real") -> str:
         f"{size} architectures, {'512x512 (64x64 latents)' if size == 'real' else '64x64 (8x8 latents)'}, batch 1, "
         f"{device}; forward-equivalents: the inversion's {basis} time over one forward's.",
         "",
-        f"| backbone | chain | UNet M params | steps | guidance | UNet calls (fwd+bwd) | forward s ({basis}) | "
-        f"inversion s (wall / CPU) | forward-equivalents | CFG call (fwd-eq) | peak MiB |",
+        f"| backbone | chain | UNet M params | steps inverted | guidance | UNet calls (fwd+bwd) | "
+        f"forward s ({basis}) | inversion s (wall / CPU) | forward-equivalents | CFG call (fwd-eq) | peak MiB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in costs:
         cfg = f"{c.cfg_forward_equivalents:.2f}" if c.cfg_forward_equivalents is not None else "no CFG"
         forward = c.forward_s if basis == "wall" else c.forward_cpu_s
         lines.append(
-            f"| {c.backbone} | `{c.chain}` | {c.parameters_millions:.3g} | {c.num_inference_steps} | "
+            f"| {c.backbone} | `{c.chain}` | {c.parameters_millions:.3g} | {_steps(c)} | "
             f"{c.guidance_scale:g} | {c.forwards}+{c.backwards} | {forward:.2f} | {c.inversion_s:.0f} / "
             f"{c.inversion_cpu_s:.0f} | **{c.forward_equivalents:.1f}** | {cfg} | {c.peak_mib:.0f} |"
         )
@@ -236,15 +248,21 @@ def table(costs: list[FamilyCost], device: str, size: str = "real") -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnri.bench.families", description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=("real", "tiny"), default="real")
-    p.add_argument("--families", nargs="+", choices=list(REAL_SIZE), metavar="BACKBONE", help="default: all")
+    p.add_argument("--families", nargs="+", choices=list(REAL_SIZE), help="default: all")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="default: fp16 on CUDA, else fp32")
     p.add_argument("--repeats", type=int, default=2, help="timings of the single forward (median)")
+    p.add_argument(
+        "--strength", type=float, default=1.0, help="invert only this fraction of the chain (its last steps)"
+    )
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="writes families.json and families.md here")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = args.dtype or ("float16" if torch.device(args.device).type == "cuda" else "float32")
     families = tuple(args.families) if args.families else tuple(REAL_SIZE)
-    config = FamiliesConfig(args.size, args.device, dtype, args.repeats, families=families)
+    config = FamiliesConfig(args.size, args.device, dtype, args.repeats, families=families, strength=args.strength)
     costs = run(config)
     args.out.mkdir(parents=True, exist_ok=True)
     from rnri.bench import machine  # the CPU in words; imported late: rnri.bench imports the whole bench
