@@ -128,7 +128,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default=os.environ.get("RNRI_MODEL", rnri.DEFAULT_MODEL),
-        help="Hub id, local folder, or 'tiny' (env RNRI_MODEL; default %(default)s)",
+        help="Hub id or local folder of an LCM, Stable Diffusion (1.5, 2.x, XL) or Turbo model, or 'tiny' "
+        "(env RNRI_MODEL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--lora",
+        default=os.environ.get("RNRI_LORA"),
+        help="an LCM-LoRA (Hub id or folder) fused into --model, e.g. latent-consistency/lcm-lora-sdv1-5 "
+        "(env RNRI_LORA)",
     )
     parser.add_argument(
         "--host", default=os.environ.get("GRADIO_SERVER_NAME", DEFAULT_HOST), help="address to bind (%(default)s)"
@@ -151,10 +158,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_resident(model: str) -> Resident:
-    """Load ``model`` once; if that fails, the tiny model, with a banner saying what happened and how to fix it."""
+def load_resident(model: str, lora: str | None = None) -> Resident:
+    """Load ``model`` (with an LCM-LoRA) once; if that fails, the tiny model, with a banner saying what happened."""
     try:
-        return Resident(rnri.load_pipeline(model), model)
+        return Resident(rnri.load_pipeline(model, lora=lora), model if lora is None else f"{model} + {lora}")
     except Exception as error:  # ModelLoadError above all, but no loading failure may stop the app starting
         log.warning("could not load %s, running on the tiny model: %s", model, error)
         detail = str(error) if isinstance(error, rnri.ModelLoadError) else f"{type(error).__name__}: {error}"
@@ -699,7 +706,8 @@ def build_demo(banner: str = "") -> gr.Blocks:
         gr.HTML(banner, visible=bool(banner))
         gr.Markdown(
             "# rnri: real-time photo editing\nInverts your photo on a Latent Consistency Model with Regularized "
-            f"Newton-Raphson Inversion, then regenerates it under the new prompt. Model: `{RESIDENT.model}` on "
+            f"Newton-Raphson Inversion, then regenerates it under the new prompt. Model: `{RESIDENT.model}` "
+            f"({rnri.backbone_of(RESIDENT.pipe).name} backbone) on "
             f"`{RESIDENT.pipe.device}`. Change the target prompt or paint a mask and the edit updates at once."
         )
         with gr.Row():
@@ -744,7 +752,7 @@ def launch(host: str = DEFAULT_HOST, port: int | None = None, **options: Any) ->
 
 
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
-RESIDENT = load_resident(ARGS.model)
+RESIDENT = load_resident(ARGS.model, ARGS.lora)
 speed_up(RESIDENT.pipe, ARGS)
 demo = build_demo(RESIDENT.banner)
 

@@ -162,19 +162,20 @@ def _add_batch(commands) -> None:
 def _add_inversion_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inversion")
     g.add_argument("--method", default="rnri", choices=sorted(rnri.METHODS), help="inversion method (default: rnri)")
-    g.add_argument("--steps", type=_steps, default=4, metavar="N", help="sampling steps, 1 to 50 (default: 4)")
+    g.add_argument(
+        "--steps", type=_steps, metavar="N", help="sampling steps, 1 to 50 (default: the backbone's; LCM: 4, SD: 50)"
+    )
     g.add_argument(
         "--guidance",
         type=_finite,
-        default=DEFAULT_GUIDANCE,
         metavar="SCALE",
-        help=f"guidance scale (default: {DEFAULT_GUIDANCE})",
+        help=f"guidance scale of the inversion (default: the backbone's; LCM: {DEFAULT_GUIDANCE}, SD: 1, Turbo: 0)",
     )
     g.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the stored noises (default: 0)")
     g.add_argument(
         "--strength", type=_strength, default=1.0, metavar="S", help="fraction of the chain to invert, in (0, 1]"
     )
-    g.add_argument("--chain", default="lcm", choices=["lcm", "ddim"], help="sampler chain (default: lcm)")
+    g.add_argument("--chain", choices=rnri.api.CHAINS, help="sampler chain (default: the stock one of the scheduler)")
     g.add_argument("--noise-correction", action="store_true", help="store noises that replay the chain exactly")
     g.add_argument(
         "--resolution", type=int, metavar="PIXELS", help="long side the photo is fitted to (default: the model's)"
@@ -191,7 +192,13 @@ def _add_inversion_options(p: argparse.ArgumentParser) -> None:
 def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None) -> None:
     g = p.add_argument_group("model and speed")
     default_model = f"${MODEL_ENV}, else {rnri.DEFAULT_MODEL}"
-    g.add_argument("--model", help=model_help or f"Hub id, local folder or 'tiny' (default: {default_model})")
+    model_kinds = "an LCM, Stable Diffusion (1.5, 2.x, XL) or Turbo model"
+    g.add_argument(
+        "--model", help=model_help or f"Hub id or folder of {model_kinds}, or 'tiny' (default: {default_model})"
+    )
+    g.add_argument(
+        "--lora", metavar="LORA", help="an LCM-LoRA (Hub id or folder) fused into the model, with LCMScheduler"
+    )
     g.add_argument("--device", metavar="DEVICE", help="cuda, cuda:1, mps or cpu (default: the best available)")
     g.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow start, faster edits)")
     g.add_argument("--channels-last", action="store_true", help="channels-last weights (GPU convolutions)")
@@ -426,7 +433,7 @@ def model_name(model: str | None) -> str:
 
 def load_model(args: argparse.Namespace, model: str | None):
     """The pipeline of ``model`` with the speed options of ``args`` applied."""
-    pipe = rnri.load_pipeline(model_name(model), device=args.device)
+    pipe = rnri.load_pipeline(model_name(model), device=args.device, lora=args.lora)
     config = gpu.FastPath(channels_last=args.channels_last, compile=args.compile, cpu_offload=args.offload)
     fast = gpu.apply_fast_path(pipe, config)
     for reason in fast.skipped:

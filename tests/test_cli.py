@@ -75,6 +75,20 @@ def test_edit_default_output_and_options(capsys, photo, tmp_path, monkeypatch):
     assert "fixed-point, 4 UNet forwards" in stdout  # 2 steps x (DDIM guess + 1 iteration)
 
 
+@pytest.mark.parametrize(
+    "model, counted",
+    [("tiny-sd-turbo", "15 UNet forwards"), ("tiny-sdxl-turbo", "12 UNet forwards")],  # Euler: + 3 DDIM guesses
+)
+def test_edit_on_other_backbones_takes_their_defaults(capsys, photo, tmp_path, model, counted):
+    """--model of another family: its chain, steps and guidance, not LCM's (Turbo: 4 steps, guidance 0)."""
+    out = tmp_path / "edit.png"
+    argv = ["edit", photo, "--source", "a cat", "--target", "a tiger", "-o", out, "--resolution", "64"]
+    code, stdout, _ = run(capsys, *argv, "--model", model, "--device", "cpu")
+    assert code == 0 and counted in stdout
+    with Image.open(out) as image:
+        assert image.size == (70, 50)
+
+
 def test_saved_inversion_round_trip(capsys, photo, tmp_path, pipe):
     inv_path, out = tmp_path / "cat.safetensors", tmp_path / "fox.png"
     assert run(capsys, "invert", photo, "--source", "a cat", "-o", inv_path, "--seed", "3", *TINY)[0] == 0

@@ -1,0 +1,71 @@
+"""The kinds of pipeline rnri runs on, each with the defaults it is used at: the one place that maps a backbone
+to its steps, guidance and resolution (README, "Backbones").
+
+A pipeline's backbone follows from its scheduler and UNet config alone (:func:`backbone_of`), so a model loaded
+any way (``rnri.load_pipeline``, ``from_pretrained``, ``AutoPipelineForText2Image``) gets the same defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler
+
+from rnri import adapter
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A kind of pipeline and its defaults."""
+
+    name: str
+    num_inference_steps: int  # sampling steps of the chain
+    guidance_scale: float  # guidance of sampling and edits
+    inversion_guidance_scale: float  # guidance the inversion (and so a faithful reconstruction) runs at
+    resolution: int | None = None  # long side photos are fitted to; None: the UNet's native size
+    description: str = ""  # how it is recognised and what it is, for the README and the editor
+
+
+LCM = Backbone(
+    "lcm", 4, 8.5, 8.5, description="LCMScheduler, UNet with a guidance embedding (e.g. LCM_Dreamshaper_v7)"
+)
+LCM_LORA = Backbone(
+    "lcm-lora", 4, 1.0, 1.0, description="LCMScheduler, UNet without one: an LCM-LoRA, guidance classifier-free"
+)
+STABLE_DIFFUSION = Backbone(
+    "stable-diffusion",
+    50,
+    7.5,
+    1.0,
+    description="DDIMScheduler (or an Euler one with leading/linspace spacing): SD 1.5, 2.x, SDXL; the inversion "
+    "at guidance 1 (no CFG), as is usual, edits at 7.5",
+)
+TURBO = Backbone(
+    "turbo",
+    4,
+    0.0,
+    0.0,
+    resolution=512,
+    description="EulerDiscreteScheduler or EulerAncestralDiscreteScheduler with trailing spacing: SD-Turbo, "
+    "SDXL-Turbo (512 px, no guidance)",
+)
+BACKBONES = (LCM, LCM_LORA, STABLE_DIFFUSION, TURBO)
+
+
+def backbone_of(pipe: Any) -> Backbone:
+    """The backbone of a stock pipeline; ``ValueError`` naming what is supported for any other pipeline or scheduler.
+
+    LCMScheduler: :data:`LCM` where the UNet takes a guidance embedding, else :data:`LCM_LORA`. Euler schedulers
+    with ``timestep_spacing="trailing"`` (as the Turbo models ship): :data:`TURBO`. Every other supported scheduler
+    (DDIM; Euler with other spacings, as SDXL base ships): :data:`STABLE_DIFFUSION`.
+    """
+    adapter.check_pipeline(pipe)
+    scheduler = pipe.scheduler
+    adapter.scheduler_chains(scheduler)  # refuses unsupported schedulers
+    if isinstance(scheduler, LCMScheduler):
+        return LCM if adapter.embeds_guidance(pipe) else LCM_LORA
+    sigma_schedule = isinstance(scheduler, EulerDiscreteScheduler | EulerAncestralDiscreteScheduler)
+    if sigma_schedule and scheduler.config.timestep_spacing == "trailing":
+        return TURBO
+    return STABLE_DIFFUSION
