@@ -1,5 +1,7 @@
-"""Loading pipelines: from the Hub or a folder (safetensors only), optionally with an LCM-LoRA, or small seeded
-ones built from configs (``"tiny"`` and the ``"tiny-*"`` architectures of :data:`RANDOM_MODELS`).
+"""Loading pipelines: from the Hub or a folder (safetensors only), optionally with an LCM-LoRA; the tiny shapes
+models shipped in the package (``"tiny"``: the LCM student, ``"tiny-teacher"``: the latent-diffusion teacher with
+DDIM, see ``rnri.shapes``); or small seeded random ones built from configs (the ``"tiny-*"`` architectures of
+:data:`RANDOM_MODELS`, for tests that need an architecture only and for cost benches).
 
 Any pipeline ``AutoPipelineForText2Image`` makes that rnri runs on is accepted (``rnri.adapter.PIPELINES``). Its
 scheduler decides the chain family; one rnri cannot invert (Stable Diffusion 1.5 and 2.x ship PNDM) is replaced
@@ -32,8 +34,12 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from rnri import adapter
 
+from rnri.shapes.models import STUDENT_DIR, TEACHER_DIR
+
 DEFAULT_MODEL = "SimianLuo/LCM_Dreamshaper_v7"
 TINY = "tiny"
+TINY_DIR = STUDENT_DIR  # the shapes LCM, shipped in the package
+TINY_TEACHER = "tiny-teacher"  # the shapes latent-diffusion teacher (StableDiffusionPipeline, DDIM)
 TOKENIZER_MAX_LENGTH = 77  # CLIP's context, as in Stable Diffusion
 
 _RESIDENT: dict[tuple[str, str | None, str, torch.dtype], Any] = {}
@@ -78,8 +84,8 @@ def load_pipeline(
 
 
 def _build(model: str, dtype: torch.dtype) -> Any:
-    if model == TINY:
-        return tiny_pipeline()
+    if model in (TINY, TINY_TEACHER):
+        return _from_pretrained(str(TINY_DIR if model == TINY else TEACHER_DIR), dtype)
     if model in RANDOM_MODELS:
         return build_random(RANDOM_MODELS[model])
     return _from_pretrained(model, dtype)
@@ -131,7 +137,7 @@ def _from_pretrained(model: str, dtype: torch.dtype) -> Any:
             f"could not load the model {model!r} ({_where(model)}): {type(error).__name__}: {error}\n"
             "Ways out: (1) run once with internet access so the weights are cached (HF_HOME, about 2 GB); "
             "(2) pass a local folder holding the model in diffusers layout with .safetensors weights; "
-            f"(3) use model={TINY!r} for a tiny demo model with random weights (no download, meaningless images)."
+            f"(3) use model={TINY!r} for the tiny model shipped with rnri (pictures of coloured shapes, no download)."
         ) from error
     try:
         adapter.check_pipeline(pipe)
@@ -180,43 +186,14 @@ TINY_TEXT: dict[str, Any] = {
 }
 
 
-SD_NOISE: dict[str, Any] = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}  # SD's
+def tiny_pipeline() -> LatentConsistencyModelPipeline:
+    """A fresh copy of the tiny model (``load_pipeline("tiny")`` keeps a resident one): the shapes LCM, fp32."""
+    return _from_pretrained(str(TINY_DIR), torch.float32)
 
 
-def lcm_scheduler() -> LCMScheduler:
-    """The scheduler of LCM_Dreamshaper_v7 (Stable Diffusion's noise schedule)."""
-    return LCMScheduler(**SD_NOISE, clip_sample=False, set_alpha_to_one=True)
-
-
-def ddim_scheduler() -> DDIMScheduler:
-    """Stable Diffusion 1.5's noise schedule with DDIM, as ``DDIMScheduler.from_config`` of its own config makes it."""
-    return DDIMScheduler(**SD_NOISE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-
-
-def euler_ancestral_scheduler() -> EulerAncestralDiscreteScheduler:
-    """SDXL-Turbo's scheduler: Euler ancestral, trailing spacing."""
-    return EulerAncestralDiscreteScheduler(**SD_NOISE, timestep_spacing="trailing", steps_offset=1)
-
-
-def euler_scheduler() -> EulerDiscreteScheduler:
-    """SD-Turbo's scheduler: Euler, trailing spacing."""
-    return EulerDiscreteScheduler(**SD_NOISE, timestep_spacing="trailing", steps_offset=1)
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A pipeline's architecture, to build with seeded random weights: config keyword arguments per component."""
-
-    pipeline: type  # LatentConsistencyModelPipeline, StableDiffusionPipeline or StableDiffusionXLPipeline
-    unet: dict[str, Any]  # UNet2DConditionModel
-    vae: dict[str, Any]  # AutoencoderKL
-    text_encoder: dict[str, Any]  # CLIPTextConfig of the (first) text encoder
-    scheduler: Callable[[], Any] = lcm_scheduler  # makes a fresh scheduler
-    text_encoder_2: dict[str, Any] | None = field(default=None)  # SDXL's second encoder (with projection)
-
-
-def tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
-    """A tiny LCM pipeline (64x64 images, 8x8 latents) with seeded random weights: same code path, no download."""
+def random_tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
+    """A tiny LCM pipeline (64x64 images, 8x8 latents) with seeded random weights, for tests that need an
+    architecture only: no files at all."""
     return random_pipeline(TINY_UNET, TINY_VAE, TINY_TEXT, seed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +35,7 @@ class TestbedResult:
     recovery: float  # ||z_T - true z_T|| / ||true z_T|| (generated case only, else NaN)
     forwards: float  # UNet forward passes per inversion, counted by hooks
     backwards: float  # UNet backward passes per inversion, counted by hooks
+    worst_reconstruction: float = math.nan  # the largest reconstruction error of a single sample
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,10 +50,13 @@ def run_testbed(
     samples: int = 8,
     num_inference_steps: int = 4,
     noise_correction: bool = False,
+    components: int = 0,
+    mixture_seed: int = 0,
 ) -> TestbedResult:
-    """Invert ``samples`` clean latents of one analytic testbed with one method; seeds fixed, so deterministic."""
+    """Invert ``samples`` clean latents of one analytic testbed with one method; seeds fixed, so deterministic.
+    ``components`` and ``mixture_seed`` pick another mixture of the family (0, 0: the family's default one)."""
     options = options or {}
-    unet = GaussianMixtureUNet(MixtureConfig(family=family))
+    unet = GaussianMixtureUNet(MixtureConfig(family=family, components=components, seed=mixture_seed))
     steps = lcm_steps(LCMScheduler(), num_inference_steps)
     config = make_config(method, options)
 
@@ -81,7 +86,8 @@ def run_testbed(
             )
         )
     means = [statistics.fmean(column) for column in zip(*rows)]
-    return TestbedResult(family, case, chain, method, ", ".join(f"{k}={v}" for k, v in options.items()), *means)
+    label = ", ".join(f"{k}={v}" for k, v in options.items())
+    return TestbedResult(family, case, chain, method, label, *means, worst_reconstruction=max(r[0] for r in rows))
 
 
 # The grid behind docs/solver-choice.md: (label, method, options, noise correction).

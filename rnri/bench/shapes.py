@@ -27,7 +27,7 @@ from diffusers import StableDiffusionPipeline
 from tqdm import tqdm
 
 import rnri
-from rnri.api import DEFAULT_GUIDANCE
+from rnri import adapter
 from rnri.attention import AttentionControl, inject_keys_values, replace
 from rnri.bench.ledits_peer import ledits_edit, ledits_invert, ledits_pipeline
 from rnri.counting import count_unet_calls
@@ -74,6 +74,33 @@ VARIANTS = [
     Variant("rnri, automatic mask", mask="auto"),
     Variant("rnri, strength 0.75", strength=0.75),
     Variant("rnri, strength 0.5", strength=0.5),
+]
+ROBUSTNESS = [  # the initial guess and the last step, with and without noise correction: --robustness
+    Variant("ddim", "ddim"),
+    Variant("ddim + noise correction", "ddim", noise_correction=True),
+    Variant("rnri (default)"),
+    Variant("rnri + noise correction", noise_correction=True),
+    Variant("rnri, init prior", options={"init": "prior"}),
+    Variant("rnri, init prior + noise correction", options={"init": "prior"}, noise_correction=True),
+    Variant("rnri, init ddim", options={"init": "ddim"}),
+    Variant("rnri, init chain", options={"init": "chain"}),
+    Variant("rnri, init chain-ddim", options={"init": "chain-ddim"}),
+    Variant("rnri, init chain + noise correction", options={"init": "chain"}, noise_correction=True),
+    Variant("rnri, init chain-ddim + noise correction", options={"init": "chain-ddim"}, noise_correction=True),
+    Variant("rnri x2 + noise correction", options={"iterations": 2}, noise_correction=True),
+    Variant("rnri, last step x3 + noise correction", options={"final_iterations": 3}, noise_correction=True),
+    Variant(
+        "rnri, init chain-ddim, last step x3 + noise correction",
+        options={"init": "chain-ddim", "final_iterations": 3},
+        noise_correction=True,
+    ),
+]
+TEACHER = [  # the DDIM-trained teacher at 50 steps (the paper's latent-diffusion setting): --model tiny-teacher
+    Variant("ddim", "ddim"),
+    Variant("fixed-point x2", "fixed-point", {"iterations": 2}),
+    Variant("rnri-jf x2 (official code)", "rnri-jf", {"iterations": 2}),
+    Variant("rnri (default)"),
+    Variant("rnri, painted mask", mask="oracle"),
 ]
 QUICK = [v for v in VARIANTS if v.label in ("ddim", "rnri (default)", "rnri + noise correction", "rnri, painted mask")]
 
@@ -353,18 +380,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="6 photos, 4 variants (under a minute)")
     parser.add_argument("--control", action="store_true", help="attention control against plain edits and masks")
     parser.add_argument("--sweep", action="store_true", help="attention control's settings, one at a time")
+    parser.add_argument("--robustness", action="store_true", help="initial guesses, last-step iterations")
     parser.add_argument("--ledits", action="store_true", help="add LEdits++ (diffusers) on the shapes DDIM teacher")
     parser.add_argument("--photos", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", default="tiny", help="an LCM pipeline (Hub id or folder); tiny: the shapes LCM")
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    parser.add_argument(
+        "--model",
+        default="tiny",
+        help="a pipeline (Hub id or folder); tiny: the shapes LCM; tiny-teacher: its DDIM teacher (own variants)",
+    )
+    parser.add_argument(
+        "--guidance", type=float, help="of the inversion and the edits (default: the backbone's edit guidance)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-out/shapes"))
     args = parser.parse_args(argv)
     variants, photos = (QUICK, 6) if args.quick else (VARIANTS, args.photos)
     if args.control or args.sweep:
         variants = CONTROL if args.control else control_sweep()
+    if args.robustness:
+        variants = ROBUSTNESS
     pipe = rnri.load_pipeline(args.model, device="cpu")
-    guidance = args.guidance
+    if not adapter.embeds_guidance(pipe) and not (args.control or args.sweep):
+        variants = TEACHER if not args.quick else TEACHER[:2]
+    guidance = rnri.backbone_of(pipe).guidance_scale if args.guidance is None else args.guidance
     start = time.perf_counter()
     photo_rows, edit_rows = run(pipe, variants, photos, args.seed, guidance)
     if args.ledits:

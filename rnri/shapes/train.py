@@ -50,6 +50,7 @@ class TrainConfig:
     teacher_steps: int = 4000
     teacher_batch: int = 32
     teacher_lr: float = 5e-4
+    snr_gamma: float = 5.0  # Min-SNR-gamma weighting of the teacher's loss (0: plain DDPM loss)
     uncond_rate: float = 0.1  # captions replaced by "" for classifier-free guidance
     teacher_ema: float = 0.999
     student_steps: int = 2000
@@ -226,6 +227,15 @@ def predict_x0(z_t: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torc
     return (z_t - (1 - abar).sqrt() * eps) / abar.sqrt()
 
 
+def min_snr_weight(abar: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weight for noise prediction (Hang et al. 2023): ``min(SNR, gamma) / SNR``, 1 where the
+    noise is high, less where it is low and the loss is easy; ``gamma=0`` weights every timestep alike."""
+    if gamma <= 0:
+        return torch.ones_like(abar)
+    snr = abar / (1 - abar)
+    return snr.clamp(max=gamma) / snr
+
+
 def train_teacher(workdir: Path, config: TrainConfig) -> None:
     """Text encoder and UNet, noise prediction (DDPM's simple loss), EMA weights saved to ``workdir/teacher``."""
     data = torch.load(workdir / "latents.pt", weights_only=True)
@@ -245,7 +255,7 @@ def train_teacher(workdir: Path, config: TrainConfig) -> None:
         t = torch.randint(0, len(abar_all), (len(ids),), generator=g)
         eps = torch.randn(z0.shape, generator=g)
         prediction = unet(add_noise(z0, eps, abar_all[t]), t, encoder_hidden_states=text(ids)[0]).sample
-        loss = (prediction - eps).pow(2).mean()
+        loss = (min_snr_weight(abar_all[t], config.snr_gamma) * (prediction - eps).pow(2).mean((1, 2, 3))).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -45,11 +45,14 @@ class NewtonConfig:
     derivative: str = "difference"  # slope of F along the fixed-point direction: "difference", (F(z + h p) -
     # F(z)) / h, one more forward and no backward (no activations kept), or "autograd", the exact grad F (one backward)
     difference_step: float = 0.1  # h, as a fraction of the fixed-point step p
-    last_iterations: int = 0  # experimental: iterations on the last step (0: same as iterations)
+    final_iterations: int = 0  # with noise correction, iterations on the last step (nearest the data), whose
+    # residual is all the reconstruction error left; 0: the same as iterations
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
             raise ValueError(f"rnri iterations must be at least 1, got {self.iterations}")
+        if self.final_iterations < 0:
+            raise ValueError(f"rnri final_iterations must be at least 0, got {self.final_iterations}")
         if not self.prior_weight >= 0.0:
             raise ValueError(f"prior_weight must be a number >= 0, got {self.prior_weight}")
         if not 0.0 < self.damping <= 1.0:
@@ -177,7 +180,8 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
     by_difference = config.derivative == "difference"
     best_z, best_eps = torch.full_like(z, float("nan")), torch.full_like(z, float("nan"))
     best_f, residuals = torch.tensor(float("inf"), device=z.device), []
-    iterations = config.last_iterations if problem.step.is_last and config.last_iterations else config.iterations
+    final = problem.noise_correction and problem.step.is_last and config.final_iterations
+    iterations = config.final_iterations if final else config.iterations
     for k in range(iterations + 1):
         last = k == iterations
         needs_grad = not (last or by_difference)
