@@ -33,7 +33,6 @@ from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from rnri import adapter
-
 from rnri.shapes.models import STUDENT_DIR, TEACHER_DIR
 
 DEFAULT_MODEL = "SimianLuo/LCM_Dreamshaper_v7"
@@ -66,7 +65,8 @@ def load_pipeline(
     *,
     lora: str | None = None,
 ) -> Any:
-    """A resident pipeline: a Hub id or local folder (fp16 on CUDA, fp32 elsewhere), ``"tiny"`` or a ``"tiny-*"``
+    """A resident pipeline: a Hub id or local folder (fp16 on CUDA, fp32 elsewhere), ``"tiny"`` (the shapes LCM
+    shipped in the package), ``"tiny-teacher"`` (its latent-diffusion teacher, DDIM) or a ``"tiny-*"`` random-weight
     architecture; ``lora``: an LCM-LoRA (Hub id or folder, safetensors) fused into it, with ``LCMScheduler``.
 
     Loaded once per (model, lora, device, dtype) and kept; later calls return the same object.
@@ -137,7 +137,7 @@ def _from_pretrained(model: str, dtype: torch.dtype) -> Any:
             f"could not load the model {model!r} ({_where(model)}): {type(error).__name__}: {error}\n"
             "Ways out: (1) run once with internet access so the weights are cached (HF_HOME, about 2 GB); "
             "(2) pass a local folder holding the model in diffusers layout with .safetensors weights; "
-            f"(3) use model={TINY!r} for the tiny model shipped with rnri (pictures of coloured shapes, no download)."
+            f"(3) use model={TINY!r} for a tiny demo model with random weights (no download, meaningless images)."
         ) from error
     try:
         adapter.check_pipeline(pipe)
@@ -184,6 +184,41 @@ TINY_TEXT: dict[str, Any] = {
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
 }
+
+
+SD_NOISE: dict[str, Any] = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}  # SD's
+
+
+def lcm_scheduler() -> LCMScheduler:
+    """The scheduler of LCM_Dreamshaper_v7 (Stable Diffusion's noise schedule)."""
+    return LCMScheduler(**SD_NOISE, clip_sample=False, set_alpha_to_one=True)
+
+
+def ddim_scheduler() -> DDIMScheduler:
+    """Stable Diffusion 1.5's noise schedule with DDIM, as ``DDIMScheduler.from_config`` of its own config makes it."""
+    return DDIMScheduler(**SD_NOISE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+def euler_ancestral_scheduler() -> EulerAncestralDiscreteScheduler:
+    """SDXL-Turbo's scheduler: Euler ancestral, trailing spacing."""
+    return EulerAncestralDiscreteScheduler(**SD_NOISE, timestep_spacing="trailing", steps_offset=1)
+
+
+def euler_scheduler() -> EulerDiscreteScheduler:
+    """SD-Turbo's scheduler: Euler, trailing spacing."""
+    return EulerDiscreteScheduler(**SD_NOISE, timestep_spacing="trailing", steps_offset=1)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A pipeline's architecture, to build with seeded random weights: config keyword arguments per component."""
+
+    pipeline: type  # LatentConsistencyModelPipeline, StableDiffusionPipeline or StableDiffusionXLPipeline
+    unet: dict[str, Any]  # UNet2DConditionModel
+    vae: dict[str, Any]  # AutoencoderKL
+    text_encoder: dict[str, Any]  # CLIPTextConfig of the (first) text encoder
+    scheduler: Callable[[], Any] = lcm_scheduler  # makes a fresh scheduler
+    text_encoder_2: dict[str, Any] | None = field(default=None)  # SDXL's second encoder (with projection)
 
 
 def tiny_pipeline() -> LatentConsistencyModelPipeline:

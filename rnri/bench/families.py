@@ -41,7 +41,7 @@ from rnri.loading import (
     euler_scheduler,
     frozen_on,
     lcm_scheduler,
-    tiny_pipeline,
+    random_tiny_pipeline,
 )
 
 SD15_UNET = {k: v for k, v in LCM_DREAMSHAPER_V7_UNET.items() if k != "time_cond_proj_dim"}  # 860M
@@ -145,7 +145,7 @@ def build(name: str, config: FamiliesConfig) -> Any:
     """The backbone's pipeline at the configured size, frozen, on the device in the dtype."""
     if config.size == "tiny":
         tiny = TINY_NAMES[name]
-        pipe = tiny_pipeline(config.seed) if tiny == "tiny" else build_random(RANDOM_MODELS[tiny], config.seed)
+        pipe = random_tiny_pipeline(config.seed) if tiny == "tiny" else build_random(RANDOM_MODELS[tiny], config.seed)
     else:
         pipe = build_random(REAL_SIZE[name], config.seed)
     return frozen_on(pipe, config.device, getattr(torch, config.dtype))

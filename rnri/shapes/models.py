@@ -23,7 +23,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from rnri.shapes.tokenizer import MAX_LENGTH
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent / "weights"
 STUDENT_DIR = MODELS_DIR / "lcm"  # LatentConsistencyModelPipeline: what --model tiny loads
 TEACHER_DIR = MODELS_DIR / "sd"  # StableDiffusionPipeline with DDIMScheduler
 DEFAULT_GUIDANCE = 8.5  # the student's default guidance scale (measured: docs/results.md)

@@ -47,13 +47,13 @@ class TrainConfig:
     decoder_steps: int = 2500  # decoder fine-tuning on the frozen encoder's means (small stars were blobs)
     decoder_lr: float = 5e-4
     scenes: int = 30000  # training scenes of the teacher and student (latents encoded once)
-    teacher_steps: int = 4000
+    teacher_steps: int = 5500
     teacher_batch: int = 32
     teacher_lr: float = 5e-4
     snr_gamma: float = 5.0  # Min-SNR-gamma weighting of the teacher's loss (0: plain DDPM loss)
     uncond_rate: float = 0.1  # captions replaced by "" for classifier-free guidance
     teacher_ema: float = 0.999
-    student_steps: int = 2000
+    student_steps: int = 1200
     student_batch: int = 32
     student_lr: float = 2e-4
     guidance_min: float = 1.0  # w of the teacher's guided step, x0_c + w (x0_c - x0_u): CFG scale w + 1
