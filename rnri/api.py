@@ -120,7 +120,7 @@ def invert(
     seed: int = 0,
     chain: str | None = None,
     strength: float = 1.0,
-    noise_correction: bool = False,
+    noise_correction: bool | None = None,
     resolution: int | None = None,
     callback: ProgressFn | None = None,
     **solver_options: Any,
@@ -131,7 +131,11 @@ def invert(
     native size) with the aspect ratio kept. latents: (1, 4, h, w), already scaled by the VAE scaling factor.
     num_inference_steps and guidance_scale default to the backbone's (``rnri.backbone_of(pipe)``: LCM 4 and 8.5,
     Stable Diffusion 50 and 1, Turbo 4 and 0). chain: one the scheduler runs (default: the stock pipeline's).
-    strength in (0, 1]: the fraction of the chain to invert (the last steps). ``solver_options`` go to the method.
+    strength in (0, 1]: the fraction of the chain to invert (the last steps). noise_correction: store the noises
+    that make every step but the last exact (ReNoise's correction); None, the default: on where the chain injects
+    noise (LCM, Euler ancestral), chosen on the ShapeEdit benchmark (docs/solver-choice.md). It gives up replay by
+    the stock pipeline from the seed (``Inversion.replayable``); ``rnri.regenerate`` replays it exactly.
+    ``solver_options`` go to the method.
     """
     config = make_config(method, solver_options)
     backbone = backbone_of(pipe)
@@ -139,6 +143,7 @@ def invert(
     guidance_scale = backbone.inversion_guidance_scale if guidance_scale is None else guidance_scale
     spec = adapter.chain_spec(pipe.scheduler, chain)
     _check_numbers(num_inference_steps, guidance_scale, strength)
+    noise_correction = spec.corrects_noise if noise_correction is None else noise_correction
     if noise_correction and not spec.corrects_noise:
         raise ValueError(f"noise_correction needs a chain that injects noise; {spec.name!r} here injects none")
     _check_prompt(pipe, prompt)

@@ -37,8 +37,10 @@ class NewtonConfig:
     prior_weight: float = 0.1  # lambda, weight of the prior term G
     norm: str = "l2"  # residual norm: "l2" (root mean square) or "l1" (mean absolute, the paper's)
     prior: str = "typical"  # G: "typical" = |NLL - E[NLL]| per element, "nll" = NLL per element (paper literal)
-    init: str = "auto"  # first iterate: "ddim" (one extra UNet call), "prior" (the prior's mean, free), or "auto":
-    # "prior" where the step injects a stored noise or is the last, "ddim" on deterministic (eta = 0) steps
+    init: str = "auto"  # first iterate: "ddim" (one extra UNet call), "prior" (the prior's mean, free), "chain" (from
+    # the step before's output and noise, free; the prior where none is known), "chain-ddim" (the DDIM guess where
+    # none is known), or "auto": "chain" where the step before's noise is known, "ddim" on deterministic (eta = 0)
+    # steps and on the z_T step under noise correction, "prior" elsewhere (docs/solver-choice.md, "Robustness")
     direction: str = "fixed-point"  # search direction: "fixed-point" (T(z) - z) or "gradient" (min-norm step)
     max_step: float = 4.0  # largest multiple of the fixed-point direction taken in one iteration
     damping: float = 1.0  # fraction of the Newton step taken
@@ -122,7 +124,10 @@ def initial_guess(problem: StepProblem, init: str) -> tuple[torch.Tensor, int]:
     """The first iterate and the UNet forwards it cost."""
     if init == "auto":
         deterministic = problem.noise is None and not problem.step.is_last
-        init = "ddim" if deterministic else "prior"
+        if problem.previous_noise is not None:
+            init = "chain"
+        else:
+            init = "ddim" if deterministic or (problem.noise_correction and not problem.step.is_last) else "prior"
     with torch.no_grad():
         if init == "ddim":
             return ddim_guess(problem), 1
