@@ -58,8 +58,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description="rnri real-time photo editor (Gradio)")
     p.add_argument(
-        "--model", default=env("RNRI_MODEL", rnri.DEFAULT_MODEL), help="Hub id, folder or 'tiny' (%(default)s)"
+        "--model",
+        default=env("RNRI_MODEL", rnri.DEFAULT_MODEL),
+        help="Hub id or folder of an LCM, Stable Diffusion (1.5, 2.x, XL) or Turbo model, or 'tiny' (%(default)s)",
     )
+    p.add_argument("--lora", default=env("RNRI_LORA"), help="an LCM-LoRA (Hub id or folder) fused into --model")
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", HOST), help="address to bind (%(default)s)")
     p.add_argument("--port", type=int, default=env("GRADIO_SERVER_PORT", "7860"), help="port (%(default)s)")
     p.add_argument("--offload", choices=ed.OFFLOAD_CHOICES, default=env("RNRI_OFFLOAD", "auto"), help="CPU offload")
@@ -270,9 +273,10 @@ def build_demo(handlers: Handlers, resident: ed.Resident) -> gr.Blocks:
     with gr.Blocks(title="rnri editor", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         gr.HTML(banner(resident), visible=resident.failure is not None)
         gr.Markdown(
-            f"# rnri: real-time photo editing\nInverts your photo on a Latent Consistency Model with Regularized "
-            f"Newton-Raphson Inversion, then regenerates it under the new prompt. Model: `{resident.model}` on "
-            f"`{resident.pipe.device}`. Change the target prompt or paint a mask and the edit updates at once."
+            f"# rnri: real-time photo editing\nInverts your photo with Regularized Newton-Raphson Inversion, then "
+            f"regenerates it under the new prompt. Model: `{resident.model}` ({rnri.backbone_of(resident.pipe).name} "
+            f"backbone) on `{resident.pipe.device}`. Change the target prompt or paint a mask and the edit updates at "
+            "once."
         )
         with gr.Row():
             with gr.Column(scale=2):
@@ -391,7 +395,7 @@ def build(args: argparse.Namespace) -> gr.Blocks:
     ed.configure_logging(args.log_level)
     ed.share_cpu_politely()  # before torch loads
     fast = ed.FastPath(channels_last=args.channels_last, cpu_offload=args.offload)
-    resident = ed.open_model(args.model, fast=fast, fallback=True)
+    resident = ed.open_model(args.model, fast=fast, fallback=True, lora=args.lora)
     return build_demo(Handlers(ed.Editor(resident.pipe, ed.InversionCache(capacity=16), resident.model)), resident)
 
 

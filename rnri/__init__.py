@@ -1,4 +1,5 @@
-"""rnri: real-time image inversion and editing on Latent Consistency Models (Regularized Newton-Raphson).
+"""rnri: real-time image inversion and editing on diffusion models (Regularized Newton-Raphson): LCM and LCM-LoRA,
+Stable Diffusion 1.5 / 2.x / SDXL with DDIM, SD-Turbo and SDXL-Turbo.
 
 The names below are imported on first use (PEP 562), so that ``import rnri`` (and ``rnri --help``) does not load
 torch and diffusers before anything needs them.
@@ -16,6 +17,8 @@ _WHERE = {  # public name -> the module that defines it
     "invert": "rnri.api",
     "regenerate": "rnri.api",
     "InversionError": "rnri.inversion",
+    "BACKBONES": "rnri.backbones",
+    "Backbone": "rnri.backbones",
     "DEFAULT_MODEL": "rnri.backbones",
     "backbone_of": "rnri.backbones",
     "default_guidance": "rnri.backbones",
@@ -30,8 +33,10 @@ _WHERE = {  # public name -> the module that defines it
     "saved_model": "rnri.serialize",
 }
 __all__ = [
+    "BACKBONES",
     "DEFAULT_MODEL",
     "METHODS",
+    "Backbone",
     "BlendConfig",
     "Inversion",
     "InversionError",
@@ -52,7 +57,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from rnri.api import Inversion, auto_mask, invert, regenerate
-    from rnri.backbones import DEFAULT_MODEL, backbone_of, default_guidance
+    from rnri.backbones import BACKBONES, DEFAULT_MODEL, Backbone, backbone_of, default_guidance
     from rnri.inversion import InversionError
     from rnri.loading import ModelLoadError, load_pipeline, tiny_pipeline
     from rnri.masks import BlendConfig

@@ -1,89 +1,187 @@
-"""Turning a stock diffusers LCM pipeline into the step maps and noise predictor of the math layer."""
+"""Turning a stock diffusers pipeline into the step maps and noise predictor of the math layer.
+
+Pipelines: ``LatentConsistencyModelPipeline``, ``StableDiffusionPipeline`` and ``StableDiffusionXLPipeline`` (as
+``from_pretrained`` or ``AutoPipelineForText2Image`` make them). The chain family follows from the scheduler
+(:data:`SCHEDULER_CHAINS`); guidance from the UNet: an LCM guidance embedding where the UNet takes one
+(``time_cond_proj_dim``), else classifier-free guidance with both branches in one batched call.
+"""
 
 from __future__ import annotations
 
 import warnings
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from diffusers import LatentConsistencyModelPipeline
+from diffusers import (
+    DDIMScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    LatentConsistencyModelPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
 from diffusers.schedulers import LCMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from rnri.chain import EpsFn, Step
+from rnri.chain import DDIMStep, EpsFn, EulerStep, LCMStep, Step
+from rnri.samplers.euler import ancestral_sigmas
+from rnri.samplers.vp import eps_from_v
+
+PIPELINES = (LatentConsistencyModelPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline)
+PREDICTION_TYPES = ("epsilon", "v_prediction")  # v is turned into eps before the chain sees it
 
 
-def lcm_steps(scheduler: LCMScheduler, num_inference_steps: int) -> list[Step]:
-    """The step maps of ``scheduler`` at ``num_inference_steps``, from a fresh copy (the original is untouched)."""
-    if not hasattr(scheduler, "get_scalings_for_boundary_condition_discrete"):
-        raise ValueError(f"rnri needs an LCMScheduler, the pipeline has {type(scheduler).__name__}")
+def check_pipeline(pipe: Any) -> None:
+    """``ValueError`` naming what rnri runs on unless ``pipe`` is one of :data:`PIPELINES` (or a subclass)."""
+    if not isinstance(pipe, PIPELINES):
+        names = ", ".join(p.__name__ for p in PIPELINES)
+        raise ValueError(f"rnri runs on {names} (or AutoPipelineForText2Image of those); got {type(pipe).__name__}")
+
+
+# --- chains: the step maps of each scheduler -----------------------------------------------------------------
+
+
+def _fresh(scheduler: Any, num_inference_steps: int) -> Any:
+    """A copy of ``scheduler`` set to ``num_inference_steps`` (the original is untouched), after checking it."""
     config = scheduler.config
-    if config.prediction_type != "epsilon" or config.thresholding or config.clip_sample:
-        raise ValueError("rnri supports LCMScheduler with prediction_type='epsilon' and no clipping or thresholding")
+    if config.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"rnri supports prediction_type {PREDICTION_TYPES}, the scheduler has {config.prediction_type!r}"
+        )
+    if config.get("thresholding") or config.get("clip_sample"):
+        raise ValueError("rnri supports schedulers without clipping or thresholding (clip_sample=False)")
     scheduler = type(scheduler).from_config(config)
     scheduler.set_timesteps(num_inference_steps)
-    timesteps = [int(t) for t in scheduler.timesteps]
+    return scheduler
+
+
+def _timesteps(scheduler: Any) -> list[int]:
+    """The schedule's timesteps as integers; ``ValueError`` where they are fractional."""
+    values = [float(t) for t in scheduler.timesteps]
+    if any(v != int(v) for v in values):
+        raise ValueError(
+            f"rnri needs integer timesteps; this schedule has {values} (use timestep_spacing='trailing' or 'leading')"
+        )
+    return [int(v) for v in values]
+
+
+def lcm_steps(scheduler: LCMScheduler, num_inference_steps: int) -> list[LCMStep]:
+    """The step maps of an ``LCMScheduler`` at ``num_inference_steps``."""
+    if not hasattr(scheduler, "get_scalings_for_boundary_condition_discrete"):
+        raise ValueError(f"rnri needs an LCMScheduler here, the pipeline has {type(scheduler).__name__}")
+    scheduler = _fresh(scheduler, num_inference_steps)
+    timesteps = _timesteps(scheduler)
     acp = scheduler.alphas_cumprod
     steps = []
     for i, t in enumerate(timesteps):
         is_last = i == len(timesteps) - 1
         c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(t)
         abar_next = 1.0 if is_last else float(acp[timesteps[i + 1]])
-        steps.append(Step(t, float(acp[t]), abar_next, float(c_skip), float(c_out), is_last))
+        steps.append(LCMStep(t, float(acp[t]), abar_next, float(c_skip), float(c_out), is_last))
     return steps
 
 
-_PROMPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # text encoder -> {prompt: embeddings}
-PROMPT_CACHE_SIZE = 32  # prompts kept per text encoder
+def ddim_steps(scheduler: DDIMScheduler, num_inference_steps: int) -> list[DDIMStep]:
+    """The deterministic (eta = 0) steps of a ``DDIMScheduler``, with its own ``abar_prev`` rule."""
+    scheduler = _fresh(scheduler, num_inference_steps)
+    timesteps = _timesteps(scheduler)
+    acp, stride = scheduler.alphas_cumprod, scheduler.config.num_train_timesteps // num_inference_steps
+    steps = []
+    for i, t in enumerate(timesteps):
+        prev = t - stride  # DDIMScheduler.step's "previous timestep"
+        abar_prev = float(acp[prev]) if prev >= 0 else float(scheduler.final_alpha_cumprod)
+        steps.append(DDIMStep(t, float(acp[t]), abar_prev, i == len(timesteps) - 1))
+    return steps
 
 
-def encode_prompt(pipe: LatentConsistencyModelPipeline, prompt: str) -> torch.Tensor:
-    """Text embeddings (1, L, E) of ``prompt``, cached per text encoder (least recently used dropped)."""
-    cache = _PROMPT_CACHE.setdefault(pipe.text_encoder, OrderedDict())
-    if prompt in cache:
-        cache.move_to_end(prompt)
-        return cache[prompt]
-    with torch.no_grad():
-        embeds, _ = pipe.encode_prompt(prompt, pipe._execution_device, 1, False)
-    cache[prompt] = embeds
-    while len(cache) > PROMPT_CACHE_SIZE:
-        cache.popitem(last=False)
-    return embeds
+def _sigma_steps(scheduler: Any, n: int, sigma_up: Callable[[float, float], float]) -> list[EulerStep]:
+    """The steps of an Euler-family scheduler on its own sigmas; ``sigma_up(sigma, sigma_next)`` is the noise."""
+    scheduler = _fresh(scheduler, n)
+    timesteps, sigmas = _timesteps(scheduler), [float(s) for s in scheduler.sigmas]
+    if sigmas[-1] != 0.0:
+        raise ValueError("rnri needs an Euler schedule that ends at sigma 0 (final_sigmas_type='zero')")
+    return [
+        EulerStep(t, sigmas[i], sigmas[i + 1], sigma_up(sigmas[i], sigmas[i + 1]), i == len(timesteps) - 1)
+        for i, t in enumerate(timesteps)
+    ]
 
 
-def prompt_overflow(pipe: LatentConsistencyModelPipeline, prompt: str) -> int:
-    """How many of ``prompt``'s tokens the text encoder cannot take (0 when it fits)."""
-    tokens = pipe.tokenizer(prompt, truncation=False).input_ids
-    return max(0, len(tokens) - pipe.tokenizer.model_max_length)
+def euler_steps(scheduler: EulerDiscreteScheduler, num_inference_steps: int) -> list[EulerStep]:
+    """The steps of an ``EulerDiscreteScheduler`` (no noise injected: ``sigma_up = 0``)."""
+    return _sigma_steps(scheduler, num_inference_steps, lambda sigma, sigma_next: 0.0)
 
 
-def guidance_embedding(pipe: LatentConsistencyModelPipeline, guidance_scale: float) -> torch.Tensor:
-    """LCM's guidance embedding ``w_emb`` (1, time_cond_proj_dim), exactly as the stock pipeline makes it."""
-    w = torch.tensor(guidance_scale - 1.0).repeat(1)
-    w_emb = pipe.get_guidance_scale_embedding(w, embedding_dim=pipe.unet.config.time_cond_proj_dim)
-    return w_emb.to(device=pipe._execution_device, dtype=pipe.unet.dtype)
+def euler_ancestral_steps(scheduler: EulerAncestralDiscreteScheduler, num_inference_steps: int) -> list[EulerStep]:
+    """The steps of an ``EulerAncestralDiscreteScheduler`` (eta = 1, as it draws)."""
+    return _sigma_steps(
+        scheduler, num_inference_steps, lambda sigma, sigma_next: ancestral_sigmas(sigma, sigma_next)[0]
+    )
 
 
-def unet_eps_fn(pipe: LatentConsistencyModelPipeline, prompt_embeds: torch.Tensor, w_emb: torch.Tensor) -> EpsFn:
-    """``eps(z, t)`` of the pipeline's UNet with prompt and guidance fixed; float32 in and out."""
-    unet = pipe.unet
+@dataclass(frozen=True)
+class ChainSpec:
+    """A chain that a scheduler can run, as rnri step maps."""
 
-    def eps_fn(z: torch.Tensor, t: int) -> torch.Tensor:
-        timestep = torch.tensor(t, device=z.device)
-        out = unet(
-            z.to(unet.dtype), timestep, timestep_cond=w_emb, encoder_hidden_states=prompt_embeds, return_dict=False
-        )[0]
-        return out.float()
-
-    return eps_fn
+    name: str  # the name ``rnri.invert(chain=...)`` takes and an ``Inversion`` records
+    make_steps: Callable[[Any, int], list[Step]]  # (scheduler, num_inference_steps) -> its step maps
+    stochastic: bool  # injects the stock scheduler's noise draws, stored with the inversion
+    corrects_noise: bool = True  # its steps inject noise that noise correction can re-solve
 
 
-def stock_noises(
-    pipe: LatentConsistencyModelPipeline, shape: tuple[int, ...], seed: int, num_inference_steps: int
-) -> list[torch.Tensor]:
-    """The n_i a stock ``pipe(..., latents=..., generator=Generator().manual_seed(seed))`` call draws, in order."""
+# Per scheduler, the chains it runs; the first is the one the stock pipeline runs (and replays).
+SCHEDULER_CHAINS: dict[type, tuple[ChainSpec, ...]] = {
+    LCMScheduler: (ChainSpec("lcm", lcm_steps, True), ChainSpec("ddim", lcm_steps, False)),
+    DDIMScheduler: (ChainSpec("ddim", ddim_steps, False),),
+    EulerAncestralDiscreteScheduler: (
+        ChainSpec("euler-ancestral", euler_ancestral_steps, True),
+        ChainSpec("euler", euler_ancestral_steps, False),
+    ),
+    EulerDiscreteScheduler: (ChainSpec("euler", euler_steps, False, corrects_noise=False),),
+}
+CHAINS = tuple(dict.fromkeys(spec.name for specs in SCHEDULER_CHAINS.values() for spec in specs))
+
+
+def scheduler_chains(scheduler: Any) -> tuple[ChainSpec, ...]:
+    """The chains ``scheduler`` runs, the stock one first; ``ValueError`` naming the supported schedulers."""
+    specs = SCHEDULER_CHAINS.get(type(scheduler))
+    if specs is None:
+        names = ", ".join(s.__name__ for s in SCHEDULER_CHAINS)
+        raise ValueError(
+            f"rnri runs on {names}; this pipeline has {type(scheduler).__name__}. For Stable Diffusion set "
+            "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config) (LCMScheduler with an LCM-LoRA)"
+        )
+    return specs
+
+
+def chain_spec(scheduler: Any, chain: str | None) -> ChainSpec:
+    """The chain called ``chain`` of ``scheduler`` (None: the stock one); ``ValueError`` naming the ones it runs."""
+    specs = scheduler_chains(scheduler)
+    if chain is None:
+        return specs[0]
+    for spec in specs:
+        if spec.name == chain:
+            return spec
+    names = [s.name for s in specs]
+    raise ValueError(f"chain must be one of {names} with {type(scheduler).__name__}, got {chain!r}")
+
+
+def is_stock_chain(scheduler: Any, chain: str) -> bool:
+    """Whether the stock pipeline runs ``chain`` with this scheduler (and so can replay an inversion on it)."""
+    return scheduler_chains(scheduler)[0].name == chain
+
+
+def stock_noises(pipe: Any, shape: tuple[int, ...], seed: int, num_inference_steps: int) -> list[torch.Tensor]:
+    """The n_i a stock ``pipe(..., latents=..., generator=Generator().manual_seed(seed))`` call draws, in order.
+
+    LCM and Euler-ancestral schedulers both draw ``randn_tensor(shape, generator)`` once per step in the UNet's
+    dtype; the last step's draw (LCM: none; Euler ancestral: one scaled by ``sigma_up = 0``) is never used.
+    """
     generator = torch.Generator().manual_seed(seed)
     device, dtype = pipe._execution_device, pipe.unet.dtype
     return [
@@ -92,19 +190,195 @@ def stock_noises(
     ]
 
 
+def latents_scale(scheduler: Any, num_inference_steps: int) -> float:
+    """``z_T = scale * latents``, where ``latents`` is what a stock pipeline takes as ``latents=``.
+
+    The stock pipeline starts its scheduler at ``init_noise_sigma * latents`` and gives the UNet
+    ``scale_model_input`` of that: 1 on LCM and DDIM schedules, ``sigma_max / sqrt(1 + sigma_0^2)`` (or 1) on Euler's.
+    """
+    scheduler = _fresh(scheduler, num_inference_steps)
+    start = torch.tensor(1.0) * scheduler.init_noise_sigma
+    return float(scheduler.scale_model_input(start, scheduler.timesteps[0]))
+
+
+# --- prompts and guidance --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptEmbeddings:
+    """A prompt encoded by the pipeline's text encoder(s); the negative ones are the empty prompt's."""
+
+    text: torch.Tensor  # encoder hidden states (1, L, E)
+    negative: torch.Tensor | None = None  # (1, L, E), under classifier-free guidance
+    pooled: torch.Tensor | None = None  # (1, P), SDXL's pooled embedding of its second text encoder
+    negative_pooled: torch.Tensor | None = None
+
+
+_PROMPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # text encoder -> {(prompt, cfg): embeddings}
+PROMPT_CACHE_SIZE = 32  # prompts kept per text encoder
+
+
+def prompt_embeddings(pipe: Any, prompt: str, negative: bool = False) -> PromptEmbeddings:
+    """``prompt`` (and with ``negative``, the empty prompt) through the pipeline's own ``encode_prompt``, cached per
+    text encoder (least recently used dropped)."""
+    cache = _PROMPT_CACHE.setdefault(pipe.text_encoder, OrderedDict())
+    key = (prompt, negative)
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    options = {"device": pipe._execution_device, "num_images_per_prompt": 1, "do_classifier_free_guidance": negative}
+    with torch.no_grad():
+        encoded = pipe.encode_prompt(prompt, **options)  # SD and LCM: 2 tensors; SDXL: 4, the pooled ones added
+    cache[key] = PromptEmbeddings(*encoded)  # the negatives are None without guidance
+    while len(cache) > PROMPT_CACHE_SIZE:
+        cache.popitem(last=False)
+    return cache[key]
+
+
+def encode_prompt(pipe: Any, prompt: str) -> torch.Tensor:
+    """Text embeddings (1, L, E) of ``prompt``, cached per text encoder."""
+    return prompt_embeddings(pipe, prompt).text
+
+
+def prompt_overflow(pipe: Any, prompt: str) -> int:
+    """How many of ``prompt``'s tokens the text encoder cannot take (0 when it fits)."""
+    tokens = pipe.tokenizer(prompt, truncation=False).input_ids
+    return max(0, len(tokens) - pipe.tokenizer.model_max_length)
+
+
+def guidance_embedding(pipe: Any, guidance_scale: float) -> torch.Tensor:
+    """LCM's guidance embedding ``w_emb`` (1, time_cond_proj_dim), exactly as the stock pipeline makes it."""
+    w = torch.tensor(guidance_scale - 1.0).repeat(1)
+    w_emb = pipe.get_guidance_scale_embedding(w, embedding_dim=pipe.unet.config.time_cond_proj_dim)
+    return w_emb.to(device=pipe._execution_device, dtype=pipe.unet.dtype)
+
+
+def embeds_guidance(pipe: Any) -> bool:
+    """Whether the UNet takes guidance as an embedding (an LCM); otherwise guidance is classifier-free."""
+    return pipe.unet.config.time_cond_proj_dim is not None
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything the UNet sees besides z and t; the batch is [unconditional, conditional] under CFG."""
+
+    text: torch.Tensor  # encoder hidden states (B, L, E)
+    added: dict[str, torch.Tensor] | None = None  # SDXL: {"text_embeds": (B, P), "time_ids": (B, 6)}
+    timestep_cond: torch.Tensor | None = None  # LCM's guidance embedding (1, D)
+    cfg_scale: float | None = None  # w of classifier-free guidance (B = 2), None without it (B = 1)
+
+
+def sdxl_time_ids(pipe: Any, latent_size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """SDXL's micro-conditioning (1, 6): original size, crop corner (0, 0), target size, all the image's size."""
+    height, width = (side * pipe.vae_scale_factor for side in latent_size)
+    return torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype, device=pipe._execution_device)
+
+
+def conditioning(pipe: Any, prompt: str, guidance_scale: float, latent_size: tuple[int, int]) -> Conditioning:
+    """The UNet's conditioning for ``prompt`` at ``guidance_scale``, for latents of ``latent_size = (h, w)``.
+
+    As the stock pipelines: an LCM's guidance goes in its embedding; otherwise classifier-free guidance is on when
+    ``guidance_scale > 1``, against the empty prompt (zeros on SDXL, whose config forces them).
+    """
+    if embeds_guidance(pipe):
+        return Conditioning(encode_prompt(pipe, prompt), timestep_cond=guidance_embedding(pipe, guidance_scale))
+    cfg = guidance_scale > 1.0
+    e = prompt_embeddings(pipe, prompt, negative=cfg)
+    text = torch.cat([e.negative, e.text]) if cfg else e.text
+    added = None
+    if e.pooled is not None:
+        pooled = torch.cat([e.negative_pooled, e.pooled]) if cfg else e.pooled
+        time_ids = sdxl_time_ids(pipe, latent_size, text.dtype).repeat(len(pooled), 1)
+        added = {"text_embeds": pooled, "time_ids": time_ids}
+    return Conditioning(text, added, None, guidance_scale if cfg else None)
+
+
+def unet_eps(pipe: Any, cond: Conditioning) -> EpsFn:
+    """``eps(z, t)`` of the pipeline's UNet under ``cond``; float32 in and out.
+
+    Classifier-free guidance (Ho & Salimans 2022): ``eps = eps_u + w (eps_c - eps_u)``, both branches in one batch.
+    A v-prediction UNet's output is turned into eps, so every chain sees eps.
+    """
+    unet, to_eps = pipe.unet, _to_eps(pipe.scheduler)
+
+    def eps_fn(z: torch.Tensor, t: int) -> torch.Tensor:
+        batch = torch.cat([z, z]) if cond.cfg_scale is not None else z
+        out = unet(
+            batch.to(unet.dtype),
+            torch.tensor(t, device=z.device),
+            encoder_hidden_states=cond.text,
+            timestep_cond=cond.timestep_cond,
+            added_cond_kwargs=cond.added,
+            return_dict=False,
+        )[0].float()
+        if cond.cfg_scale is not None:
+            eps_u, eps_c = out.chunk(2)
+            out = eps_u + cond.cfg_scale * (eps_c - eps_u)
+        return to_eps(out, z, t)
+
+    return eps_fn
+
+
+def _to_eps(scheduler: Any) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+    """The map from the UNet's output to eps: the identity, or ``eps = sqrt(abar_t) v + sqrt(1 - abar_t) z``."""
+    if scheduler.config.prediction_type != "v_prediction":
+        return lambda out, z, t: out
+    acp = scheduler.alphas_cumprod
+    return lambda v, z, t: eps_from_v(v, z, float(acp[t]))
+
+
+def prompt_eps_fn(pipe: Any, prompt: str, guidance_scale: float, latent_size: tuple[int, int]) -> EpsFn:
+    """``eps(z, t)`` under ``prompt`` at ``guidance_scale`` for latents of ``latent_size = (h, w)``."""
+    return unet_eps(pipe, conditioning(pipe, prompt, guidance_scale, latent_size))
+
+
+def unet_eps_fn(pipe: Any, prompt_embeds: torch.Tensor, w_emb: torch.Tensor | None) -> EpsFn:
+    """``eps(z, t)`` with prompt embeddings (1, L, E) and an LCM guidance embedding fixed; float32 in and out."""
+    return unet_eps(pipe, Conditioning(prompt_embeds, timestep_cond=w_emb))
+
+
+# --- images ------------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _vae_precision(pipe: Any) -> Iterator[torch.dtype]:
+    """An SDXL pipeline's VAE in float32 meanwhile where it is fp16 and its config asks for upcasting, as the stock
+    SDXL pipeline does (SDXL's VAE overflows in fp16; SD 1.5's does not, and its pipelines never upcast)."""
+    vae = pipe.vae
+    upcast = isinstance(pipe, StableDiffusionXLPipeline) and vae.dtype == torch.float16 and vae.config.force_upcast
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        yield vae.dtype
+    finally:
+        if upcast:
+            vae.to(torch.float16)
+
+
 @torch.no_grad()
-def encode_image(pipe: LatentConsistencyModelPipeline, image: Image.Image) -> torch.Tensor:
+def encode_image(pipe: Any, image: Image.Image) -> torch.Tensor:
     """Deterministic latents (1, 4, H/8, W/8) of an RGB image: the posterior mean times the VAE scaling factor."""
-    pixels = pipe.image_processor.preprocess(image).to(device=pipe._execution_device, dtype=pipe.vae.dtype)
-    return (pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor).float()
+    with _vae_precision(pipe) as dtype:
+        pixels = pipe.image_processor.preprocess(image).to(device=pipe._execution_device, dtype=dtype)
+        latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+    return latents.float().contiguous()  # conv outputs can come channels-last; a saved inversion loads contiguous
 
 
 @torch.no_grad()
-def decode_latents(pipe: LatentConsistencyModelPipeline, latents: torch.Tensor) -> Image.Image:
+def decode_latents(pipe: Any, latents: torch.Tensor) -> Image.Image:
     """The RGB image of clean latents (1, 4, h, w); runs the pipeline's safety checker when it has one."""
-    pixels = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
-    pixels, nsfw = pipe.run_safety_checker(pixels, pipe._execution_device, pipe.unet.dtype)
+    with _vae_precision(pipe) as dtype:
+        pixels = pipe.vae.decode(latents.to(dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    nsfw = None
+    if getattr(pipe, "run_safety_checker", None) is not None:  # SD and LCM pipelines; SDXL has none
+        pixels, nsfw = pipe.run_safety_checker(pixels, pipe._execution_device, pipe.unet.dtype)
     if nsfw is not None and any(nsfw):
         warnings.warn("the safety checker flagged this image; it was replaced by a black image", stacklevel=3)
     do_denormalize = [not flag for flag in nsfw] if nsfw is not None else None
     return pipe.image_processor.postprocess(pixels, output_type="pil", do_denormalize=do_denormalize)[0]
+
+
+def native_resolution(pipe: Any) -> int:
+    """The long side, in pixels, of the images the UNet was built for."""
+    size = pipe.unet.config.sample_size
+    return (size if isinstance(size, int) else max(size)) * pipe.vae_scale_factor

@@ -7,7 +7,10 @@ Data ``x0 ~ sum_k pi_k N(mu_k, Q_k diag(v_k) Q_k^T)``. With ``z_t = sqrt(abar) x
 
 with ``w_k`` the posterior responsibilities (a softmax). Three families whose Jacobians differ in structure:
 ``isotropic`` (``v_k`` constant per component), ``diagonal`` (``v_k`` varies per dimension) and ``subspace``
-(data near a random low-dimensional subspace: ``Q_k`` dense, strongly anisotropic). The prompt embedding shifts
+(data near a random low-dimensional subspace: ``Q_k`` dense, strongly anisotropic), and ``narrow`` (16 isotropic
+components whose standard deviations span two orders of magnitude, 0.01 to 1: a strong denoiser at high noise snaps
+many latents onto one mode, so the inverse steps are ill-conditioned and a poor first guess lands in the wrong
+basin). The prompt embedding shifts
 the mixture weights through a fixed random projection, so prompts matter as they do for a real UNet.
 """
 
@@ -20,7 +23,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-FAMILIES = ("isotropic", "diagonal", "subspace")
+FAMILIES = ("isotropic", "diagonal", "subspace", "narrow")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class MixtureConfig:
 
     family: str = "diagonal"  # one of FAMILIES
     shape: tuple[int, int, int] = (4, 8, 8)  # latent (C, H, W)
-    components: int = 4  # mixture components K
+    components: int = 0  # mixture components K; 0: the family's default (4, or 16 narrow ones)
     rank: int = 8  # subspace family: dimension of each component's subspace
     seed: int = 0  # generates means, variances, bases and the prompt projection
     cross_attention_dim: int = 32  # width of the prompt embeddings it accepts
@@ -50,9 +53,9 @@ class GaussianMixtureUNet(nn.Module):
         if config.family not in FAMILIES:
             raise ValueError(f"unknown family {config.family!r}; choose one of {FAMILIES}")
         g = torch.Generator().manual_seed(config.seed)
-        dim, k = math.prod(config.shape), config.components
+        dim, k = math.prod(config.shape), config.components or (16 if config.family == "narrow" else 4)
         means = 0.8 * torch.randn(k, dim, generator=g, dtype=torch.float64)
-        variances, bases = self._covariances(config, dim, g)
+        variances, bases = self._covariances(config, dim, k, g)
         acp = torch.tensor(config.alphas_cumprod, dtype=torch.float64) if config.alphas_cumprod else None
         self.register_buffer("means", means)  # (K, D)
         self.register_buffer("variances", variances)  # (K, D) eigenvalues of each covariance
@@ -71,10 +74,13 @@ class GaussianMixtureUNet(nn.Module):
         self.dtype = torch.float32
 
     @staticmethod
-    def _covariances(config: MixtureConfig, dim: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        k = config.components
+    def _covariances(config: MixtureConfig, dim: int, k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if config.family == "isotropic":
             return (0.05 + 0.3 * torch.rand(k, 1, generator=g, dtype=torch.float64)).expand(
+                k, dim
+            ).clone(), torch.zeros(0)
+        if config.family == "narrow":  # isotropic components whose std spans two orders of magnitude, 0.01 to 1
+            return torch.exp(torch.empty(k, 1, dtype=torch.float64).uniform_(math.log(1e-4), 0.0, generator=g)).expand(
                 k, dim
             ).clone(), torch.zeros(0)
         if config.family == "diagonal":

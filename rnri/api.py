@@ -1,4 +1,8 @@
-"""The public API: ``invert`` a photo on a stock LCM pipeline, ``regenerate`` it under any prompt (DESIGN.md s5)."""
+"""The public API: ``invert`` a photo on a stock diffusers pipeline, ``regenerate`` it under any prompt (DESIGN.md s5).
+
+Pipelines: LCM (and LCM-LoRA), Stable Diffusion 1.5 / 2.x / SDXL with DDIM, SD-Turbo and SDXL-Turbo with Euler
+schedulers; defaults per backbone in ``rnri.backbones``.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import LatentConsistencyModelPipeline
 from PIL import Image
 
 from rnri import adapter
-from rnri.backbones import default_guidance
+from rnri.attention import AttentionControl
+from rnri.backbones import Backbone, backbone_of
 from rnri.chain import Step, sample
+from rnri.control import edit_chain
 from rnri.counting import count_unet_calls
+from rnri.directions import Directions
 from rnri.images import fit_size, mask_image, mask_tensor, to_rgb
 from rnri.inversion import ProgressFn, invert_chain
 from rnri.masks import (
@@ -27,25 +33,27 @@ from rnri.masks import (
     noise_difference,
     threshold_mask,
 )
-from rnri.settings import CHAINS
 from rnri.solvers import make_config
+
+CHAINS = adapter.CHAINS  # "lcm", "ddim", "euler-ancestral", "euler"; which a pipeline runs: its scheduler's
+Pipeline = Any  # a stock LatentConsistencyModelPipeline, StableDiffusionPipeline or StableDiffusionXLPipeline
 
 
 @dataclass
 class Inversion:
     """Everything regeneration needs, and what the inversion cost."""
 
-    latents: torch.Tensor  # z_T, the start latent, (1, 4, h, w), float32
+    latents: torch.Tensor  # z_T, the start latent as a stock pipeline takes it (latents=), (1, 4, h, w), float32
     noises: list[torch.Tensor | None]  # n_i per step; None where the step uses eps (deterministic) or is last
     timesteps: list[int]  # the inverted steps' timesteps, noisiest first
     num_inference_steps: int  # the schedule the timesteps come from (more than len(timesteps) when strength < 1)
     guidance_scale: float
     method: str
-    chain: str  # "lcm" or "ddim"
+    chain: str  # one of CHAINS: "lcm", "ddim", "euler-ancestral" or "euler"
     residuals: list[list[float]]  # per step (chain order), per iterate: ||S_i(z) - y|| / ||y||
     unet_forwards: int  # counted by hooks on the UNet
     unet_backwards: int
-    trajectory: list[torch.Tensor] = field(repr=False)  # [z_T, ..., clean latent], as found by the inversion
+    trajectory: list[torch.Tensor] = field(repr=False)  # the chain's latents [z_T, ..., clean], as the UNet sees them
     seed: int | None = None  # a stock pipeline call with this seed replays the chain; None when it cannot
     image_size: tuple[int, int] | None = None  # (width, height) of the input image; outputs are resized to it
     solver_options: dict[str, Any] = field(default_factory=dict)
@@ -58,7 +66,7 @@ class Inversion:
         return self.num_inference_steps - len(self.timesteps)
 
 
-def _check_prompt(pipe: LatentConsistencyModelPipeline, prompt: str) -> None:
+def _check_prompt(pipe: Pipeline, prompt: str) -> None:
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt must be a non-empty string")
     overflow = adapter.prompt_overflow(pipe, prompt)
@@ -69,7 +77,7 @@ def _check_prompt(pipe: LatentConsistencyModelPipeline, prompt: str) -> None:
 
 
 def _start_latents(
-    pipe, image: Image.Image | None, latents: torch.Tensor | None, resolution: int | None
+    pipe: Pipeline, image: Image.Image | None, latents: torch.Tensor | None, resolution: int
 ) -> tuple[torch.Tensor, Image.Image | None]:
     if (image is None) == (latents is None):
         raise ValueError("give exactly one of image= or latents=")
@@ -84,69 +92,80 @@ def _start_latents(
     if not isinstance(image, Image.Image):
         raise ValueError(f"image must be a PIL image, got {type(image).__name__}")
     rgb = to_rgb(image)
-    resolution = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     fitted = rgb.resize(fit_size(*rgb.size, resolution, pipe.vae_scale_factor), Image.Resampling.LANCZOS)
     return adapter.encode_image(pipe, fitted), rgb
 
 
-def invert(
-    pipe: LatentConsistencyModelPipeline,
-    prompt: str,
-    *,
-    image: Image.Image | None = None,
-    latents: torch.Tensor | None = None,
-    method: str = "rnri",
-    num_inference_steps: int = 4,
-    guidance_scale: float | None = None,
-    seed: int = 0,
-    chain: str = "lcm",
-    strength: float = 1.0,
-    noise_correction: bool = False,
-    resolution: int | None = None,
-    callback: ProgressFn | None = None,
-    **solver_options: Any,
-) -> Inversion:
-    """Find the start latent (and noises) from which ``pipe`` regenerates ``image`` (or ``latents``) under ``prompt``.
-
-    image: a PIL image of any size and mode, fitted to ``resolution`` (default: the model's native size) with the
-    aspect ratio kept. latents: (1, 4, h, w), already scaled by the VAE scaling factor. strength in (0, 1]: the
-    fraction of the chain to invert (the last steps). guidance_scale: None is the default of the pipeline's family
-    (``rnri.backbones``). ``solver_options`` go to the method's config.
-    """
-    config = make_config(method, solver_options)
-    guidance_scale = default_guidance(pipe) if guidance_scale is None else guidance_scale
-    if chain not in CHAINS:
-        raise ValueError(f"chain must be one of {CHAINS}, got {chain!r}")
+def _check_numbers(num_inference_steps: Any, guidance_scale: float, strength: float) -> None:
     if not (isinstance(num_inference_steps, int) and 1 <= num_inference_steps <= 50):
         raise ValueError(f"num_inference_steps must be an integer from 1 to 50, got {num_inference_steps!r}")
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
     if not math.isfinite(guidance_scale):
         raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
+
+
+def invert(
+    pipe: Pipeline,
+    prompt: str,
+    *,
+    image: Image.Image | None = None,
+    latents: torch.Tensor | None = None,
+    method: str = "rnri",
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    seed: int = 0,
+    chain: str | None = None,
+    strength: float = 1.0,
+    noise_correction: bool | None = None,
+    resolution: int | None = None,
+    callback: ProgressFn | None = None,
+    **solver_options: Any,
+) -> Inversion:
+    """Find the start latent (and noises) from which ``pipe`` regenerates ``image`` (or ``latents``) under ``prompt``.
+
+    image: a PIL image of any size and mode, fitted to ``resolution`` (default: the backbone's, else the model's
+    native size) with the aspect ratio kept. latents: (1, 4, h, w), already scaled by the VAE scaling factor.
+    num_inference_steps and guidance_scale default to the backbone's (``rnri.backbone_of(pipe)``: LCM 4 and 8.5,
+    Stable Diffusion 50 and 1, Turbo 4 and 0). chain: one the scheduler runs (default: the stock pipeline's).
+    strength in (0, 1]: the fraction of the chain to invert (the last steps). noise_correction: store the noises
+    that make every step but the last exact (ReNoise's correction); None, the default: on where the chain injects
+    noise (LCM, Euler ancestral), chosen on the ShapeEdit benchmark (docs/solver-choice.md). It gives up replay by
+    the stock pipeline from the seed (``Inversion.replayable``); ``rnri.regenerate`` replays it exactly.
+    ``solver_options`` go to the method.
+    """
+    config = make_config(method, solver_options)
+    backbone = backbone_of(pipe)
+    num_inference_steps = backbone.num_inference_steps if num_inference_steps is None else num_inference_steps
+    guidance_scale = backbone.inversion_guidance_scale if guidance_scale is None else guidance_scale
+    spec = adapter.chain_spec(pipe.scheduler, chain)
+    _check_numbers(num_inference_steps, guidance_scale, strength)
+    noise_correction = spec.corrects_noise if noise_correction is None else noise_correction
+    if noise_correction and not spec.corrects_noise:
+        raise ValueError(f"noise_correction needs a chain that injects noise; {spec.name!r} here injects none")
     _check_prompt(pipe, prompt)
-    z0, source_image = _start_latents(pipe, image, latents, resolution)
-    steps = adapter.lcm_steps(pipe.scheduler, num_inference_steps)
+    z0, source_image = _start_latents(pipe, image, latents, _resolution(pipe, backbone, resolution))
+    steps = spec.make_steps(pipe.scheduler, num_inference_steps)
     start = num_inference_steps - max(1, round(strength * num_inference_steps))
-    draws = adapter.stock_noises(pipe, tuple(z0.shape), seed, num_inference_steps) if chain == "lcm" else []
+    draws = adapter.stock_noises(pipe, tuple(z0.shape), seed, num_inference_steps) if spec.stochastic else []
     noises = [draws[i] if draws and not s.is_last else None for i, s in enumerate(steps)][start:]
-    eps_fn = adapter.unet_eps_fn(
-        pipe, adapter.encode_prompt(pipe, prompt), adapter.guidance_embedding(pipe, guidance_scale)
-    )
+    eps_fn = adapter.prompt_eps_fn(pipe, prompt, guidance_scale, tuple(z0.shape[-2:]))
     with count_unet_calls(pipe.unet) as calls:
         result = invert_chain(eps_fn, steps[start:], z0, noises, method, config, noise_correction, callback)
+    replayable = adapter.is_stock_chain(pipe.scheduler, spec.name) and not noise_correction and start == 0
     return Inversion(
-        latents=result.trajectory[0],
+        latents=result.trajectory[0] / _latents_scale(pipe, num_inference_steps, start),
         noises=result.noises,
         timesteps=[s.t for s in steps[start:]],
         num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
         method=method,
-        chain=chain,
+        chain=spec.name,
         residuals=result.residuals,
         unet_forwards=calls.forwards,
         unet_backwards=calls.backwards,
         trajectory=result.trajectory,
-        seed=seed if chain == "lcm" and not noise_correction and start == 0 else None,
+        seed=seed if replayable else None,
         image_size=source_image.size if source_image else None,
         solver_options=dict(solver_options),
         prompt=prompt,
@@ -154,8 +173,18 @@ def invert(
     )
 
 
-def _steps_of(pipe: LatentConsistencyModelPipeline, inv: Inversion) -> list[Step]:
-    steps = adapter.lcm_steps(pipe.scheduler, inv.num_inference_steps)[inv.start_step :]
+def _resolution(pipe: Pipeline, backbone: Backbone, resolution: int | None) -> int:
+    return resolution or backbone.resolution or adapter.native_resolution(pipe)
+
+
+def _latents_scale(pipe: Pipeline, num_inference_steps: int, start: int) -> float:
+    """``z_T / inv.latents``: the stock start scaling (Euler schedules) where the whole chain is inverted."""
+    return adapter.latents_scale(pipe.scheduler, num_inference_steps) if start == 0 else 1.0
+
+
+def _steps_of(pipe: Pipeline, inv: Inversion) -> list[Step]:
+    spec = adapter.chain_spec(pipe.scheduler, inv.chain)
+    steps = spec.make_steps(pipe.scheduler, inv.num_inference_steps)[inv.start_step :]
     if [s.t for s in steps] != inv.timesteps:
         raise ValueError(
             f"this pipeline's scheduler gives timesteps {[s.t for s in steps]}, "
@@ -164,9 +193,9 @@ def _steps_of(pipe: LatentConsistencyModelPipeline, inv: Inversion) -> list[Step
     return steps
 
 
-def _eps_fn(pipe: LatentConsistencyModelPipeline, inv: Inversion, prompt: str, guidance_scale: float | None):
-    w_emb = adapter.guidance_embedding(pipe, inv.guidance_scale if guidance_scale is None else guidance_scale)
-    return adapter.unet_eps_fn(pipe, adapter.encode_prompt(pipe, prompt), w_emb)
+def _eps_fn(pipe: Pipeline, inv: Inversion, prompt: str, guidance_scale: float | None):
+    guidance_scale = inv.guidance_scale if guidance_scale is None else guidance_scale
+    return adapter.prompt_eps_fn(pipe, prompt, guidance_scale, tuple(inv.latents.shape[-2:]))
 
 
 def _output_size(inv: Inversion, vae_scale_factor: int) -> tuple[int, int]:
@@ -192,7 +221,7 @@ def on_device(inv: Inversion, device: torch.device | str) -> Inversion:
 
 @torch.no_grad()
 def regenerate(
-    pipe: LatentConsistencyModelPipeline,
+    pipe: Pipeline,
     inv: Inversion,
     prompt: str,
     *,
@@ -200,29 +229,50 @@ def regenerate(
     guidance_scale: float | None = None,
     mask: Image.Image | np.ndarray | torch.Tensor | str | None = None,
     blend: BlendConfig | None = None,
+    control: AttentionControl | None = None,
+    directions: Directions | None = None,
 ) -> Image.Image | torch.Tensor:
     """Run the inverted chain under ``prompt``: the source prompt reconstructs, another one edits.
 
     mask: where the edit may act (white / 1 / opaque), as an image, array or tensor of the input's aspect ratio,
     or ``"auto"`` (:func:`auto_mask`); outside it the source chain is followed, and with ``blend.paste_back``
-    the original pixels are put back. Returns a PIL image at the input image's size, or with
-    ``output_type="latent"`` the clean latents (1, 4, h, w).
+    the original pixels are put back. control: reuse the source's attention (:mod:`rnri.attention`; the source
+    branch runs beside the edit in one batched UNet call). directions: several edits, or removals, at once
+    (:mod:`rnri.directions`). Returns a PIL image at the input image's size, or with ``output_type="latent"`` the
+    clean latents (1, 4, h, w).
     """
     if output_type not in ("pil", "latent"):
         raise ValueError(f"output_type must be 'pil' or 'latent', got {output_type!r}")
     _check_prompt(pipe, prompt)
+    if (control is not None or directions is not None) and not adapter.embeds_guidance(pipe):
+        raise ValueError(
+            "attention control and directions run on LCM pipelines with a guidance embedding for now; "
+            f"this pipeline is {type(pipe).__name__} with {type(pipe.scheduler).__name__}"
+        )
+    if control is not None and not inv.prompt:
+        raise ValueError("attention control needs the inversion's source prompt, which this inversion does not record")
+    for term in directions.terms if directions is not None else ():
+        _check_prompt(pipe, term.prompt)
     inv = on_device(inv, pipe._execution_device)
     steps = _steps_of(pipe, inv)
-    eps_fn = _eps_fn(pipe, inv, prompt, guidance_scale)
     size = _output_size(inv, pipe.vae_scale_factor)
-    paste_mask = None
-    if mask is None:
-        clean = sample(eps_fn, steps, inv.latents, inv.noises)[-1]
-    else:
+    paste_mask = blend_mask = None
+    if mask is not None:
         if isinstance(mask, str) and mask == "auto":
             mask = auto_mask(pipe, inv, prompt, guidance_scale=guidance_scale)
         soft_mask, paste_mask = blend_masks(fit_mask(mask_tensor(mask), size), blend or BlendConfig())
         blend_mask = latent_mask(soft_mask, tuple(inv.latents.shape[-2:])).to(inv.latents.device)
+    if control is not None or directions is not None:
+        w_emb = adapter.guidance_embedding(pipe, inv.guidance_scale if guidance_scale is None else guidance_scale)
+        chain = edit_chain(
+            pipe, steps, inv.trajectory, inv.noises, (inv.prompt, prompt), w_emb, control, directions, blend_mask
+        )
+        clean = chain[-1]
+    elif blend_mask is None:
+        z_T = inv.latents * _latents_scale(pipe, inv.num_inference_steps, inv.start_step)
+        clean = sample(_eps_fn(pipe, inv, prompt, guidance_scale), steps, z_T, inv.noises)[-1]
+    else:
+        eps_fn = _eps_fn(pipe, inv, prompt, guidance_scale)
         clean = blended_sample(eps_fn, steps, inv.trajectory, inv.noises, blend_mask)[-1]
     if output_type == "latent":
         return clean
@@ -236,7 +286,7 @@ def regenerate(
 
 @torch.no_grad()
 def auto_mask(
-    pipe: LatentConsistencyModelPipeline,
+    pipe: Pipeline,
     inv: Inversion,
     target_prompt: str,
     *,

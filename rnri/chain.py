@@ -1,80 +1,56 @@
-"""Sampling as a chain of step maps (DESIGN.md section 1).
+"""Sampling as a chain of step maps (DESIGN.md section 1), whatever the sampler.
 
-Notation, as in the LCM paper and diffusers' ``LCMScheduler``:
-    z_t         latent at timestep t, shape (B, C, H, W)
-    abar_t      ``alphas_cumprod[t]``
-    eps(z, t)   the UNet's noise prediction with the prompt and guidance embedding fixed
-    x0          predicted clean latent, ``(z - sqrt(1 - abar_t) eps) / sqrt(abar_t)``
-    d           LCM's boundary-conditioned output, ``c_out x0 + c_skip z``
-    n_i         the noise injected after step i (stochastic chain) or ``eps(z_i, t_i)`` (deterministic chain)
+The chain is ``z_{i+1} = S_i(z_i)``; the last map returns the clean latent. Each step is a frozen dataclass of one
+chain family (``rnri.samplers.lcm``, ``ddim``, ``euler``), and the functions below apply that family's math to it,
+so that the solvers, priors and masks never know which family they work on.
 
-The chain is ``z_{i+1} = S_i(z_i)``; the last map returns ``d`` itself.
+Notation:
+    z_t         the chain's latent at timestep t, the UNet's input, shape (B, C, H, W)
+    eps(z, t)   the UNet's noise prediction with the prompt and guidance fixed
+    n_i         the noise injected after step i, or None for the step's deterministic form
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 
+from rnri.samplers import ddim, euler, lcm
+from rnri.samplers.ddim import DDIMStep
+from rnri.samplers.euler import EulerStep
+from rnri.samplers.lcm import LCMStep, denoise, predict_x0
+
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]  # (z_t (B, C, H, W), t) -> eps (B, C, H, W)
+Step = LCMStep | DDIMStep | EulerStep  # one step map of any chain family
+
+FAMILIES: dict[type, ModuleType] = {LCMStep: lcm, DDIMStep: ddim, EulerStep: euler}  # step type -> its module
 
 
-@dataclass(frozen=True)
-class Step:
-    """Coefficients of one step map ``S_i`` of an LCM chain."""
-
-    t: int  # timestep the UNet is evaluated at
-    abar_t: float  # alphas_cumprod[t]
-    abar_next: float  # alphas_cumprod of the next timestep; 1.0 on the last step (its output is clean)
-    c_skip: float  # LCM boundary-condition scaling of z
-    c_out: float  # LCM boundary-condition scaling of x0
-    is_last: bool  # the last map returns d and injects no noise
-
-    @property
-    def prior_var(self) -> float:
-        """Variance of the forward-process prior q(z_t | z_next): ``1 - abar_t / abar_next``."""
-        return 1.0 - self.abar_t / self.abar_next
-
-
-def predict_x0(z_t: torch.Tensor, eps: torch.Tensor, step: Step) -> torch.Tensor:
-    """``x0 = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)`` (DDPM Eq. 15)."""
-    return (z_t - math.sqrt(1.0 - step.abar_t) * eps) / math.sqrt(step.abar_t)
-
-
-def denoise(z_t: torch.Tensor, eps: torch.Tensor, step: Step) -> torch.Tensor:
-    """LCM's consistency output ``d = c_out x0 + c_skip z_t``."""
-    return step.c_out * predict_x0(z_t, eps, step) + step.c_skip * z_t
+def family(step: Step) -> ModuleType:
+    """The module of pure functions that ``step`` belongs to."""
+    return FAMILIES[type(step)]
 
 
 def step_map(z_t: torch.Tensor, eps: torch.Tensor, step: Step, noise: torch.Tensor | None) -> torch.Tensor:
-    """``S_i(z) = sqrt(abar_next) d + sqrt(1 - abar_next) n_i``; ``noise=None`` takes ``n_i = eps`` (DDIM, eta=0)."""
-    d = denoise(z_t, eps, step)
-    if step.is_last:
-        return d
-    n_i = eps if noise is None else noise
-    return math.sqrt(step.abar_next) * d + math.sqrt(1.0 - step.abar_next) * n_i
+    """``S_i(z_t)`` given ``eps(z_t, t)`` and the stored noise n_i (None: the deterministic form)."""
+    return family(step).step_map(z_t, eps, step, noise)
 
 
 def solve_frozen(y: torch.Tensor, eps: torch.Tensor, step: Step, noise: torch.Tensor | None) -> torch.Tensor:
-    """The z with ``S_i(z) = y`` when eps (and, for the deterministic chain, n_i) is held fixed.
+    """The z with ``S_i(z) = y`` when eps (and n_i) is held fixed."""
+    return family(step).solve_frozen(y, eps, step, noise)
 
-    With eps frozen the step map is affine in z: ``S = sqrt(abar_next) (a z - b eps) + sqrt(1 - abar_next) n``,
-    with ``a = c_out / sqrt(abar_t) + c_skip`` and ``b = c_out sqrt(1 - abar_t) / sqrt(abar_t)``; solve for z.
-    """
-    d_target = y
-    if not step.is_last:
-        n_i = eps if noise is None else noise
-        d_target = (y - math.sqrt(1.0 - step.abar_next) * n_i) / math.sqrt(step.abar_next)
-    a = step.c_out / math.sqrt(step.abar_t) + step.c_skip
-    b = step.c_out * math.sqrt(1.0 - step.abar_t) / math.sqrt(step.abar_t)
-    return (d_target + b * eps) / a
+
+def correct_noise(y: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, step: Step) -> torch.Tensor:
+    """ReNoise-style noise correction: the n_i for which ``S_i(z) = y`` exactly."""
+    return family(step).correct_noise(y, z, eps, step)
 
 
 def sample(
-    eps_fn: EpsFn, steps: list[Step], z_T: torch.Tensor, noises: list[torch.Tensor] | None
+    eps_fn: EpsFn, steps: list[Step], z_T: torch.Tensor, noises: list[torch.Tensor | None] | None
 ) -> list[torch.Tensor]:
     """Run the chain from ``z_T``; returns every latent ``[z_0 = z_T, z_1, ..., z_n = clean]``.
 
@@ -99,6 +75,18 @@ class ChainInversion:
     backwards: int  # UNet backward passes, by the solvers' own tally
 
 
-def correct_noise(y: torch.Tensor, z: torch.Tensor, eps: torch.Tensor, step: Step) -> torch.Tensor:
-    """ReNoise-style noise correction: the n_i for which ``S_i(z) = y`` exactly."""
-    return (y - math.sqrt(step.abar_next) * denoise(z, eps, step)) / math.sqrt(1.0 - step.abar_next)
+__all__ = [
+    "ChainInversion",
+    "DDIMStep",
+    "EpsFn",
+    "EulerStep",
+    "LCMStep",
+    "Step",
+    "correct_noise",
+    "denoise",
+    "family",
+    "predict_x0",
+    "sample",
+    "solve_frozen",
+    "step_map",
+]

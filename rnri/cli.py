@@ -86,10 +86,10 @@ def build_parser(full: Collection[str] = COMMANDS) -> argparse.ArgumentParser:
     the others parse nothing but ``--help`` (README's documented flags are checked against the full parser)."""
     parser = argparse.ArgumentParser(
         prog="rnri",
-        description="Edit photos by describing them: invert a photo on a Latent Consistency Model with Regularized "
-        "Newton-Raphson Inversion, then regenerate it under a new prompt.",
+        description="Edit photos by describing them: invert a photo on a diffusion model (an LCM by default; Stable "
+        "Diffusion, SDXL, Turbo) with Regularized Newton-Raphson Inversion, then regenerate it under a new prompt.",
         epilog="Run 'rnri COMMAND --help' for a command's options. The model comes from --model, else $RNRI_MODEL, "
-        f"else {rnri.DEFAULT_MODEL}; 'tiny' is a built-in test model (no download, random weights).",
+        f"else {rnri.DEFAULT_MODEL}; 'tiny' is a built-in test model (no download).",
     )
     parser.add_argument("--version", action="version", version=f"rnri {rnri.__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -177,7 +177,13 @@ def _add_inversion_options(p: argparse.ArgumentParser) -> None:
     settings = ed.settings_of(rnri.InversionSettings)
     method = settings.pop("method")
     g.add_argument("--method", default=method.default, choices=sorted(rnri.METHODS), help=f"{method.option.help}")
-    add_defaults = {"guidance_scale": f"the model's: {ed.guidance_defaults()}", "resolution": "the model's"}
+    add_defaults = {
+        "num_inference_steps": f"the model's: {ed.steps_defaults()}",
+        "guidance_scale": f"the model's: {ed.guidance_defaults()}",
+        "chain": "the scheduler's own",
+        "noise_correction": "on where the chain injects noise",
+        "resolution": "the model's",
+    }
     ed.add_arguments(g, settings, add_defaults)
     options = "; ".join(f"{name}: {ed.describe_options(m.config_type)}" for name, m in rnri.METHODS.items())
     g.add_argument(
@@ -192,7 +198,13 @@ def _add_inversion_options(p: argparse.ArgumentParser) -> None:
 def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None) -> None:
     g = p.add_argument_group("model and speed")
     default_model = f"${MODEL_ENV}, else {rnri.DEFAULT_MODEL}"
-    g.add_argument("--model", help=model_help or f"Hub id, local folder or 'tiny' (default: {default_model})")
+    model_kinds = "an LCM, Stable Diffusion (1.5, 2.x, XL) or Turbo model"
+    g.add_argument(
+        "--model", help=model_help or f"Hub id or folder of {model_kinds}, or 'tiny' (default: {default_model})"
+    )
+    g.add_argument(
+        "--lora", metavar="LORA", help="an LCM-LoRA (Hub id or folder) fused into the model, with LCMScheduler"
+    )
     g.add_argument("--device", metavar="DEVICE", help="cuda, cuda:1, mps or cpu (default: the best available)")
     g.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow start, faster edits)")
     g.add_argument("--channels-last", action="store_true", help="channels-last weights (GPU convolutions)")
@@ -403,7 +415,7 @@ def model_name(model: str | None) -> str:
 def load_model(args: argparse.Namespace, model: str | None) -> ed.Resident:
     """The pipeline of ``model`` with the speed options of ``args`` applied; what was skipped, as notes."""
     fast = ed.FastPath(channels_last=args.channels_last, compile=args.compile, cpu_offload=args.offload)
-    resident = ed.open_model(model_name(model), device=args.device, fast=fast)
+    resident = ed.open_model(model_name(model), device=args.device, fast=fast, lora=args.lora)
     for note in resident.notes:
         print(f"rnri: note: {note}", file=sys.stderr)
     return resident
@@ -428,7 +440,7 @@ def read_options(config_type: type | None, items: list[str], owner: str) -> dict
 def edit_request(editor: ed.Editor, photo: ed.Photo, source: str, target: str, settings, mask: str | None):
     """One edit for the editor service: ``mask`` is None, ``"auto"`` or a mask image's path."""
     painted = None if mask in (None, "auto") else ed.painted_region([ed.load_layer(mask)], photo.image.size)
-    guidance = editor.guidance if settings.guidance_scale is None else settings.guidance_scale
+    guidance = editor.edit_guidance if settings.guidance_scale is None else settings.guidance_scale
     choices = ed.Choices(settings, guidance, ed.LocalEdit(auto=mask == "auto"))
     source, target = ed.clean_prompt(source, "source prompt"), ed.clean_prompt(target, "target prompt")
     return ed.EditRequest(photo, painted, source, target, choices)

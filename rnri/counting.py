@@ -16,8 +16,9 @@ from torch import nn
 class UNetCalls:
     """UNet passes seen by the hooks."""
 
-    forwards: int = 0
+    forwards: int = 0  # calls of the UNet's forward, whatever their batch
     backwards: int = 0  # backward passes through a UNet output (vector-Jacobian products)
+    items: int = 0  # forwards weighted by their batch size: a call on a batch of two counts 2 (forward-equivalents)
 
 
 def _output_tensor(output) -> torch.Tensor | None:
@@ -39,6 +40,7 @@ def count_unet_calls(unet: nn.Module) -> Iterator[UNetCalls]:
     def on_forward(module: nn.Module, args, output) -> None:
         calls.forwards += 1
         out = _output_tensor(output)
+        calls.items += 1 if out is None else out.shape[0]
         if out is not None and out.requires_grad:
             out.register_hook(on_backward)
 

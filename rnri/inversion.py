@@ -34,7 +34,8 @@ def invert_chain(
     forwards = backwards = 0
     for done, i in enumerate(reversed(range(len(steps))), start=1):
         step, y = steps[i], trajectory[0]
-        solution = solve(StepProblem(eps_fn, step, y, noises[i], z0), config)
+        previous = noises[i - 1] if i > 0 else None
+        solution = solve(StepProblem(eps_fn, step, y, noises[i], z0, previous, noise_correction), config)
         forwards, backwards = forwards + solution.forwards, backwards + solution.backwards
         if noise_correction and not step.is_last:
             eps = solution.eps

@@ -1,22 +1,47 @@
-"""Loading LCM pipelines: from the Hub or a folder (safetensors only), or a tiny seeded one built from configs."""
+"""Loading pipelines: from the Hub or a folder (safetensors only), optionally with an LCM-LoRA; the tiny shapes
+models shipped in the package (``"tiny"``: the LCM student, ``"tiny-teacher"``: the latent-diffusion teacher with
+DDIM, see ``rnri.shapes``); or small seeded random ones built from configs (the ``"tiny-*"`` architectures of
+:data:`RANDOM_MODELS`, for tests that need an architecture only and for cost benches).
+
+Any pipeline ``AutoPipelineForText2Image`` makes that rnri runs on is accepted (``rnri.adapter.PIPELINES``). Its
+scheduler decides the chain family; one rnri cannot invert (Stable Diffusion 1.5 and 2.x ship PNDM) is replaced
+by ``DDIMScheduler.from_config``, and ``lora=`` loads an LCM-LoRA and sets ``LCMScheduler``, as users do by hand.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoPipelineForText2Image,
+    DDIMScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    LatentConsistencyModelPipeline,
+    LCMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from tokenizers import pre_tokenizers
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from rnri import adapter
 from rnri.backbones import DEFAULT_MODEL  # defined where importing it loads nothing (rnri --help)
+from rnri.shapes.models import STUDENT_DIR, TEACHER_DIR
 
 TINY = "tiny"
+TINY_DIR = STUDENT_DIR  # the shapes LCM, shipped in the package
+TINY_TEACHER = "tiny-teacher"  # the shapes latent-diffusion teacher (StableDiffusionPipeline, DDIM)
 TOKENIZER_MAX_LENGTH = 77  # CLIP's context, as in Stable Diffusion
 
-_RESIDENT: dict[tuple[str, str, torch.dtype], LatentConsistencyModelPipeline] = {}
+_RESIDENT: dict[tuple[str, str | None, str, torch.dtype], Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -34,45 +59,91 @@ def default_device() -> torch.device:
 
 
 def load_pipeline(
-    model: str = DEFAULT_MODEL, device: str | torch.device | None = None, dtype: torch.dtype | None = None
-) -> LatentConsistencyModelPipeline:
-    """A resident LCM pipeline: a Hub id or local folder (fp16 on CUDA, fp32 elsewhere), or ``"tiny"``.
+    model: str = DEFAULT_MODEL,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    lora: str | None = None,
+) -> Any:
+    """A resident pipeline: a Hub id or local folder (fp16 on CUDA, fp32 elsewhere), ``"tiny"`` (the shapes LCM
+    shipped in the package), ``"tiny-teacher"`` (its latent-diffusion teacher, DDIM) or a ``"tiny-*"`` random-weight
+    architecture; ``lora``: an LCM-LoRA (Hub id or folder, safetensors) fused into it, with ``LCMScheduler``.
 
-    Loaded once per (model, device, dtype) and kept; later calls return the same object.
+    Loaded once per (model, lora, device, dtype) and kept; later calls return the same object.
     """
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-    key = (model, str(device), dtype)
+    key = (model, lora, str(device), dtype)
     with _LOCK:
         if key not in _RESIDENT:
-            pipe = tiny_pipeline() if model == TINY else _from_pretrained(model, dtype)
+            pipe = _build(model, dtype)
+            if lora is not None:
+                with_lcm_lora(pipe, lora)
             _RESIDENT[key] = frozen_on(pipe, device, dtype)
         return _RESIDENT[key]
 
 
-def frozen_on(
-    pipe: LatentConsistencyModelPipeline, device: torch.device | str, dtype: torch.dtype
-) -> LatentConsistencyModelPipeline:
+def _build(model: str, dtype: torch.dtype) -> Any:
+    if model in (TINY, TINY_TEACHER):
+        return _from_pretrained(str(TINY_DIR if model == TINY else TEACHER_DIR), dtype)
+    if model in RANDOM_MODELS:
+        return build_random(RANDOM_MODELS[model])
+    return _from_pretrained(model, dtype)
+
+
+def frozen_on(pipe: Any, device: torch.device | str, dtype: torch.dtype) -> Any:
     """``pipe`` with its weights frozen (the solvers need gradients in the latent only), no progress bars, on
     ``device`` in ``dtype``."""
-    pipe.unet.requires_grad_(False)
-    pipe.vae.requires_grad_(False)
-    pipe.text_encoder.requires_grad_(False)
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.requires_grad_(False)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device) if pipe.dtype == dtype else pipe.to(device=device, dtype=dtype)
 
 
-def _from_pretrained(model: str, dtype: torch.dtype) -> LatentConsistencyModelPipeline:
+def invertible_scheduler(pipe: Any) -> Any:
+    """``pipe`` with a scheduler rnri can invert: its own when supported, else DDIM on its noise schedule."""
+    if type(pipe.scheduler) not in adapter.SCHEDULER_CHAINS:
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
+    return pipe
+
+
+def with_lcm_lora(pipe: Any, lora: str) -> Any:
+    """``pipe`` with the LCM-LoRA ``lora`` (Hub id or folder, safetensors only) fused into its weights and
+    ``LCMScheduler`` on its noise schedule, the way the LCM-LoRA model cards load one."""
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     try:
-        return LatentConsistencyModelPipeline.from_pretrained(model, dtype=dtype, use_safetensors=True)
-    except Exception as error:  # hub, network, file and format errors all end here
-        where = "local folder" if Path(model).exists() else "Hugging Face Hub id"
+        pipe.load_lora_weights(lora, use_safetensors=True)
+    except Exception as error:  # hub, network, file, format and missing-peft errors all end here
         raise ModelLoadError(
-            f"could not load the model {model!r} ({where}): {type(error).__name__}: {error}\n"
+            f"could not load the LoRA {lora!r} ({_where(lora)}): {type(error).__name__}: {error}\n"
+            "A LoRA is loaded with peft (pip install peft) from .safetensors weights in diffusers layout."
+        ) from error
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers (and their cost) go
+    return pipe
+
+
+def _where(model: str) -> str:
+    return "local folder" if Path(model).exists() else "Hugging Face Hub id"
+
+
+def _from_pretrained(model: str, dtype: torch.dtype) -> Any:
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(model, dtype=dtype, use_safetensors=True)
+    except Exception as error:  # hub, network, file and format errors all end here
+        raise ModelLoadError(
+            f"could not load the model {model!r} ({_where(model)}): {type(error).__name__}: {error}\n"
             "Ways out: (1) run once with internet access so the weights are cached (HF_HOME, about 2 GB); "
             "(2) pass a local folder holding the model in diffusers layout with .safetensors weights; "
             f"(3) use model={TINY!r} for a tiny demo model with random weights (no download, meaningless images)."
         ) from error
+    try:
+        adapter.check_pipeline(pipe)
+    except ValueError as error:
+        raise ModelLoadError(f"the model {model!r} is not one rnri runs on: {error}") from error
+    return invertible_scheduler(pipe)
 
 
 def tiny_tokenizer() -> CLIPTokenizer:
@@ -115,8 +186,49 @@ TINY_TEXT: dict[str, Any] = {
 }
 
 
-def tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
-    """A tiny LCM pipeline (64x64 images, 8x8 latents) with seeded random weights: same code path, no download."""
+SD_NOISE: dict[str, Any] = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}  # SD's
+
+
+def lcm_scheduler() -> LCMScheduler:
+    """The scheduler of LCM_Dreamshaper_v7 (Stable Diffusion's noise schedule)."""
+    return LCMScheduler(**SD_NOISE, clip_sample=False, set_alpha_to_one=True)
+
+
+def ddim_scheduler() -> DDIMScheduler:
+    """Stable Diffusion 1.5's noise schedule with DDIM, as ``DDIMScheduler.from_config`` of its own config makes it."""
+    return DDIMScheduler(**SD_NOISE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+def euler_ancestral_scheduler() -> EulerAncestralDiscreteScheduler:
+    """SDXL-Turbo's scheduler: Euler ancestral, trailing spacing."""
+    return EulerAncestralDiscreteScheduler(**SD_NOISE, timestep_spacing="trailing", steps_offset=1)
+
+
+def euler_scheduler() -> EulerDiscreteScheduler:
+    """SD-Turbo's scheduler: Euler, trailing spacing."""
+    return EulerDiscreteScheduler(**SD_NOISE, timestep_spacing="trailing", steps_offset=1)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A pipeline's architecture, to build with seeded random weights: config keyword arguments per component."""
+
+    pipeline: type  # LatentConsistencyModelPipeline, StableDiffusionPipeline or StableDiffusionXLPipeline
+    unet: dict[str, Any]  # UNet2DConditionModel
+    vae: dict[str, Any]  # AutoencoderKL
+    text_encoder: dict[str, Any]  # CLIPTextConfig of the (first) text encoder
+    scheduler: Callable[[], Any] = lcm_scheduler  # makes a fresh scheduler
+    text_encoder_2: dict[str, Any] | None = field(default=None)  # SDXL's second encoder (with projection)
+
+
+def tiny_pipeline() -> LatentConsistencyModelPipeline:
+    """A fresh copy of the tiny model (``load_pipeline("tiny")`` keeps a resident one): the shapes LCM, fp32."""
+    return _from_pretrained(str(TINY_DIR), torch.float32)
+
+
+def random_tiny_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
+    """A tiny LCM pipeline (64x64 images, 8x8 latents) with seeded random weights, for tests that need an
+    architecture only: no files at all."""
     return random_pipeline(TINY_UNET, TINY_VAE, TINY_TEXT, seed)
 
 
@@ -125,31 +237,80 @@ def random_pipeline(
 ) -> LatentConsistencyModelPipeline:
     """An LCM pipeline of the given architectures (config keyword arguments) with seeded random weights and the
     byte-level tokenizer of :func:`tiny_tokenizer`; nothing is downloaded."""
+    return build_random(Architecture(LatentConsistencyModelPipeline, unet, vae, text_encoder), seed)
+
+
+def _text_config(tokenizer: CLIPTokenizer, options: dict[str, Any]) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=TOKENIZER_MAX_LENGTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **options,
+    )
+
+
+def build_random(architecture: Architecture, seed: int = 0) -> Any:
+    """A pipeline of ``architecture`` with seeded random weights and the byte-level tokenizer; nothing downloaded.
+
+    Components are drawn in the order UNet, VAE, text encoder(s), so an LCM pipeline's weights do not change as
+    architectures are added.
+    """
     tokenizer = tiny_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet_model = UNet2DConditionModel(**unet)
-        vae_model = AutoencoderKL(**vae)
-        text_model = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                max_position_embeddings=TOKENIZER_MAX_LENGTH,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                **text_encoder,
-            )
-        )
-    scheduler = LCMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True
+        components: dict[str, Any] = {
+            "unet": UNet2DConditionModel(**architecture.unet),
+            "vae": AutoencoderKL(**architecture.vae),
+            "text_encoder": CLIPTextModel(_text_config(tokenizer, architecture.text_encoder)),
+            "tokenizer": tokenizer,
+            "scheduler": architecture.scheduler(),
+        }
+        if architecture.text_encoder_2 is not None:  # SDXL: pooled embeddings and time ids from a second encoder
+            second = _text_config(tokenizer, architecture.text_encoder_2)
+            components |= {"text_encoder_2": CLIPTextModelWithProjection(second), "tokenizer_2": tokenizer}
+    if architecture.pipeline is StableDiffusionXLPipeline:
+        return StableDiffusionXLPipeline(**components, add_watermarker=False)
+    return architecture.pipeline(
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
-    return LatentConsistencyModelPipeline(
-        vae=vae_model,
-        text_encoder=text_model,
-        tokenizer=tokenizer,
-        unet=unet_model,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+
+
+TINY_SD_UNET: dict[str, Any] = {  # Stable Diffusion 1.5's layout, tiny: cross-attention at 1, 1/2 and 1/4
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": (8, 16, 16, 16),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": 2,
+    "norm_num_groups": 8,
+}
+TINY_SD2_UNET = TINY_SD_UNET | {"use_linear_projection": True}  # SD 2.x's (and SD-Turbo's) linear projections
+TINY_SDXL_UNET: dict[str, Any] = TINY_SD2_UNET | {  # SDXL's layout and added conditioning: pooled text, 6 time ids
+    "block_out_channels": (8, 16, 16),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": (1, 2, 4),
+    "transformer_layers_per_block": (1, 1, 2),
+    "cross_attention_dim": 64,  # the two text encoders' hidden states side by side
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 8,
+    "projection_class_embeddings_input_dim": 32 + 6 * 8,  # pooled projection + 6 time ids x 8
+}
+TINY_SDXL_TEXT_2 = TINY_TEXT | {"projection_dim": 32}
+
+# The offline stand-ins of each backbone's architecture, by the name ``load_pipeline`` takes (tests, demos).
+RANDOM_MODELS: dict[str, Architecture] = {
+    "tiny-sd": Architecture(StableDiffusionPipeline, TINY_SD_UNET, TINY_VAE, TINY_TEXT, ddim_scheduler),
+    "tiny-sdxl": Architecture(
+        StableDiffusionXLPipeline, TINY_SDXL_UNET, TINY_VAE, TINY_TEXT, ddim_scheduler, TINY_SDXL_TEXT_2
+    ),
+    "tiny-sd-turbo": Architecture(StableDiffusionPipeline, TINY_SD2_UNET, TINY_VAE, TINY_TEXT, euler_scheduler),
+    "tiny-sdxl-turbo": Architecture(
+        StableDiffusionXLPipeline, TINY_SDXL_UNET, TINY_VAE, TINY_TEXT, euler_ancestral_scheduler, TINY_SDXL_TEXT_2
+    ),
+}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from argparse import BooleanOptionalAction
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -126,8 +127,9 @@ def add_arguments(parser: Any, settings: dict[str, Setting], defaults: dict[str,
     for name, setting in settings.items():
         default = (defaults or {}).get(name, plain_default(setting.default))
         described = f"{setting.option.help[:1].lower()}{setting.option.help[1:].rstrip('.')} (default: {default})"
-        if setting.kind is bool:
-            parser.add_argument(setting.flag, dest=name, action="store_true", help=described)
+        if setting.kind is bool:  # an optional one also takes --no-FLAG, and None when neither is given
+            action = BooleanOptionalAction if setting.optional else "store_true"
+            parser.add_argument(setting.flag, dest=name, action=action, default=setting.default, help=described)
             continue
         parser.add_argument(
             setting.flag, dest=name, type=_argument_type(setting), default=setting.default, help=described,

@@ -1,25 +1,24 @@
-"""Gaussian priors that keep an inverted latent in distribution."""
+"""Gaussian priors that keep an inverted latent in distribution, for a step of any chain family."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from rnri.chain import Step
+from rnri.chain import Step, family
 
 
 def forward_prior(y: torch.Tensor, step: Step) -> tuple[torch.Tensor, float]:
-    """Mean and variance of ``q(z_t | z_next) = N(sqrt(abar_t / abar_next) y, (1 - abar_t / abar_next) I)``.
+    """Mean and variance of the forward process one step back, ``q(z_t | z_next = y)``.
 
-    On the last step ``abar_next = 1`` and y is the clean latent, so this is ``q(z_t | z_0)``.
+    Variance preserving: ``N(sqrt(abar_t / abar_next) y, (1 - abar_t / abar_next) I)``; on a step that ends on the
+    clean latent this is ``q(z_t | z_0)``. Each chain family writes it in its own terms.
     """
-    return math.sqrt(step.abar_t / step.abar_next) * y, step.prior_var
+    return family(step).prior(y, step)
 
 
 def clean_prior(z0: torch.Tensor, step: Step) -> tuple[torch.Tensor, float]:
     """``q(z_t | z_0) = N(sqrt(abar_t) z_0, (1 - abar_t) I)``, the prior of the official RNRI code."""
-    return math.sqrt(step.abar_t) * z0, 1.0 - step.abar_t
+    return family(step).clean_prior(z0, step)
 
 
 def gaussian_nll(z: torch.Tensor, mean: torch.Tensor, var: float) -> torch.Tensor:

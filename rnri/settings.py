@@ -9,27 +9,30 @@ from typing import Any
 
 from rnri.options import option, read
 
-CHAINS = ("lcm", "ddim")  # stochastic LCM chain with stored noises; deterministic chain with n_i = eps
-
 
 @dataclass(frozen=True)
 class InversionSettings:
-    """Everything besides the photo and the source prompt that changes an inversion."""
+    """Everything besides the photo and the source prompt that changes an inversion; None: the backbone's default
+    (``rnri.backbones``)."""
 
     method: str = option("rnri", "Inversion method", "How each step of the chain is inverted.")  # rnri.METHODS
-    num_inference_steps: int = option(
-        4, "Steps", "Sampling steps of the chain (LCM works in 1 to 8).", low=1, high=8, step=1, flag="--steps"
+    num_inference_steps: int | None = option(  # None: the backbone's (LCM 4, Stable Diffusion 50)
+        None, "Steps", "Sampling steps of the chain.", low=1, high=50, step=1, flag="--steps"
     )
-    guidance_scale: float | None = option(  # None: the backbone's default (rnri.backbones)
-        None, "Guidance scale", "How much the prompt steers the chain.", low=1, high=15, step=0.5, flag="--guidance"
+    guidance_scale: float | None = option(  # None: the backbone's inversion guidance
+        None, "Guidance scale", "How much the prompt steers the chain.", low=0, high=15, step=0.5, flag="--guidance"
     )
     seed: int = option(0, "Seed", "Seed of the fixed per-step noises.", low=0, high=2**31 - 1, step=1)
     strength: float = option(
         1.0, "Edit strength", "Fraction of the chain inverted: less keeps more structure.", low=0.05, high=1, step=0.05
     )
-    chain: str = option("lcm", "Chain", "lcm: stochastic, with stored noises; ddim: deterministic.", choices=CHAINS)
-    noise_correction: bool = option(False, "Noise correction", "Store noises that replay the chain exactly.")
-    resolution: int | None = option(  # None: the model's native size
+    chain: str | None = option(  # None: the scheduler's own; which it runs is the adapter's (SCHEDULER_CHAINS)
+        None, "Chain", "Sampler chain, one the model's scheduler runs (e.g. ddim on LCM: deterministic)."
+    )
+    noise_correction: bool | None = option(  # None: on where the chain injects noise (rnri.invert's default)
+        None, "Noise correction", "Store the noises that make every step but the last exact (ReNoise)."
+    )
+    resolution: int | None = option(  # None: the backbone's (Turbo 512), else the model's native size
         None, "Resolution", "Long side the photo is fitted to.", low=64, high=2048, step=8
     )
     solver: Any = None  # the method's options (a frozen config of rnri.solvers), None for a method without any

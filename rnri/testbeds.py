@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +35,7 @@ class TestbedResult:
     recovery: float  # ||z_T - true z_T|| / ||true z_T|| (generated case only, else NaN)
     forwards: float  # UNet forward passes per inversion, counted by hooks
     backwards: float  # UNet backward passes per inversion, counted by hooks
+    worst_reconstruction: float = math.nan  # the largest reconstruction error of a single sample
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,10 +50,13 @@ def run_testbed(
     samples: int = 8,
     num_inference_steps: int = 4,
     noise_correction: bool = False,
+    components: int = 0,
+    mixture_seed: int = 0,
 ) -> TestbedResult:
-    """Invert ``samples`` clean latents of one analytic testbed with one method; seeds fixed, so deterministic."""
+    """Invert ``samples`` clean latents of one analytic testbed with one method; seeds fixed, so deterministic.
+    ``components`` and ``mixture_seed`` pick another mixture of the family (0, 0: the family's default one)."""
     options = options or {}
-    unet = GaussianMixtureUNet(MixtureConfig(family=family))
+    unet = GaussianMixtureUNet(MixtureConfig(family=family, components=components, seed=mixture_seed))
     steps = lcm_steps(LCMScheduler(), num_inference_steps)
     config = make_config(method, options)
 
@@ -81,7 +86,8 @@ def run_testbed(
             )
         )
     means = [statistics.fmean(column) for column in zip(*rows)]
-    return TestbedResult(family, case, chain, method, ", ".join(f"{k}={v}" for k, v in options.items()), *means)
+    label = ", ".join(f"{k}={v}" for k, v in options.items())
+    return TestbedResult(family, case, chain, method, label, *means, worst_reconstruction=max(r[0] for r in rows))
 
 
 # The grid behind docs/solver-choice.md: (label, method, options, noise correction).
@@ -126,12 +132,55 @@ def solver_table(chain: str = "lcm", samples: int = 8) -> str:
     return "\n".join(lines)
 
 
+NARROW_MIXTURES = [(16, 0), (32, 0), (32, 1), (32, 2)]  # (components, seed) of the narrow family
+ROBUSTNESS_GRID = [  # (label, method, options, noise correction)
+    ("ddim", "ddim", {}, False),
+    ("ddim + noise correction", "ddim", {}, True),
+    ("rnri, init prior (the old default)", "rnri", {"init": "prior"}, False),
+    ("rnri, init prior + noise correction", "rnri", {"init": "prior"}, True),
+    ("rnri, init chain-ddim", "rnri", {"init": "chain-ddim"}, False),
+    ("rnri x2, init chain-ddim", "rnri", {"init": "chain-ddim", "iterations": 2}, False),
+    ("rnri, init chain-ddim + noise correction", "rnri", {"init": "chain-ddim"}, True),
+    ("rnri, init chain-ddim + noise correction, last x3", "rnri", {"init": "chain-ddim", "final_iterations": 3}, True),
+]
+
+
+def robustness_table(samples: int = 8) -> str:
+    """Narrow mixtures, latents the LCM chain generated (an exact root exists): mean and worst sample's error."""
+    lines = [
+        f"Chain: `lcm`, generated latents; {samples} samples per cell: mean / worst reconstruction error.",
+        "",
+        "| method | cost (fwd+bwd) | " + " | ".join(f"narrow {k}/{seed}" for k, seed in NARROW_MIXTURES) + " |",
+        "|---|---|" + "---|" * len(NARROW_MIXTURES),
+    ]
+    for label, method, options, correction in ROBUSTNESS_GRID:
+        cells, cost = [], ""
+        for components, seed in NARROW_MIXTURES:
+            r = run_testbed(
+                "narrow",
+                "generated",
+                "lcm",
+                method,
+                options,
+                samples,
+                noise_correction=correction,
+                components=components,
+                mixture_seed=seed,
+            )
+            cells.append(f"{r.reconstruction:.4f} / {r.worst_reconstruction:.3f}")
+            cost = f"{r.forwards:.0f}+{r.backwards:.0f}"
+        lines.append(f"| {label} | {cost} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description="Print the solver-choice tables (docs/solver-choice.md).")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--chain", choices=("lcm", "ddim"), action="append")
+    parser.add_argument("--robustness", action="store_true", help="only the narrow mixtures' table")
     args = parser.parse_args()
-    for chain in args.chain or ["lcm", "ddim"]:
+    for chain in [] if args.robustness else args.chain or ["lcm", "ddim"]:
         print(solver_table(chain, args.samples), end="\n\n")
+    print(robustness_table(args.samples))

@@ -276,13 +276,13 @@ def test_fixable_upload_is_repaired_with_a_notice(client, tmp_path, name):
         (None, SOURCE, TARGET, {}, "Upload a photo first"),
         (CAT, "", TARGET, {}, "source prompt .* is empty"),
         (CAT, SOURCE, "   ", {}, "target prompt .* is empty"),
-        (CAT, SOURCE, TARGET, {"num_inference_steps": 0}, "Steps must be a whole number from 1 to 8, got 0"),
+        (CAT, SOURCE, TARGET, {"num_inference_steps": 0}, "Steps must be a whole number from 1 to 50, got 0"),
         (CAT, SOURCE, TARGET, {"num_inference_steps": 2.5}, "Steps must be a whole number"),
         (CAT, SOURCE, TARGET, {"iterations": 1000}, "Newton iterations per step must be a whole number from 1 to 5"),
         (CAT, SOURCE, TARGET, {"prior_weight": "lots"}, "Prior weight λ must be a number from 0 to 1, got 'lots'"),
         (CAT, SOURCE, TARGET, {"method": "magic"}, "Inversion method must be one of rnri, ddim, fixed-point"),
         (CAT, SOURCE, TARGET, {"seed": -1}, "Seed must be a whole number from 0 to 2147483647, got -1"),
-        (CAT, SOURCE, TARGET, {"edit_guidance": 99}, "Edit guidance must be a number from 1 to 15, got 99"),
+        (CAT, SOURCE, TARGET, {"edit_guidance": 99}, "Edit guidance must be a number from 0 to 15, got 99"),
     ],
 )
 def test_bad_prompts_and_settings_are_refused_with_a_message(client, photo, source, target, settings, message):

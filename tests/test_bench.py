@@ -117,3 +117,22 @@ def test_edit_latency_times_every_piece_of_an_edit(tmp_path, capsys):
     assert len(rows) == 6 and all(r["seconds"] > 0 for r in rows.values())
     assert {"invert (rnri, slope by autograd)", "re-edit from a cached inversion (regenerate + decode)"} <= set(rows)
     assert "| invert (rnri, slope by autograd) |" in capsys.readouterr().out
+
+
+def test_family_costs_count_every_backbones_default_inversion(tmp_path):
+    """``python -m rnri.bench.families --size tiny``: the same measurement as at real size, on the tiny
+    architectures; counts do not depend on size (SD: 49 steps x (DDIM guess + 3) + the last step's 3)."""
+    from rnri.bench import families
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert families.main(["--size", "tiny", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads((tmp_path / "families.json").read_text())
+    counted = [(c["chain"], c["num_inference_steps"], c["forwards"], c["backwards"]) for c in record["costs"]]
+    assert counted == [("lcm", 4, 12, 0), ("ddim", 50, 199, 0), ("euler", 4, 15, 0), ("euler-ancestral", 4, 12, 0)]
+    assert all(c["forward_equivalents"] > 0 for c in record["costs"])
+    assert record["costs"][1]["cfg_forward_equivalents"] > 0  # SD edits under CFG: one batch-2 call per step
+    assert "forward-equivalents" in (tmp_path / "families.md").read_text()

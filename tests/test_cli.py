@@ -67,7 +67,8 @@ def test_a_command_prints_no_library_notices_and_logs_at_the_chosen_level(photo,
 def test_edit_writes_an_image_of_the_input_size(capsys, photo, tmp_path):
     out = tmp_path / "tiger.png"
     code, stdout, _ = run(capsys, "edit", photo, "--source", "a cat", "--target", "a tiger", "-o", out, *TINY)
-    assert code == 0 and f"wrote {out}" in stdout and "12 UNet forwards + 0 backwards to invert" in stdout
+    assert code == 0 and f"wrote {out}" in stdout and "13 UNet forwards + 0 backwards to invert" in stdout  # 4 x 3,
+    # and the z_T step's DDIM guess under noise correction (on by default where the chain injects noise)
     assert "reconstruction PSNR" in stdout
     with Image.open(out) as image:
         assert image.size == (70, 50) and image.format == "PNG"
@@ -89,14 +90,30 @@ def test_edit_default_output_and_options(capsys, photo, tmp_path, monkeypatch):
     ]
     code, stdout, _ = run(capsys, *argv, "--steps", "2", *TINY)
     assert code == 0 and (tmp_path / "cat-edit.png").is_file()
-    assert "fixed-point, 4 UNet forwards" in stdout  # 2 steps x (DDIM guess + 1 iteration)
+    assert "fixed-point, 5 UNet forwards" in stdout  # 2 steps x (DDIM guess + 1 iteration), + 1: noise correction
+
+
+@pytest.mark.parametrize(
+    "model, counted",
+    [("tiny-sd-turbo", "15 UNet forwards"), ("tiny-sdxl-turbo", "13 UNet forwards")],  # Euler: + 3 DDIM guesses;
+    # Euler ancestral injects noise: + 1, the z_T step's DDIM guess under noise correction (on by default there)
+)
+def test_edit_on_other_backbones_takes_their_defaults(capsys, photo, tmp_path, model, counted):
+    """--model of another family: its chain, steps and guidance, not LCM's (Turbo: 4 steps, guidance 0)."""
+    out = tmp_path / "edit.png"
+    argv = ["edit", photo, "--source", "a cat", "--target", "a tiger", "-o", out, "--resolution", "64"]
+    code, stdout, _ = run(capsys, *argv, "--model", model, "--device", "cpu")
+    assert code == 0 and counted in stdout
+    with Image.open(out) as image:
+        assert image.size == (70, 50)
 
 
 def test_saved_inversion_round_trip(capsys, photo, tmp_path, pipe):
     inv_path, out = tmp_path / "cat.safetensors", tmp_path / "fox.png"
-    assert run(capsys, "invert", photo, "--source", "a cat", "-o", inv_path, "--seed", "3", *TINY)[0] == 0
+    argv = ["invert", photo, "--source", "a cat", "-o", inv_path, "--seed", "3", "--no-noise-correction", *TINY]
+    assert run(capsys, *argv)[0] == 0  # without noise correction the stock pipeline replays it: the seed is kept
     loaded = load_inversion(inv_path)
-    direct = rnri.invert(pipe, "a cat", image=Image.open(photo), seed=3)
+    direct = rnri.invert(pipe, "a cat", image=Image.open(photo), seed=3, noise_correction=False)
     assert torch.equal(loaded.latents, direct.latents) and loaded.seed == 3 and loaded.prompt == "a cat"
     code, stdout, _ = run(capsys, "regenerate", inv_path, "--prompt", "a fox", "-o", out, "--device", "cpu")
     assert code == 0 and f"wrote {out}" in stdout  # the model came from the file

@@ -106,19 +106,27 @@ def test_torch_pin_is_taken_from_requirements():
 
 
 def ignored(relative: str, patterns: list[str]) -> bool:
+    """Docker's rule: a pattern matches a path or a folder above it from the context root (``*`` stays within one
+    name; ``**/`` matches at any depth); the last matching line wins, and ``!`` lines re-include."""
     parts = relative.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for pattern in patterns:
-        bare = pattern.removeprefix("**/")
-        if any(fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p.split("/")[-1], bare) for p in prefixes):
-            return True
-    return False
+    result = False
+    for line in patterns:
+        pattern = line.removeprefix("!")
+        if pattern.startswith("**/"):
+            hit = any(fnmatch.fnmatch(p.split("/")[-1], pattern[3:]) for p in prefixes)
+        else:
+            hit = any(fnmatch.fnmatch(p, pattern) and p.count("/") == pattern.count("/") for p in prefixes)
+        if hit:
+            result = not line.startswith("!")
+    return result
 
 
 def test_dockerignore_keeps_what_the_app_needs_and_drops_the_rest():
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [p.strip() for p in lines if p.strip() and not p.startswith("#")]
-    for needed in ("app.py", "requirements.txt", "rnri/__init__.py", "rnri/cli.py", "assets/cat.jpg"):
+    weights = "rnri/shapes/weights/lcm/unet/diffusion_pytorch_model.safetensors"  # the tiny model, shipped
+    for needed in ("app.py", "requirements.txt", "rnri/__init__.py", "rnri/cli.py", "assets/cat.jpg", weights):
         assert not ignored(needed, patterns), needed
     for dropped in (".git/HEAD", ".venv/bin/python", "tests/test_cli.py", "rnri/__pycache__/x.pyc", "inv.safetensors"):
         assert ignored(dropped, patterns), dropped

@@ -14,14 +14,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MATH = {"rnri.chain", "rnri.priors", "rnri.inversion", "rnri.masks", "rnri.options", "rnri.settings"}
-MATH |= {"rnri.backbones", "rnri.counting", "rnri.lazy", "rnri.solvers"}
+MATH |= {"rnri.counting", "rnri.lazy", "rnri.solvers", "rnri.samplers", "rnri.directions"}
 ADAPTER = {"rnri", "rnri.adapter", "rnri.images", "rnri.loading", "rnri.api", "rnri.serialize", "rnri.gpu"}
-ADAPTER |= {"rnri.spaces_support"}
+ADAPTER |= {"rnri.spaces_support", "rnri.backbones", "rnri.attention", "rnri.control"}
 EDITOR = {"rnri.editor"}
 FRONT_ENDS = {"app", "rnri.cli"}  # take the public API and the editor service, nothing below
 ENTRY_POINTS = {"rnri.__main__": {"rnri.cli"}}  # python -m rnri
 TOOLS = {"rnri.bench", "rnri.evaluation", "rnri.testbeds", "rnri.edit_testbeds", "rnri.analytic", "rnri.shapes"}
 NOT_IN_MATH = ("PIL", "numpy", "gradio", "diffusers", "transformers")  # math takes tensors in and gives tensors out
+EXCEPTIONS = {  # (importer, imported): why this one import crosses the layers
+    ("rnri.loading", "rnri.shapes.models"): "'tiny' is the shapes LCM shipped in the package, whose folder it names",
+}
 
 
 def module_name(path: Path) -> str:
@@ -74,7 +77,7 @@ def test_every_module_imports_only_from_its_layer_or_below(name):
     if mine == "entry point":
         assert ours == ENTRY_POINTS[name]
         return
-    wrong = {m for m in ours if layer(m) not in ALLOWED[mine]}
+    wrong = {m for m in ours if layer(m) not in ALLOWED[mine] and (name, m) not in EXCEPTIONS}
     assert not wrong, f"{name} ({mine}) imports upwards: {sorted(wrong)}"
 
 

@@ -118,7 +118,7 @@ def good_file(pipe, tmp_path_factory):
         (lambda t, m: t.update(latents=torch.full((1, 4, 6, 8), float("nan"))), "NaN"),
         (_set_field("future_field", 1), "unknown field"),
         (_set_field("timesteps", [999, 759]), "noises must be a list of 2"),
-        (_set_field("chain", "euler"), "chain must be one of"),
+        (_set_field("chain", "heun"), "chain must be one of"),  # "euler" is a chain now
     ],
 )
 def test_malformed_files_are_refused_clearly(good_file, tmp_path, edit, message):

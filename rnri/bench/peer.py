@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from rnri.chain import EpsFn, Step
+from rnri.chain import EpsFn, LCMStep
 
 UNIFORM_OVERRIDES: dict[str, Any] = {"timestep_spacing": "trailing", "set_alpha_to_one": True, "steps_offset": 0}
 
@@ -34,13 +34,13 @@ def forward_scheduler(config: Any, num_inference_steps: int) -> DDIMScheduler:
     return scheduler
 
 
-def uniform_ddim_steps(config: Any, num_inference_steps: int) -> list[Step]:
+def uniform_ddim_steps(config: Any, num_inference_steps: int) -> list[LCMStep]:
     """rnri step maps of the chain the diffusers schedulers run: pure DDIM (c_skip 0, c_out 1), last step to clean."""
     scheduler = forward_scheduler(config, num_inference_steps)
     timesteps = [int(t) for t in scheduler.timesteps]
     acp = scheduler.alphas_cumprod
     return [
-        Step(
+        LCMStep(
             t,
             float(acp[t]),
             1.0 if i == len(timesteps) - 1 else float(acp[timesteps[i + 1]]),

@@ -41,6 +41,7 @@ _WHERE = {
     "Editor": "rnri.editor.service",
     "example_caching": "rnri.spaces_support",
     "guidance_defaults": "rnri.backbones",
+    "steps_defaults": "rnri.backbones",
     "add_arguments": "rnri.options",
     "describe_options": "rnri.options:describe",
     "read_options": "rnri.options:read",
@@ -91,11 +92,12 @@ __all__ = [
     "settings_of",
     "share_cpu_politely",
     "solver_settings",
+    "steps_defaults",
     "with_method",
 ]
 
 if TYPE_CHECKING:
-    from rnri.backbones import guidance_defaults
+    from rnri.backbones import guidance_defaults, steps_defaults
     from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey, LatestRequest
     from rnri.editor.form import EDITOR_METHODS, Choices, EditOptions, LocalEdit, controls, read_form, solver_settings
     from rnri.editor.models import Resident, load_failure, open_model

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rnri.backbones import default_guidance
+from rnri.backbones import backbone_of, default_guidance
 from rnri.editor.uploads import InputError
 from rnri.masks import BlendConfig
 from rnri.options import Setting, check, option, settings_of
@@ -27,8 +27,8 @@ SOLVER_FIELDS = ("iterations", "prior_weight")  # the methods' options the edito
 class EditOptions:
     """The edit's own settings: changing them re-edits from the cached inversion."""
 
-    edit_guidance: float | None = option(  # None: the inversion's guidance
-        None, "Edit guidance", "The edit's alone: changing it re-edits without inverting.", low=1, high=15, step=0.5
+    edit_guidance: float | None = option(  # None: the backbone's edit guidance
+        None, "Edit guidance", "The edit's alone: changing it re-edits without inverting.", low=0, high=15, step=0.5
     )
     auto_mask: bool = option(False, "Automatic mask", "With nothing painted, let the prompts say where.")
 
@@ -54,13 +54,13 @@ def controls(pipe: Any) -> dict[str, Setting]:
     """The form's settings by name (the ``/edit`` endpoint's parameter names) in the order shown, with this
     pipeline's defaults."""
     inversion, solver = settings_of(InversionSettings), solver_settings(EDITOR_METHODS[0])
-    guidance = _with_default(inversion["guidance_scale"], default_guidance(pipe))
     method = inversion["method"]
     found = {name: inversion[name] for name in INVERSION_FIELDS} | solver
     found |= {
         "method": dataclasses.replace(method, option=dataclasses.replace(method.option, choices=EDITOR_METHODS)),
-        "guidance_scale": guidance,
-        "edit_guidance": _with_default(settings_of(EditOptions)["edit_guidance"], guidance.default),
+        "num_inference_steps": _with_default(inversion["num_inference_steps"], backbone_of(pipe).num_inference_steps),
+        "guidance_scale": _with_default(inversion["guidance_scale"], default_guidance(pipe)),
+        "edit_guidance": _with_default(settings_of(EditOptions)["edit_guidance"], default_guidance(pipe, edit=True)),
         "auto_mask": settings_of(EditOptions)["auto_mask"],
     }
     return found | settings_of(BlendConfig)

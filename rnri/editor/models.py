@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,30 +25,62 @@ WAYS_OUT = (
 class Resident:
     """The pipeline a front end runs on; ``failure`` says why it is not the one asked for (None when it is)."""
 
-    pipe: Any  # a diffusers LatentConsistencyModelPipeline
-    model: str  # what runs: the model asked for, or "tiny"
+    pipe: Any  # a stock diffusers pipeline of a backbone rnri runs on (rnri.backbones)
+    model: str  # what runs: the model asked for (with its LoRA: "MODEL + LORA"), or "tiny"
     asked: str  # the model asked for
     failure: str | None = None  # why ``asked`` could not be loaded, and the ways out
     notes: list[str] = field(default_factory=list)  # what the fast path did or skipped
 
 
 def open_model(
-    model: str, device: str | None = None, fast: FastPath | None = None, fallback: bool = False
+    model: str,
+    device: str | None = None,
+    fast: FastPath | None = None,
+    fallback: bool = False,
+    lora: str | None = None,
 ) -> Resident:
-    """Load ``model`` and apply the fast path; with ``fallback``, the tiny model when ``model`` cannot be loaded
-    (else ``ModelLoadError`` with the short reason)."""
+    """Load ``model`` (with ``lora``, an LCM-LoRA fused into it) and apply the fast path; with ``fallback``, the tiny
+    model when it cannot be loaded (else ``ModelLoadError`` with the short reason)."""
+    asked = model if lora is None else f"{model} + {lora}"
     try:
-        pipe, running = load_pipeline(model, device=device), model
+        with no_loading_bars():
+            pipe, running = load_pipeline(model, device=device, lora=lora), asked
     except Exception as error:  # ModelLoadError above all, but no loading failure may stop the app starting
         failure = load_failure(model, error)
         if not fallback:
             raise ModelLoadError(failure) from error
         log.warning("%s; running on the tiny demo model", failure)
-        pipe, running = load_pipeline(TINY, device=device), TINY
+        with no_loading_bars():
+            pipe, running = load_pipeline(TINY, device=device), TINY
     else:
         failure = None
     notes = speed_up(pipe, fast or FastPath())
-    return Resident(pipe, running, model, failure, notes)
+    return Resident(pipe, running, asked, failure, notes)
+
+
+@contextmanager
+def no_loading_bars() -> Iterator[None]:
+    """diffusers' and transformers' progress bars off while weights already on disk are read (a blink for the tiny
+    model, and nothing the user waits on); a download keeps its bar (huggingface_hub's)."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as transformers_logging
+
+    libraries = (diffusers_logging, transformers_logging)
+    enabled = [library.is_progress_bar_enabled() for library in libraries]
+    downloads = not hub.are_progress_bars_disabled()
+    for library in libraries:
+        library.disable_progress_bar()  # transformers' turns huggingface_hub's off too
+    if downloads:
+        hub.enable_progress_bars()
+    try:
+        yield
+    finally:
+        for library, on in zip(libraries, enabled, strict=True):
+            if on:
+                library.enable_progress_bar()
+        if not downloads:
+            hub.disable_progress_bars()
 
 
 def speed_up(pipe: Any, fast: FastPath) -> list[str]:
@@ -75,9 +109,19 @@ def _reason(model: str, error: BaseException) -> str:
         return f"the folder holds no diffusers pipeline with .safetensors weights ({_first_sentence(text)})"
     if model.startswith(("/", ".", "~")) or "\\" in model:
         return "there is no such folder"
-    if "not fully cached" in text or "connect" in text.lower():
+    causes = [f"{type(e).__name__}: {e}" for e in _causes(error)]  # the Hub's error sits below the loader's
+    if any("not fully cached" in c or "LocalEntryNotFoundError" in c or "connect" in c.lower() for c in causes):
         return "it is not in the local Hugging Face cache and the Hub cannot be reached"
     return f"{type(cause).__name__}: {_first_sentence(text)}"
+
+
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    """``error`` and what it was raised from or during, outermost first."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def _first_sentence(text: str) -> str:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from rnri.api import Inversion, auto_mask, invert, regenerate
-from rnri.backbones import default_guidance
+from rnri.backbones import backbone_of, default_guidance
 from rnri.counting import Measured, measure
 from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey
 from rnri.editor.form import Choices, LocalEdit
@@ -80,8 +80,13 @@ class Editor:
 
     @property
     def guidance(self) -> float:
-        """The pipeline family's default guidance."""
+        """The guidance the pipeline's backbone inverts at by default."""
         return default_guidance(self.pipe)
+
+    @property
+    def edit_guidance(self) -> float:
+        """The guidance the pipeline's backbone edits at by default (Stable Diffusion: with CFG, unlike inverting)."""
+        return default_guidance(self.pipe, edit=True)
 
     def edit(self, request: EditRequest, progress: Progress | None = None) -> EditResult:
         """Edit, inverting first unless this session's cache has the inversion."""
@@ -159,6 +164,8 @@ class Editor:
         settings = request.settings
         if settings.guidance_scale is None:
             settings = dataclasses.replace(settings, guidance_scale=self.guidance)
+        if settings.num_inference_steps is None:
+            settings = dataclasses.replace(settings, num_inference_steps=backbone_of(self.pipe).num_inference_steps)
         return InversionKey(request.session, request.photo.digest, request.source, settings)
 
     def _edit_from(self, request: EditRequest, cached: CachedInversion, reused: bool) -> EditResult:

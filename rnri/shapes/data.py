@@ -12,7 +12,9 @@ from rnri.shapes.world import Scene
 
 def pixels(scene_list: list[Scene]) -> torch.Tensor:
     """Renders as uint8 (N, 3, 64, 64)."""
-    return torch.from_numpy(np.stack([np.asarray(render(s).image) for s in scene_list])).permute(0, 3, 1, 2).contiguous()
+    return (
+        torch.from_numpy(np.stack([np.asarray(render(s).image) for s in scene_list])).permute(0, 3, 1, 2).contiguous()
+    )
 
 
 def to_unit(batch: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,11 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from rnri.shapes.tokenizer import MAX_LENGTH
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent / "weights"
 STUDENT_DIR = MODELS_DIR / "lcm"  # LatentConsistencyModelPipeline: what --model tiny loads
 TEACHER_DIR = MODELS_DIR / "sd"  # StableDiffusionPipeline with DDIMScheduler
-DEFAULT_GUIDANCE = 8.5  # the LCM pipeline's default, kept for the shapes student (chosen in docs/results.md)
+DEFAULT_GUIDANCE = 8.5  # the student's default guidance scale (measured: docs/results.md)
+TEACHER_GUIDANCE = 7.5  # the teacher's, as Stable Diffusion's
 
 VAE: dict[str, Any] = {  # 64x64x3 pixels <-> 16x16x4 latents (downsampling factor 4)
     "in_channels": 3,

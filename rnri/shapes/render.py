@@ -35,7 +35,10 @@ def outline(shape: str, points: int = 64) -> list[tuple[float, float]]:
         return [(0.0, -0.95), (0.95 * math.sqrt(3) / 2, 0.55), (-0.95 * math.sqrt(3) / 2, 0.55)]
     if shape == "star":  # five points, inner radius 0.45
         return [
-            ((1.0 if k % 2 == 0 else 0.45) * math.sin(k * math.pi / 5), -(1.0 if k % 2 == 0 else 0.45) * math.cos(k * math.pi / 5))
+            (
+                (1.0 if k % 2 == 0 else 0.45) * math.sin(k * math.pi / 5),
+                -(1.0 if k % 2 == 0 else 0.45) * math.cos(k * math.pi / 5),
+            )
             for k in range(10)
         ]
     if shape == "heart":  # the classic parametric heart, scaled into the unit circle

@@ -2,11 +2,12 @@
 
 Stages, each resumed from its last checkpoint in ``--workdir``:
     vae      AutoencoderKL on renders (L1 + KL); its scaling factor makes the latents unit-std
+    decoder  its decoder fine-tuned on the frozen encoder's posterior means (L1 + MSE), as SD's ft-MSE VAE was
     latents  the training scenes encoded once (posterior means times the scaling factor)
     teacher  text encoder and noise-prediction UNet trained jointly, captions dropped for classifier-free guidance
     student  latent consistency distillation (Luo et al. 2023, Algorithm 1): one DDIM step of the guided teacher
              over a skip of 20 timesteps, the target from an EMA copy of the student, the guidance scale embedded
-    export   both as stock diffusers pipelines (safetensors, fp16 weights) into ``--out``
+    export   both as stock diffusers pipelines (safetensors) into ``--out``
 Loss curves are saved as ``<stage>-loss.png`` and the wall time of each stage in ``times.json``.
 """
 
@@ -19,7 +20,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -39,17 +40,20 @@ class TrainConfig:
 
     seed: int = 0
     vae_scenes: int = 12000  # renders the VAE learns from
-    vae_steps: int = 1500
+    vae_steps: int = 2500
     vae_batch: int = 16
     vae_lr: float = 1e-3
-    vae_kl: float = 1e-3  # weight of the KL term per latent element against L1 per pixel
+    vae_kl: float = 1e-5  # weight of the KL term per latent element against L1 per pixel (1e-3 blurred small shapes)
+    decoder_steps: int = 2500  # decoder fine-tuning on the frozen encoder's means (small stars were blobs)
+    decoder_lr: float = 5e-4
     scenes: int = 30000  # training scenes of the teacher and student (latents encoded once)
-    teacher_steps: int = 4000
+    teacher_steps: int = 5500
     teacher_batch: int = 32
     teacher_lr: float = 5e-4
+    snr_gamma: float = 5.0  # Min-SNR-gamma weighting of the teacher's loss (0: plain DDPM loss)
     uncond_rate: float = 0.1  # captions replaced by "" for classifier-free guidance
     teacher_ema: float = 0.999
-    student_steps: int = 2000
+    student_steps: int = 1200
     student_batch: int = 32
     student_lr: float = 2e-4
     guidance_min: float = 1.0  # w of the teacher's guided step, x0_c + w (x0_c - x0_u): CFG scale w + 1
@@ -148,7 +152,9 @@ def train_vae(workdir: Path, config: TrainConfig) -> None:
     """The VAE; saved to ``workdir/vae`` with the scaling factor that gives its latents unit variance."""
     data = pixels(scenes(config.seed, config.vae_scenes, "train"))
     vae = models.vae()
-    stage = Stage("vae", {"vae": vae}, torch.optim.AdamW(vae.parameters(), config.vae_lr), config.vae_steps, config.vae_lr, [])
+    stage = Stage(
+        "vae", {"vae": vae}, torch.optim.AdamW(vae.parameters(), config.vae_lr), config.vae_steps, config.vae_lr, []
+    )
 
     def step(g: torch.Generator) -> torch.Tensor:
         x = to_unit(data[torch.randint(len(data), (config.vae_batch,), generator=g)])
@@ -168,6 +174,32 @@ def train_vae(workdir: Path, config: TrainConfig) -> None:
         means = torch.cat([vae.encode(to_unit(b)).latent_dist.mean for b in data[:2048].split(256)])
     vae.register_to_config(scaling_factor=float(1.0 / means.std()))
     vae.save_pretrained(workdir / "vae")
+
+
+def train_decoder(workdir: Path, config: TrainConfig) -> None:
+    """The VAE's decoder fine-tuned on posterior means (encoder frozen, so the latents and the models trained on
+    them stay valid), L1 plus MSE: sharper small shapes. Saved to ``workdir/vae-decoder`` as the whole VAE."""
+    data = pixels(scenes(config.seed, config.vae_scenes, "train"))
+    vae = AutoencoderKL.from_pretrained(workdir / "vae")
+    vae.requires_grad_(False).decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, config.decoder_lr)
+    stage = Stage("decoder", {"vae": vae}, optimizer, config.decoder_steps, config.decoder_lr, [])
+
+    def step(g: torch.Generator) -> torch.Tensor:
+        x = to_unit(data[torch.randint(len(data), (config.vae_batch,), generator=g)])
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+        error = vae.decode(z).sample - x
+        loss = error.abs().mean() + error.pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    run(stage, workdir, config, step)
+    vae.save_pretrained(workdir / "vae-decoder")
 
 
 def encode_latents(workdir: Path, config: TrainConfig) -> None:
@@ -195,6 +227,15 @@ def predict_x0(z_t: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torc
     return (z_t - (1 - abar).sqrt() * eps) / abar.sqrt()
 
 
+def min_snr_weight(abar: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weight for noise prediction (Hang et al. 2023): ``min(SNR, gamma) / SNR``, 1 where the
+    noise is high, less where it is low and the loss is easy; ``gamma=0`` weights every timestep alike."""
+    if gamma <= 0:
+        return torch.ones_like(abar)
+    snr = abar / (1 - abar)
+    return snr.clamp(max=gamma) / snr
+
+
 def train_teacher(workdir: Path, config: TrainConfig) -> None:
     """Text encoder and UNet, noise prediction (DDPM's simple loss), EMA weights saved to ``workdir/teacher``."""
     data = torch.load(workdir / "latents.pt", weights_only=True)
@@ -214,7 +255,7 @@ def train_teacher(workdir: Path, config: TrainConfig) -> None:
         t = torch.randint(0, len(abar_all), (len(ids),), generator=g)
         eps = torch.randn(z0.shape, generator=g)
         prediction = unet(add_noise(z0, eps, abar_all[t]), t, encoder_hidden_states=text(ids)[0]).sample
-        loss = (prediction - eps).pow(2).mean()
+        loss = (min_snr_weight(abar_all[t], config.snr_gamma) * (prediction - eps).pow(2).mean((1, 2, 3))).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -243,7 +284,9 @@ def train_student(workdir: Path, config: TrainConfig) -> None:
     with torch.no_grad():
         uncond = text(token_ids(tokenizer, [""]))[0]
     optimizer = torch.optim.AdamW(student.parameters(), config.student_lr)
-    stage = Stage("student", {"student": student, "target": target}, optimizer, config.student_steps, config.student_lr, [])
+    stage = Stage(
+        "student", {"student": student, "target": target}, optimizer, config.student_steps, config.student_lr, []
+    )
 
     def consistency(unet, z_t, t, w_emb, cond) -> torch.Tensor:
         """The boundary-conditioned consistency function ``c_skip z_t + c_out x0``."""
@@ -263,7 +306,9 @@ def train_student(workdir: Path, config: TrainConfig) -> None:
         with torch.no_grad():
             cond = text(ids)[0]
             eps_c, eps_u = teacher(
-                z_start.repeat(2, 1, 1, 1), t_start.repeat(2), encoder_hidden_states=torch.cat([cond, uncond.expand_as(cond)])
+                z_start.repeat(2, 1, 1, 1),
+                t_start.repeat(2),
+                encoder_hidden_states=torch.cat([cond, uncond.expand_as(cond)]),
             ).sample.chunk(2)
             abar_s, abar_e = abar_all[t_start], abar_all[t_end]
             x0_c, x0_u = predict_x0(z_start, eps_c, abar_s), predict_x0(z_start, eps_u, abar_s)
@@ -283,22 +328,20 @@ def train_student(workdir: Path, config: TrainConfig) -> None:
 
 
 def export(workdir: Path, out: Path) -> None:
-    """Both pipelines, stock diffusers layout, safetensors with fp16 weights (configs say float32), into ``out``."""
+    """Both pipelines, stock diffusers layout, safetensors, into ``out``: UNet and VAE weights in fp16 (diffusers
+    loads them into fp32 models unless asked otherwise), the text encoder in fp32 (transformers would keep fp16)."""
     tokenizer = shapes_tokenizer()
-    vae = AutoencoderKL.from_pretrained(workdir / "vae")
+    vae = AutoencoderKL.from_pretrained(workdir / "vae-decoder").half()
     text = CLIPTextModel.from_pretrained(workdir / "teacher" / "text_encoder")
-    teacher = UNet2DConditionModel.from_pretrained(workdir / "teacher" / "unet")
-    student = UNet2DConditionModel.from_pretrained(workdir / "student")
-    for folder, pipe in (
-        (out / "lcm", models.lcm_pipeline(vae, text, tokenizer, student)),
-        (out / "sd", models.sd_pipeline(vae, text, tokenizer, teacher)),
-    ):
-        pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
-        pipe.to(torch.float32)
+    teacher = UNet2DConditionModel.from_pretrained(workdir / "teacher" / "unet").half()
+    student = UNet2DConditionModel.from_pretrained(workdir / "student").half()
+    models.lcm_pipeline(vae, text, tokenizer, student).save_pretrained(out / "lcm", safe_serialization=True)
+    models.sd_pipeline(vae, text, tokenizer, teacher).save_pretrained(out / "sd", safe_serialization=True)
 
 
 STAGES: dict[str, tuple[Callable[[Path, TrainConfig], None], str]] = {  # name: (function, what it leaves)
     "vae": (train_vae, "vae"),
+    "decoder": (train_decoder, "vae-decoder"),
     "latents": (encode_latents, "latents.pt"),
     "teacher": (train_teacher, "teacher"),
     "student": (train_student, "student"),
@@ -319,17 +362,21 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     saved = args.workdir / "config.json"
-    if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(config.__dict__)):
-        parser.error(f"{saved} was written with other settings; use another --workdir or the same settings")
-    saved.write_text(json.dumps(config.__dict__, indent=1))
+    settings = json.loads(json.dumps(config.__dict__))
+    before = json.loads(saved.read_text()) if saved.exists() else {}
+    changed = sorted(k for k in before if before[k] != settings.get(k))
+    if changed:  # settings added since the workdir was made are taken at their defaults
+        parser.error(f"{saved} was written with other values of {changed}; use another --workdir or the same")
+    saved.write_text(json.dumps(settings, indent=1))
     times_path = args.workdir / "times.json"
-    times = json.loads(times_path.read_text()) if times_path.exists() else {}
     for name, (stage_fn, product) in STAGES.items():
         if args.stage == name or (args.stage == "all" and not (args.workdir / product).exists()):
             start = time.perf_counter()
             stage_fn(args.workdir, config)
-            times[name] = times.get(name, 0.0) + time.perf_counter() - start
+            times = json.loads(times_path.read_text()) if times_path.exists() else {}  # read late: another
+            times[name] = times.get(name, 0.0) + time.perf_counter() - start  # stage may run in parallel
             times_path.write_text(json.dumps(times, indent=1))
+    times = json.loads(times_path.read_text()) if times_path.exists() else {}
     if args.stage in ("export", "all"):
         export(args.workdir, args.out)
     print("wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))

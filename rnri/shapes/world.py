@@ -68,7 +68,7 @@ class Thing:
 
     @property
     def words(self) -> str:
-        """"small red circle"."""
+        """ "small red circle"."""
         return f"{self.size} {self.colour} {self.shape}"
 
 

@@ -11,6 +11,7 @@ mode, is the target.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ from rnri.solvers.ddim import ddim_guess
 from rnri.solvers.problem import StepProblem, StepSolution
 
 NORMS = ("l2", "l1")
-INITS = ("auto", "ddim", "prior")
+INITS = ("auto", "ddim", "prior", "chain", "chain-ddim")
 DERIVATIVES = ("autograd", "difference")
 DIRECTIONS = ("fixed-point", "gradient")
 TINY = 1e-30  # guards divisions whose result is discarded where the divisor is zero
@@ -50,8 +51,13 @@ class NewtonConfig:
     prior: str = option(  # G: |NLL - E[NLL]| per element, or the NLL itself
         "typical", "Prior term", "typical: |NLL - E[NLL]| per element; nll: the NLL (the paper's).", choices=PRIORS
     )
-    init: str = option(  # "auto": "prior" where the step injects a stored noise or is the last, else "ddim"
-        "auto", "First iterate", "ddim (one UNet call), prior (its mean, free), or auto (by step).", choices=INITS
+    init: str = option(  # "auto": "chain" where the step before's noise is known, "ddim" on deterministic (eta = 0)
+        # steps and on the z_T step under noise correction, "prior" elsewhere (docs/solver-choice.md, "Robustness")
+        "auto",
+        "First iterate",
+        "ddim (one UNet call), prior (its mean, free), chain (from the step before's output and noise, free), "
+        "chain-ddim (chain, else ddim), or auto (by step).",
+        choices=INITS,
     )
     direction: str = option(
         "fixed-point", "Search direction", "fixed-point (T(z) - z) or gradient (minimum-norm).", choices=DIRECTIONS
@@ -66,10 +72,20 @@ class NewtonConfig:
     difference_step: float = option(
         0.1, "Difference step h", "h, as a fraction of the fixed-point step p.", low=0.001, high=1
     )
+    final_iterations: int = option(  # the last step's residual is all the reconstruction error noise correction leaves
+        0,
+        "Final-step iterations",
+        "With noise correction, iterations on the last step (nearest the data); 0: as iterations.",
+        low=0,
+        high=10,
+        step=1,
+    )
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
             raise ValueError(f"rnri iterations must be at least 1, got {self.iterations}")
+        if self.final_iterations < 0:
+            raise ValueError(f"rnri final_iterations must be at least 0, got {self.final_iterations}")
         if not self.prior_weight >= 0.0:
             raise ValueError(f"prior_weight must be a number >= 0, got {self.prior_weight}")
         if not 0.0 < self.damping <= 1.0:
@@ -139,11 +155,30 @@ def initial_guess(problem: StepProblem, init: str) -> tuple[torch.Tensor, int]:
     """The first iterate and the UNet forwards it cost."""
     if init == "auto":
         deterministic = problem.noise is None and not problem.step.is_last
-        init = "ddim" if deterministic else "prior"
+        if problem.previous_noise is not None:
+            init = "chain"
+        else:
+            init = "ddim" if deterministic or (problem.noise_correction and not problem.step.is_last) else "prior"
     with torch.no_grad():
         if init == "ddim":
             return ddim_guess(problem), 1
+        if init.startswith("chain") and problem.previous_noise is not None:
+            return chain_guess(problem), 0
+        if init == "chain-ddim":
+            return ddim_guess(problem), 1
         return forward_prior(problem.y, problem.step)[0], 0
+
+
+def chain_guess(problem: StepProblem) -> torch.Tensor:
+    """``z_i = sqrt(abar_t) d + sqrt(1 - abar_t) n_{i-1}``: the step before made z_i from its output d and its noise;
+    a consistency model's outputs agree along a trajectory, so d is taken as this step's target output."""
+    step = problem.step
+    d_target = (
+        problem.y
+        if step.is_last
+        else (problem.y - math.sqrt(1 - step.abar_next) * problem.noise) / math.sqrt(step.abar_next)
+    )
+    return math.sqrt(step.abar_t) * d_target + math.sqrt(1 - step.abar_t) * problem.previous_noise
 
 
 def next_iterate(
@@ -181,8 +216,10 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
     by_difference = config.derivative == "difference"
     best_z, best_eps = torch.full_like(z, float("nan")), torch.full_like(z, float("nan"))
     best_f, residuals = torch.tensor(float("inf"), device=z.device), []
-    for k in range(config.iterations + 1):
-        last = k == config.iterations
+    final = problem.noise_correction and problem.step.is_last and config.final_iterations
+    iterations = config.final_iterations if final else config.iterations
+    for k in range(iterations + 1):
+        last = k == iterations
         needs_grad = not (last or by_difference)
         z = z.detach().requires_grad_(needs_grad)
         with torch.set_grad_enabled(needs_grad):
@@ -199,7 +236,6 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
         else:
             (grad,) = torch.autograd.grad(f, z)
             z = next_iterate(problem, z.detach(), f.detach(), eps, grad, config)
-    iterations = config.iterations
     if by_difference:
         return StepSolution(best_z, best_eps, residuals, forwards=forwards + 2 * iterations + 1, backwards=0)
     return StepSolution(best_z, best_eps, residuals, forwards=forwards + iterations + 1, backwards=iterations)

@@ -22,6 +22,10 @@ class StepProblem:
     y: torch.Tensor  # z_{i+1}, the known less-noisy latent, (B, C, H, W)
     noise: torch.Tensor | None  # n_i of the stochastic chain, or None for the deterministic chain
     z0: torch.Tensor  # the clean latent being inverted (the official code centres its prior on it)
+    previous_noise: torch.Tensor | None = None  # n_{i-1}, the noise the step before injected to make z; None on
+    # the first step and on deterministic chains
+    noise_correction: bool = False  # the inversion corrects the stored noises, so every step's residual is made
+    # exact afterwards but the last's (nearest the data, no noise): its residual is the reconstruction's whole error
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(S_i(z), eps(z, t))``; differentiable in z when z requires grad."""
