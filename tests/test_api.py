@@ -24,7 +24,7 @@ def test_image_in_same_size_image_out(pipe, image):
 
 
 def test_stock_pipeline_replays_the_inversion(pipe, image):
-    inv = rnri.invert(pipe, "a red barn", image=image, seed=11)
+    inv = rnri.invert(pipe, "a red barn", image=image, seed=11, noise_correction=False)
     ours = rnri.regenerate(pipe, inv, "a red barn", output_type="latent")
     stock = pipe(
         "a red barn",
