@@ -24,7 +24,7 @@ def test_image_in_same_size_image_out(pipe, image):
 
 
 def test_stock_pipeline_replays_the_inversion(pipe, image):
-    inv = rnri.invert(pipe, "a red barn", image=image, seed=11)
+    inv = rnri.invert(pipe, "a red barn", image=image, seed=11, noise_correction=False)
     ours = rnri.regenerate(pipe, inv, "a red barn", output_type="latent")
     stock = pipe(
         "a red barn",
@@ -45,7 +45,7 @@ def test_every_method_runs_and_counts_unet_calls(pipe, image, method):
     assert inv.unet_backwards == 0  # rnri's default takes its slope by a forward difference
 
 
-@pytest.mark.parametrize("derivative, counts", [("difference", (12, 0)), ("autograd", (8, 4))])
+@pytest.mark.parametrize("derivative, counts", [("difference", (13, 0)), ("autograd", (9, 4))])  # z_T: DDIM guess
 def test_rnri_cost_counted_by_hooks(pipe, image, derivative, counts):
     inv = rnri.invert(pipe, "a cat", image=image, derivative=derivative)
     assert (inv.unet_forwards, inv.unet_backwards) == counts

@@ -82,13 +82,17 @@ def test_backbone_and_its_defaults_follow_from_scheduler_and_unet(family):
     assert len(inv.timesteps) == steps and inv.unet_forwards == steps
 
 
-def test_stock_pipeline_replays_the_default_inversion(family):
-    """At the backbone's defaults (SDXL at 8 steps: tiny-sd runs the 50), regenerating with the source prompt is what
+def test_stock_pipeline_replays_the_uncorrected_inversion(family):
+    """At the backbone's defaults but without noise correction (on by default where the chain injects noise, and
+    corrected noises are not the seed's draws; SDXL at 8 steps: tiny-sd runs the 50), regenerating with the source
+    prompt is what
     the stock pipeline makes from ``inv.latents`` and the seed; and so is an edit at the backbone's sampling guidance
     (CFG on SD: both branches in one batch)."""
     name, pipe = family
     steps = FAST.get(name) if name == "tiny-sdxl" else None
-    inv = rnri.invert(pipe, "a red barn", latents=latents(1), seed=11, num_inference_steps=steps)
+    inv = rnri.invert(
+        pipe, "a red barn", latents=latents(1), seed=11, num_inference_steps=steps, noise_correction=False
+    )
     assert inv.seed == 11
     backbone = rnri.backbone_of(pipe)
     for prompt, guidance in (("a red barn", inv.guidance_scale), ("a blue barn", backbone.guidance_scale)):
@@ -259,7 +263,7 @@ def test_lcm_lora_loads_the_way_users_load_it(model_folders):
     with torch.no_grad():
         fused, adapted, plain = (u(z, 500, encoder_hidden_states=text)[0] for u in (pipe.unet, lora_unet, base.unet))
     assert torch.allclose(fused, adapted, atol=1e-5) and not torch.allclose(fused, plain, atol=1e-3)
-    inv = rnri.invert(pipe, "a cat", latents=z, seed=2)
+    inv = rnri.invert(pipe, "a cat", latents=z, seed=2, noise_correction=False)  # replayable from the seed
     assert (inv.chain, inv.num_inference_steps, inv.guidance_scale, inv.seed) == ("lcm", 4, 1.0, 2)
     ours = rnri.regenerate(pipe, inv, "a cat", output_type="latent")
     assert replays(ours, stock_latents(pipe, inv, "a cat", 1.0))

@@ -50,7 +50,7 @@ class Variant:
     label: str
     method: str = "rnri"
     options: dict[str, Any] = field(default_factory=dict)  # the method's solver options
-    noise_correction: bool = False
+    noise_correction: bool | None = None  # None: rnri.invert's default (on where the chain injects noise)
     mask: str | None = None  # None, "oracle" (the region a user would paint) or "auto" (rnri.auto_mask)
     strength: float = 1.0  # fraction of the chain inverted and regenerated
     control: AttentionControl | None = None  # attention control of the edits and of the reconstruction
@@ -58,33 +58,36 @@ class Variant:
 
 
 VARIANTS = [
-    Variant("ddim", "ddim"),
+    Variant("ddim", "ddim", noise_correction=False),
     Variant("ddim + noise correction", "ddim", noise_correction=True),
-    Variant("fixed-point x2", "fixed-point", {"iterations": 2}),
+    Variant("fixed-point x2", "fixed-point", {"iterations": 2}, noise_correction=False),
     Variant("fixed-point x2 + noise correction", "fixed-point", {"iterations": 2}, noise_correction=True),
-    Variant("rnri-jf x2 (official code)", "rnri-jf", {"iterations": 2}),
-    Variant("rnri (default)"),
-    Variant("rnri, init ddim", options={"init": "ddim"}),
-    Variant("rnri x2", options={"iterations": 2}),
-    Variant("rnri, no prior", options={"prior_weight": 0.0}),
-    Variant("rnri, autograd slope", options={"derivative": "autograd"}),
+    Variant("rnri-jf x2 (official code)", "rnri-jf", {"iterations": 2}, noise_correction=False),
+    Variant("rnri (default: chain guess + noise correction)"),
+    Variant("rnri, no noise correction", noise_correction=False),
+    Variant("rnri, init ddim", options={"init": "ddim"}, noise_correction=False),
+    Variant("rnri x2", options={"iterations": 2}, noise_correction=False),
+    Variant("rnri, no prior", options={"prior_weight": 0.0}, noise_correction=False),
+    Variant("rnri, autograd slope", options={"derivative": "autograd"}, noise_correction=False),
     Variant("rnri + noise correction", noise_correction=True),
     Variant("rnri + noise correction, painted mask", noise_correction=True, mask="oracle"),
-    Variant("rnri, painted mask", mask="oracle"),
-    Variant("rnri, automatic mask", mask="auto"),
-    Variant("rnri, strength 0.75", strength=0.75),
-    Variant("rnri, strength 0.5", strength=0.5),
+    Variant("rnri, painted mask", mask="oracle", noise_correction=False),
+    Variant("rnri, automatic mask", mask="auto", noise_correction=False),
+    Variant("rnri, strength 0.75", strength=0.75, noise_correction=False),
+    Variant("rnri, strength 0.5", strength=0.5, noise_correction=False),
+    Variant("rnri (default), strength 0.75", strength=0.75),
+    Variant("rnri (default), painted mask", mask="oracle"),
 ]
 ROBUSTNESS = [  # the initial guess and the last step, with and without noise correction: --robustness
-    Variant("ddim", "ddim"),
+    Variant("ddim", "ddim", noise_correction=False),
     Variant("ddim + noise correction", "ddim", noise_correction=True),
     Variant("rnri (default)"),
     Variant("rnri + noise correction", noise_correction=True),
-    Variant("rnri, init prior", options={"init": "prior"}),
+    Variant("rnri, init prior", options={"init": "prior"}, noise_correction=False),
     Variant("rnri, init prior + noise correction", options={"init": "prior"}, noise_correction=True),
-    Variant("rnri, init ddim", options={"init": "ddim"}),
-    Variant("rnri, init chain", options={"init": "chain"}),
-    Variant("rnri, init chain-ddim", options={"init": "chain-ddim"}),
+    Variant("rnri, init ddim", options={"init": "ddim"}, noise_correction=False),
+    Variant("rnri, init chain", options={"init": "chain"}, noise_correction=False),
+    Variant("rnri, init chain-ddim", options={"init": "chain-ddim"}, noise_correction=False),
     Variant("rnri, init chain + noise correction", options={"init": "chain"}, noise_correction=True),
     Variant("rnri, init chain-ddim + noise correction", options={"init": "chain-ddim"}, noise_correction=True),
     Variant("rnri x2 + noise correction", options={"iterations": 2}, noise_correction=True),
@@ -102,7 +105,17 @@ TEACHER = [  # the DDIM-trained teacher at 50 steps (the paper's latent-diffusio
     Variant("rnri (default)"),
     Variant("rnri, painted mask", mask="oracle"),
 ]
-QUICK = [v for v in VARIANTS if v.label in ("ddim", "rnri (default)", "rnri + noise correction", "rnri, painted mask")]
+QUICK = [
+    v
+    for v in VARIANTS
+    if v.label
+    in (
+        "ddim",
+        "rnri (default: chain guess + noise correction)",
+        "rnri, no noise correction",
+        "rnri (default), painted mask",
+    )
+]
 
 
 def phrases(edit: Edit) -> tuple[str, str]:
