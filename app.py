@@ -33,6 +33,23 @@ EXAMPLES = [
     [str(ASSETS / "coffee.jpg"), "a cup of coffee on a table", "a cup of tea on a table"],
     [str(ASSETS / "rocket.jpg"), "a rocket launching", "a rocket launching at night"],
 ]
+SHAPES_EXAMPLES = [  # the tiny model draws shapes (rnri/shapes): its own examples, renders of that world
+    [
+        str(ASSETS / "shapes-red-circle.png"),
+        "a large red circle on a blue background",
+        "a large pink heart on a blue background",
+    ],
+    [
+        str(ASSETS / "shapes-heart-stripes.png"),
+        "a large pink heart on a striped background",
+        "a large pink heart on a checkered background",
+    ],
+    [
+        str(ASSETS / "shapes-star-and-square.png"),
+        "a small yellow star and a large green square on a gray background",
+        "a small yellow heart and a large green square on a gray background",
+    ],
+]
 HOST = "127.0.0.1"  # this machine only; --host 0.0.0.0 (or GRADIO_SERVER_NAME) serves a network
 MAX_FILE_SIZE = "30mb"  # uploads above this are refused by the server before anything is decoded
 QUEUE_SIZE = 16  # waiting requests beyond this are turned away ("queue full") instead of piling up
@@ -263,7 +280,8 @@ def banner(resident: ed.Resident) -> str:
         return ""
     return (
         "<div role='alert' id='model-banner' style='border:2px solid #d97706;background:#fffbeb;color:#451a03;"
-        "padding:10px 14px;border-radius:8px'><b>Running on the tiny demo model: its images are noise.</b> "
+        "padding:10px 14px;border-radius:8px'><b>Running on the tiny shapes model: "
+        "it only draws coloured shapes (try its examples).</b> "
         f"The app {html.escape(resident.failure)}.</div>"
     )
 
@@ -346,7 +364,8 @@ def events(handlers: Handlers, photo, painter, hint, source, target, button, con
 def examples(handlers: Handlers, photo, source, target, outputs, cancels) -> None:
     """The examples: a click shows its photo and prompts, clears the result at once and runs the edit."""
     caching = ed.example_caching()  # lazily cached on a Space; locally run when clicked, through the session cache
-    found = gr.Examples(EXAMPLES, [photo, source, target], outputs, handlers.edit_example, label="Examples", **caching)
+    rows = SHAPES_EXAMPLES if handlers.editor.model == "tiny" else EXAMPLES
+    found = gr.Examples(rows, [photo, source, target], outputs, handlers.edit_example, label="Examples", **caching)
     pending = [None if name != "summary" else PENDING for name in OUTPUTS]
     found.dataset.click(None, None, outputs, js=f"() => {json.dumps(pending)}", cancels=cancels)
     if not caching["cache_examples"]:

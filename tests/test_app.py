@@ -29,6 +29,7 @@ from PIL import Image
 import rnri
 import rnri.editor as ed
 import rnri.spaces_support
+from rnri.shapes.analyze import analyze
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = ROOT / "assets" / "cat.jpg"  # 451x300
@@ -54,6 +55,36 @@ def edit(client: Client, photo, source: str = SOURCE, target: str = TARGET, **se
         "summary": summary,
         **details,
     }
+
+
+@pytest.mark.parametrize(
+    ("photo", "source", "target", "expected"),
+    [
+        (
+            "shapes-red-circle.png",
+            "a large red circle on a blue background",
+            "a large pink heart on a blue background",
+            ("blue", [("heart", "pink", "large")]),
+        ),
+        (
+            "shapes-heart-stripes.png",
+            "a large pink heart on a striped background",
+            "a large pink heart on a checkered background",
+            ("checkered", [("heart", "pink", "large")]),
+        ),
+    ],
+)
+def test_the_tiny_model_edits_its_examples_correctly(client, photo, source, target, expected):
+    """--model tiny is the trained shapes LCM: its examples' edits, read by the exact analyzer, are what the target
+    prompt asks, and the reconstruction is the photo's scene."""
+
+    def attributes(image: Image.Image) -> tuple:
+        found = analyze(image.convert("RGB"))
+        return found.background, [(t.shape, t.colour, t.size) for t in found.things]
+
+    out = edit(client, ROOT / "assets" / photo, source, target)
+    assert attributes(out["edited"]) == expected
+    assert attributes(out["reconstruction"]) == attributes(Image.open(ROOT / "assets" / photo))
 
 
 def pixels(image: Image.Image) -> np.ndarray:

@@ -22,6 +22,7 @@ from PIL import Image
 from test_app import CAT, COFFEE
 
 import rnri.editor as ed
+from rnri.shapes.analyze import analyze
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
@@ -289,13 +290,26 @@ def test_an_example_clicked_during_a_live_edit_keeps_photo_prompts_and_result_in
         demo.close()
 
 
-def test_an_example_runs_when_clicked(page):
-    page.get_by_text("a rocket launching at night").click()
-    page.wait_for_function(f"{EDITED} && {EDITED}.complete && {EDITED}.naturalWidth === 640")  # a new element
-    assert page.locator("#target textarea").input_value() == "a rocket launching at night"
-    assert photo_line(page).startswith("Photo 640x427")
+def test_a_shapes_example_edits_visibly_and_correctly(page):
+    """On the tiny model the examples are its own world's: clicking "a large red circle on a blue background" ->
+    "a large pink heart on a blue background" shows an edit the exact analyzer reads as a large pink heart on the
+    same blue background, where the reconstruction is still the red circle."""
+    page.get_by_text("a large pink heart on a blue background").click()
+    page.wait_for_function(f"{EDITED} && {EDITED}.complete && {EDITED}.naturalWidth === 64")  # a new element
+    assert page.locator("#target textarea").input_value() == "a large pink heart on a blue background"
+    assert photo_line(page).startswith("Photo 64x64")
     headers = [h.strip() for h in page.locator(".gallery th, table th").all_inner_texts() if h.strip()]
     assert headers[:3] == ["Photo", "Source prompt", "Target prompt"]  # the photo's label heads its column
+    page.locator("#reconstruction img").first.wait_for(state="visible")
+    shot(page, "app-shapes-example.png")
+    edited = analyze(
+        Image.fromarray(fetched(page, page.locator("#edited img").first.get_attribute("src")).astype(np.uint8))
+    )
+    rebuilt = page.locator("#reconstruction img").first.get_attribute("src")
+    source = analyze(Image.fromarray(fetched(page, rebuilt).astype(np.uint8)))
+    assert edited.background == source.background == "blue"
+    assert [(t.shape, t.colour, t.size) for t in edited.things] == [("heart", "pink", "large")]
+    assert [(t.shape, t.colour) for t in source.things] == [("circle", "red")]
 
 
 def test_a_refused_edit_shows_one_consistent_state(page):
