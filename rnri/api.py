@@ -140,7 +140,7 @@ def invert(
     guidance_scale = backbone.inversion_guidance_scale if guidance_scale is None else guidance_scale
     spec = adapter.chain_spec(pipe.scheduler, chain)
     _check_numbers(num_inference_steps, guidance_scale, strength)
-    noise_correction = spec.corrects_noise if noise_correction is None else noise_correction
+    noise_correction = spec.stochastic and spec.corrects_noise if noise_correction is None else noise_correction
     if noise_correction and not spec.corrects_noise:
         raise ValueError(f"noise_correction needs a chain that injects noise; {spec.name!r} here injects none")
     _check_prompt(pipe, prompt)
