@@ -208,7 +208,7 @@ def test_edit_returns_the_input_size_and_reports_what_happened(client):
     assert out["edited"].size == (451, 300) and out["reconstruction"].size == (451, 300)
     assert out["edited"].mode == "RGB" and out["model"] == "tiny" and out["method"] == "rnri"
     assert not out["inversion_cached"]
-    assert (out["inversion_unet_forwards"], out["inversion_unet_backwards"], out["edit_unet_forwards"]) == (12, 0, 4)
+    assert (out["inversion_unet_forwards"], out["inversion_unet_backwards"], out["edit_unet_forwards"]) == (13, 0, 4)
     assert out["reconstruction_psnr_db"] > 0 and out["z_T_std"] > 0 and out["notices"] == []
     assert "UNet forwards" in out["summary"] and "PSNR" in out["summary"]
 
@@ -242,7 +242,7 @@ def test_new_target_prompt_reuses_the_inversion(url):
     guided = edit(session, CAT, target="a watercolour of a tiger", edit_guidance=3.0)
     assert not first["inversion_cached"] and again["inversion_cached"] and guided["inversion_cached"]
     # full: 12 inversion, 4 reconstruction, 4 edit; re-edit: the 4 forwards of the edit alone
-    assert (first["request_unet_forwards"], first["request_unet_backwards"]) == (20, 0)
+    assert (first["request_unet_forwards"], first["request_unet_backwards"]) == (21, 0)
     assert (again["request_unet_forwards"], again["request_unet_backwards"]) == (4, 0)
     assert again["edited"].tobytes() != first["edited"].tobytes()
     assert again["reconstruction"].tobytes() == first["reconstruction"].tobytes()
@@ -478,7 +478,7 @@ def test_a_new_mask_re_edits_from_the_cached_inversion(url, tmp_path):
     second = edit(session, CAT, mask=handle_file(str(box_mask(tmp_path / "b.png", box=other_box))))
     cleared = edit(session, CAT)
     assert not first["inversion_cached"] and (first["request_unet_forwards"], first["request_unet_backwards"]) == (
-        20,
+        21,
         0,
     )
     for again in (second, cleared):
@@ -523,7 +523,7 @@ def test_paint_over_the_automatic_mask_puts_it_in_the_brush_layer(app, handlers,
     painted = np.asarray(value["layers"][0])[..., 3] > 0
     auto = handlers.page_edit(*coffee, request, auto_mask=True)[4]
     assert auto["mask"] == "auto (reused)"  # the button estimated it once, in the session's cache
-    assert painted.mean() == pytest.approx(auto["mask_coverage"], abs=1e-6)
+    assert painted.mean() == pytest.approx(auto["mask_coverage"], abs=5e-5)  # the report rounds to 4 digits
     value["layers"][0].save(tmp_path / "layer.png")
     assert np.array_equal(painted_on(app, COFFEE, [tmp_path / "layer.png"]).numpy(), region.numpy())  # read back
     corrected = handlers.page_edit(str(COFFEE), region, *coffee[2:], request)[4]
@@ -599,8 +599,8 @@ def test_on_a_space_gpu_work_runs_under_spaces_gpu_and_examples_are_cached_lazil
         assert [name for name, _ in leased] == ["invert_photo", "regenerate_photo"]
         assert all(duration == rnri.spaces_support.GPU_SECONDS for _, duration in leased)
         leased.clear()
-        example = Client(local_url, verbose=False).predict(0, api_name="/load_example")  # a click on the cat
-        assert Image.open(example[0]).size == (451, 300) and example[4]["request_unet_forwards"] == 20
+        example = Client(local_url, verbose=False).predict(0, api_name="/load_example")  # the tiny model's first
+        assert Image.open(example[0]).size == (64, 64) and example[4]["request_unet_forwards"] == 21
         assert [name for name, _ in leased] == ["invert_photo", "regenerate_photo"] and any(tmp_path.iterdir())
     finally:
         space.demo.close()

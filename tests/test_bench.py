@@ -132,7 +132,7 @@ def test_family_costs_count_every_backbones_default_inversion(tmp_path):
         torch.set_num_threads(threads)
     record = json.loads((tmp_path / "families.json").read_text())
     counted = [(c["chain"], c["num_inference_steps"], c["forwards"], c["backwards"]) for c in record["costs"]]
-    assert counted == [("lcm", 4, 12, 0), ("ddim", 50, 199, 0), ("euler", 4, 15, 0), ("euler-ancestral", 4, 12, 0)]
+    assert counted == [("lcm", 4, 13, 0), ("ddim", 50, 199, 0), ("euler", 4, 15, 0), ("euler-ancestral", 4, 13, 0)]
     assert all(c["forward_equivalents"] > 0 for c in record["costs"])
     assert record["costs"][1]["cfg_forward_equivalents"] > 0  # SD edits under CFG: one batch-2 call per step
     assert "forward-equivalents" in (tmp_path / "families.md").read_text()

@@ -341,7 +341,7 @@ def test_a_model_that_cannot_load_starts_on_tiny_with_a_short_visible_banner(app
         banner.wait_for(state="visible")
         shot(page, "app-fallback-banner.png", full_page=False)
         text = banner.inner_text()
-        assert "Running on the tiny demo model" in text and "no-such-model" in text and "--model tiny" in text
+        assert "Running on the tiny shapes model" in text and "no-such-model" in text and "--model tiny" in text
         for noise in ("stacktrace", "local_files_only", "model='tiny'"):
             assert noise not in text
     finally:
