@@ -21,6 +21,10 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from fastapi import HTTPException
+from gradio.components.base import server
+from gradio.components.image_editor import AcceptBlobs, EditorData
+from starlette.middleware import Middleware
 
 import rnri
 import rnri.editor as ed
@@ -52,6 +56,8 @@ SHAPES_EXAMPLES = [  # the tiny model draws shapes (rnri/shapes): its own exampl
 ]
 HOST = "127.0.0.1"  # this machine only; --host 0.0.0.0 (or GRADIO_SERVER_NAME) serves a network
 MAX_FILE_SIZE = "30mb"  # uploads above this are refused by the server before anything is decoded
+MAX_BODY_BYTES = 31 * 2**20  # any request body: one such file and its form fields
+MAX_EDITOR_PIXELS = 4 * 1024**2  # a canvas the page sends back: the photo shown there has sides of at most 1024
 QUEUE_SIZE = 16  # waiting requests beyond this are turned away ("queue full") instead of piling up
 DEBOUNCE_S = 0.4  # live edits wait for this long a pause in typing
 LOCAL = ("auto_mask", "dilation", "feather", "paste_back")  # controls in the Local edit accordion; the rest: Advanced
@@ -84,6 +90,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=env("GRADIO_SERVER_PORT", "7860"), help="port (%(default)s)")
     p.add_argument("--offload", choices=ed.OFFLOAD_CHOICES, default=env("RNRI_OFFLOAD", "auto"), help="CPU offload")
     p.add_argument("--channels-last", action="store_true", default=env("RNRI_CHANNELS_LAST", "") in ("1", "true"))
+    p.add_argument("--auth", default=env("RNRI_AUTH"), help="user:password asked of every visitor (RNRI_AUTH)")
+    p.add_argument(
+        "--allowed-origins", default=env("RNRI_ALLOWED_ORIGINS", ""),
+        help="comma-separated origins (https://example.org) of other sites whose pages may call this server",
+    )  # fmt: skip
     p.add_argument("--log-level", choices=ed.LEVELS, default=env("RNRI_LOG_LEVEL", "warning"), help="%(default)s")
     return p.parse_args(argv)
 
@@ -141,16 +152,23 @@ def refused(message: str) -> tuple:
 class Handlers:
     """The page's events over one editor service; they keep no state but the debouncing tickets."""
 
-    def __init__(self, editor: ed.Editor) -> None:
-        self.editor, self.tickets = editor, ed.LatestRequest()
+    def __init__(self, editor: ed.Editor, listeners: ed.Listeners | None = None) -> None:
+        self.editor, self.tickets, self.listeners = editor, ed.LatestRequest(), listeners or ed.Listeners()
+
+    def gone(self, request: gr.Request | None) -> bool:
+        """Whether the client of ``request`` queued it and went away (never opened its stream, or closed it):
+        nobody would see the edit, so it is not made and the next client's turn comes at once."""
+        session = request.session_hash if request else None
+        if session and not self.listeners.present(session):
+            log.info("dropped a job of session %s: its client is gone", session)
+            return True
+        return False
 
     def request(self, photo: Any, painted: Any, source: Any, target: Any, session: str, values: dict):
         """An edit request from raw inputs, every one checked; ``painted``: a region, or a mask file."""
         loaded = ed.load_photo(file_of(photo, "photo") if photo is not None else None)
         if painted is None or isinstance(painted, str | dict):  # a mask file (API clients)
-            painted = ed.painted_region(
-                [ed.load_layer(file_of(painted, "mask"))] if painted else [], loaded.image.size
-            )
+            painted = ed.read_region([file_of(painted, "mask")] if painted else [], loaded.image.size)
         elif painted.shape[-2:] != loaded.image.size[::-1]:
             painted = None  # painted over another photo: the page has cleared it
         source = ed.clean_prompt(source, "source prompt (what the photo shows)")
@@ -161,6 +179,8 @@ class Handlers:
         """Edit ``photo`` (a file) from ``source`` (what it shows) to ``target`` (what it should become); ``mask``
         (white = edit) confines it. Returns the edit, the reconstruction, a summary, the solver's residuals, the
         details as numbers and the photo tinted where the edit acted."""
+        if self.gone(request):
+            return tuple(gr.skip() for _ in OUTPUTS)
         with user_errors():
             session = request.session_hash if request else "api"
             result = self.editor.edit(
@@ -170,6 +190,8 @@ class Handlers:
 
     def page_edit(self, photo, painted, source, target, request: gr.Request, progress=gr.Progress(), **values):  # noqa: B008
         """The page's Edit: as ``api_edit``, but a refused edit is shown on the page, not raised."""
+        if self.gone(request):
+            return tuple(gr.skip() for _ in OUTPUTS)
         try:
             edit = self.request(photo, painted, source, target, request.session_hash or "", values)
             result = self.editor.edit(edit, progress_of(progress))
@@ -181,6 +203,8 @@ class Handlers:
 
     def live_edit(self, photo, painted, source, target, request: gr.Request, **values) -> tuple:
         """Re-edit as the target prompt is typed or the mask painted, only from a cached inversion."""
+        if self.gone(request):
+            return tuple(gr.skip() for _ in OUTPUTS)
         try:
             result = self.editor.re_edit(
                 self.request(photo, painted, source, target, request.session_hash or "", values)
@@ -228,8 +252,8 @@ def read_mask(value: dict[str, Any] | None) -> tuple[Any, str | Any]:
     if not value or not value.get("background"):
         return (gr.skip(), gr.skip()) if value else (None, gr.skip())
     with user_errors():
-        size = ed.load_layer(value["background"], "image").size
-        painted = ed.painted_region([ed.load_layer(layer) for layer in value.get("layers") or []], size)
+        size = ed.image_size(value["background"])
+        painted = ed.read_region(value.get("layers") or [], size, MAX_EDITOR_PIXELS)
     return painted, photo_line(size, painted)
 
 
@@ -311,7 +335,67 @@ def build_demo(handlers: Handlers, resident: ed.Resident) -> gr.Blocks:
             with gr.Column(scale=3, elem_id="results"):
                 outputs = outputs_column()
         events(handlers, photo, painter, hint, source, target, button, controls, outputs)
+    demo.rnri_listeners = handlers.listeners  # the web guard counts their streams (launch)
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+
+
+class PainterGuard:
+    """Bounds on what a request can make the image editor hold (Gradio 6.31 has none), installed on the instance
+    (a subclass of a Gradio component would make Gradio write an ``app.pyi`` beside this file at every start).
+
+    Its ``accept_blobs`` route stores a stroke's uploads until the change event reads them: as sent, an ``index``
+    of 10**9 grows a list of 10**9 entries (8 GB) and ids never read pile up. Here a blob must be an image of at
+    most ``MAX_EDITOR_PIXELS`` (checked from its header), a layer index under ``ed.MAX_LAYERS``, and at most
+    ``MAX_PENDING`` strokes (``MAX_PENDING_BYTES`` in all) wait to be read, the oldest dropped first. A value
+    naming files instead is checked the same way before Gradio decodes them.
+    """
+
+    MAX_PENDING, MAX_PENDING_BYTES = 32, 128 * 2**20
+
+    def __init__(self, painter: gr.ImageEditor) -> None:
+        self.painter, self.accept, self.decode = painter, painter.accept_blobs, painter.preprocess
+
+        def accept_blobs(data: AcceptBlobs):  # a function: the route asks it to be marked as a server function
+            return self.accept_blobs(data)
+
+        painter.accept_blobs, painter.preprocess = server(accept_blobs), self.preprocess
+
+    def accept_blobs(self, data: AcceptBlobs):
+        kind, index, ident = data.data.get("type"), data.data.get("index"), data.data.get("id")
+        if kind not in ("background", "layer", "composite") or not isinstance(ident, str) or len(ident) > 64:
+            raise HTTPException(400, "Not a blob of the image editor.")
+        if kind == "layer" and not (str(index).isdigit() and int(index) < ed.MAX_LAYERS):
+            raise HTTPException(400, f"A layer index must be under {ed.MAX_LAYERS}.")
+        if len(data.files) != 1:
+            raise HTTPException(400, "Send one image per blob.")
+        try:
+            ed.image_size(data.files[0][1], "painted layer", MAX_EDITOR_PIXELS)
+        except ed.InputError as error:
+            raise HTTPException(400, str(error)) from None
+        self.accept(data)
+        self.bound_pending()
+
+    def bound_pending(self) -> None:
+        """Drop the oldest strokes waiting to be read beyond ``MAX_PENDING`` of them or ``MAX_PENDING_BYTES``."""
+        pending = self.painter.blob_storage
+
+        def size(blobs) -> int:
+            return sum(len(b or b"") for b in (blobs.background, blobs.composite, *blobs.layers))
+
+        while len(pending) > self.MAX_PENDING or (
+            len(pending) > 1 and sum(map(size, pending.values())) > self.MAX_PENDING_BYTES
+        ):
+            pending.pop(next(iter(pending)))
+
+    def preprocess(self, payload: EditorData | None):
+        if payload is not None and payload.id is None:  # files named by path: not yet checked
+            if len(payload.layers) > ed.MAX_LAYERS:
+                raise gr.Error(f"{len(payload.layers)} painted layers were sent; at most {ed.MAX_LAYERS} are read.")
+            for file in (payload.background, payload.composite, *payload.layers):
+                with user_errors():
+                    if file is not None:
+                        ed.image_size(file.path, "painted layer", MAX_EDITOR_PIXELS)
+        return self.decode(payload)
 
 
 def controls_of(resident: ed.Resident) -> tuple[gr.ImageEditor, dict[str, gr.components.Component]]:
@@ -325,6 +409,7 @@ def controls_of(resident: ed.Resident) -> tuple[gr.ImageEditor, dict[str, gr.com
             label="Where to edit", show_label=False, type="filepath", sources=(), brush=BRUSH, eraser=ERASER,
             layers=False, transforms=(), format="png", height=360, elem_id="painter",
         )  # fmt: skip
+        PainterGuard(painter)
         with gr.Row():
             made["clear"] = gr.Button("Clear mask", size="sm", elem_id="clear-mask")
             made["paint_auto"] = gr.Button("Paint over the automatic mask", size="sm", elem_id="paint-auto")
@@ -396,17 +481,53 @@ def outputs_column() -> list[gr.components.Component]:
 
 
 def launch(demo: gr.Blocks, host: str = HOST, port: int | None = None, block: bool = True, **options: Any) -> str:
-    """Serve the editor: no share link, bounded uploads; says where in one line (Gradio's own start-up lines,
-    with their share-link hint, are off)."""
+    """Serve the editor: no share link, bounded uploads, the web guard in front of every route (``ed.WebGuard``:
+    host, origin, body size, jobs per client, security headers); says where in one line (Gradio's own start-up
+    lines, with their share-link hint, are off). Errors outside the handlers (Gradio's own: an API call missing an
+    argument) reach the client in words; the handlers' own are ``gr.Error`` already. ``options`` go to Gradio's
+    ``launch`` (``auth``, say)."""
+    origins = tuple(o.strip() for o in options.pop("allowed_origins", "").split(",") if o.strip())
+    policy = ed.policy_for(host, MAX_BODY_BYTES, on_space=bool(os.environ.get("SPACE_ID")), allowed_origins=origins)
+    listeners = getattr(demo, "rnri_listeners", None) or ed.Listeners()
+    guard = Middleware(ed.WebGuard, policy=policy, listeners=listeners, queued=queued_jobs(demo, policy))
     _, url, _ = demo.launch(
         server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE, css=CSS,
-        quiet=True, prevent_thread_lock=True, **options,
+        quiet=True, prevent_thread_lock=True, app_kwargs={"middleware": [guard]}, show_error=True, **options,
     )  # fmt: skip
-    scope = "this machine only" if host in ("127.0.0.1", "localhost", "::1") else f"the network ({host})"
-    print(f"rnri editor at {url} ({scope}; no share link)", flush=True)
+    scope = "this machine only" if host in ed.LOOPBACK else f"the network ({host})"
+    access = "password required" if options.get("auth") else "no password"
+    print(f"rnri editor at {url} ({scope}; {access}; no share link)", flush=True)
     if block:
         demo.block_thread()
     return url
+
+
+def queued_jobs(demo: gr.Blocks, policy: ed.WebPolicy):
+    """How many edits (jobs for the model) a client has waiting or running in ``demo``'s queue."""
+
+    def count(client: str) -> int:
+        queue = demo._queue  # Gradio keeps no count per client; its events say who sent them
+        waiting = [event for line in queue.event_queue_per_concurrency_id.values() for event in line.queue]
+        running = [event for jobs in queue.active_jobs if jobs for event in jobs]
+        return sum(
+            event.concurrency_id == "gpu" and event.request is not None and client == ed.client_of(
+                event.request.headers, event.request.client.host if event.request.client else None,
+                policy.behind_proxy,
+            )
+            for event in waiting + running
+        )  # fmt: skip
+
+    return count
+
+
+def auth_of(value: str | None) -> tuple[str, str] | None:
+    """``user:password`` as Gradio's ``auth``; None without one."""
+    if not value:
+        return None
+    user, colon, password = value.partition(":")
+    if not (user and colon and password):
+        raise SystemExit("--auth (or RNRI_AUTH) must be user:password, both non-empty.")
+    return user, password
 
 
 def build(args: argparse.Namespace) -> gr.Blocks:
@@ -415,6 +536,7 @@ def build(args: argparse.Namespace) -> gr.Blocks:
     ed.share_cpu_politely()  # before torch loads
     fast = ed.FastPath(channels_last=args.channels_last, cpu_offload=args.offload)
     resident = ed.open_model(args.model, fast=fast, fallback=True, lora=args.lora)
+    ed.use_run_folder()  # Gradio's files go to this run's folder; a new start deletes those of runs that died
     return build_demo(Handlers(ed.Editor(resident.pipe, ed.InversionCache(capacity=16), resident.model)), resident)
 
 
@@ -422,4 +544,4 @@ ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 demo = build(ARGS)  # module level, as Spaces and `gradio app.py` expect
 
 if __name__ == "__main__":
-    launch(demo, ARGS.host, ARGS.port)
+    launch(demo, ARGS.host, ARGS.port, auth=auth_of(ARGS.auth), allowed_origins=ARGS.allowed_origins)

@@ -15,9 +15,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """An 8-bit RGB copy of ``image``: EXIF rotation applied, transparency composited on white, 16-bit scaled."""
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image, dtype=np.float32)  # one float32 copy, scaled in place: 4 bytes a pixel at most
         lo, hi = float(values.min()), float(values.max())
-        image = Image.fromarray(((values - lo) / max(hi - lo, 1e-12) * 255.0).round().astype(np.uint8), "L")
+        values -= lo
+        values *= 255.0 / max(hi - lo, 1e-12)
+        image = Image.fromarray(np.rint(values, out=values).astype(np.uint8), "L")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

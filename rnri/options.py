@@ -87,7 +87,7 @@ def _number(setting: Setting, value: Any) -> int | float:
     opt, integer = setting.option, setting.kind is int
     try:
         number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float (10**400)
         number = math.nan
     low = -math.inf if opt.low is None else opt.low
     high = math.inf if opt.high is None else opt.high

@@ -92,12 +92,20 @@ def test_the_editor_service_has_no_ui(name):
     assert "gradio" not in {m.split(".")[0] for m in imports(modules()[name])}
 
 
+PRIVATE_ALLOWED = {  # Gradio's private attributes app.py reads, and why
+    "_queue": "Gradio keeps no public count of a client's queued jobs; app.queued_jobs reads its events "
+    "(tests/test_hardening.py fails if they change)",
+}
+
+
 def test_the_front_ends_hold_no_module_state_a_handler_reaches_for():
     """app.py's module level defines constants, functions and classes, its logger, and builds ``demo``; the service
-    is passed to the handlers, never looked up in a global (Gradio's private attributes are not used either)."""
+    is passed to the handlers, never looked up in a global (Gradio's private attributes are not used either, but for
+    ``PRIVATE_ALLOWED``)."""
     tree = ast.parse((ROOT / "app.py").read_text())
     assigned = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if hasattr(t, "id")}
     assert {name for name in assigned if not name.isupper()} == {"demo", "log"}
     attributes = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)]
     private = [a for a in attributes if a.startswith("_") and not (a.startswith("__") and a.endswith("__"))]
+    private = [a for a in private if a not in PRIVATE_ALLOWED]
     assert private == [], f"app.py uses private attributes: {private}"

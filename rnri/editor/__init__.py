@@ -35,6 +35,15 @@ _WHERE = {
     "open_model": "rnri.editor.models",
     "brush_layer": "rnri.editor.regions",
     "painted_region": "rnri.editor.regions",
+    "read_region": "rnri.editor.regions",
+    "MAX_LAYERS": "rnri.editor.regions",
+    "use_run_folder": "rnri.editor.scratch",
+    "Listeners": "rnri.editor.web",
+    "WebGuard": "rnri.editor.web",
+    "client_of": "rnri.editor.web",
+    "policy_for": "rnri.editor.web",
+    "LOOPBACK": "rnri.editor.web",
+    "WebPolicy": "rnri.editor.web",
     "Report": "rnri.editor.report",
     "EditRequest": "rnri.editor.service",
     "EditResult": "rnri.editor.service",
@@ -51,11 +60,18 @@ _WHERE = {
     "Photo": "rnri.editor.uploads",
     "clean_prompt": "rnri.editor.uploads",
     "load_layer": "rnri.editor.uploads",
+    "image_size": "rnri.editor.uploads",
+    "MAX_PIXELS": "rnri.editor.uploads",
+    "MAX_SIDE": "rnri.editor.uploads",
     "load_photo": "rnri.editor.uploads",
 }
 __all__ = [
     "EDITOR_METHODS",
     "LEVELS",
+    "LOOPBACK",
+    "MAX_LAYERS",
+    "MAX_PIXELS",
+    "MAX_SIDE",
     "OFFLOAD_CHOICES",
     "BoundedDict",
     "CachedInversion",
@@ -70,29 +86,37 @@ __all__ = [
     "InversionCache",
     "InversionKey",
     "LatestRequest",
+    "Listeners",
     "LocalEdit",
     "Photo",
     "Report",
     "Resident",
+    "WebGuard",
+    "WebPolicy",
     "add_arguments",
     "brush_layer",
     "clean_prompt",
+    "client_of",
     "configure_logging",
     "controls",
     "describe_options",
     "example_caching",
     "guidance_defaults",
+    "image_size",
     "load_failure",
     "load_layer",
     "load_photo",
     "open_model",
     "painted_region",
+    "policy_for",
     "read_form",
     "read_options",
+    "read_region",
     "settings_of",
     "share_cpu_politely",
     "solver_settings",
     "steps_defaults",
+    "use_run_folder",
     "with_method",
 ]
 
@@ -102,10 +126,21 @@ if TYPE_CHECKING:
     from rnri.editor.form import EDITOR_METHODS, Choices, EditOptions, LocalEdit, controls, read_form, solver_settings
     from rnri.editor.models import Resident, load_failure, open_model
     from rnri.editor.process import LEVELS, configure_logging, share_cpu_politely
-    from rnri.editor.regions import brush_layer, painted_region
+    from rnri.editor.regions import MAX_LAYERS, brush_layer, painted_region, read_region
     from rnri.editor.report import Report
+    from rnri.editor.scratch import use_run_folder
     from rnri.editor.service import Editor, EditRequest, EditResult
-    from rnri.editor.uploads import InputError, Photo, clean_prompt, load_layer, load_photo
+    from rnri.editor.uploads import (
+        MAX_PIXELS,
+        MAX_SIDE,
+        InputError,
+        Photo,
+        clean_prompt,
+        image_size,
+        load_layer,
+        load_photo,
+    )
+    from rnri.editor.web import LOOPBACK, Listeners, WebGuard, WebPolicy, client_of, policy_for
     from rnri.gpu import OFFLOAD_CHOICES, FastPath, FastPathError
     from rnri.options import add_arguments, settings_of
     from rnri.options import describe as describe_options

@@ -4,19 +4,20 @@ much of the photo outside it the edit kept."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from rnri.editor.uploads import InputError
+from rnri.editor.uploads import MAX_PIXELS, InputError, Source, load_layer
 from rnri.images import mask_tensor, psnr
 from rnri.masks import BlendConfig, blend_masks, fit_mask
 
 TINT = (255, 0, 200)  # magenta, the brush's colour: rare in photos, so the region stands out
 OVERLAY_OPACITY = 0.6  # of the tint where the edit acts fully
 LAYER_OPACITY = 128  # alpha of a painted layer the editor sends back (as the brush paints)
+MAX_LAYERS = 4  # painted layers read per request (the page's editor sends one); more are refused before decoding
 
 
 def layer_mask(layer: Image.Image) -> torch.Tensor:
@@ -34,16 +35,36 @@ def layer_mask(layer: Image.Image) -> torch.Tensor:
 
 def painted_region(layers: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor | None:
     """The union of the layers' marks at the photo's ``size = (width, height)``: (1, 1, H, W); None if unmarked."""
+    return _union(_marks(layer, size) for layer in layers)
+
+
+def read_region(sources: Sequence[Source], size: tuple[int, int], max_pixels: int = MAX_PIXELS) -> torch.Tensor | None:
+    """:func:`painted_region` of mask or layer files, read one at a time: at most ``MAX_LAYERS`` of them, each
+    refused from its header above ``max_pixels``, and each decoded layer let go before the next is read."""
+    if len(sources) > MAX_LAYERS:
+        raise InputError(f"{len(sources)} painted layers were sent; at most {MAX_LAYERS} are read.")
+
+    def marks(source: Source) -> torch.Tensor:
+        with load_layer(source, max_pixels=max_pixels) as layer:
+            return _marks(layer, size)
+
+    return _union(marks(source) for source in sources)
+
+
+def _marks(layer: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    try:
+        return fit_mask(layer_mask(layer), size)
+    except ValueError as error:
+        raise InputError(
+            f"The mask is {layer.width}x{layer.height} pixels but the photo is {size[0]}x{size[1]}: a mask "
+            "must cover the whole photo, so it needs the photo's aspect ratio. Clear the mask and paint again."
+        ) from error
+
+
+def _union(marks: Iterable[torch.Tensor]) -> torch.Tensor | None:
     region = None
-    for layer in layers:
-        try:
-            marks = fit_mask(layer_mask(layer), size)
-        except ValueError as error:
-            raise InputError(
-                f"The mask is {layer.width}x{layer.height} pixels but the photo is {size[0]}x{size[1]}: a mask "
-                "must cover the whole photo, so it needs the photo's aspect ratio. Clear the mask and paint again."
-            ) from error
-        region = marks if region is None else torch.maximum(region, marks)
+    for found in marks:
+        region = found if region is None else torch.maximum(region, found)
     return region if region is not None and float(region.max()) > 0 else None
 
 

@@ -18,9 +18,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rnri.images import to_rgb
 
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb threshold: refused above this
+# Decoding costs memory by the pixel: 24 megapixels (6000x4000, a camera's photo) take ~100 MB as 8-bit RGBA and
+# ~300 MB at the peak of a 16-bit file's conversion, which a 2-core server with a few GB serves while it edits.
+# Larger JPEGs are decoded at 1/2 to 1/8 scale (Image.draft) where they are downscaled anyway (the editor).
+MAX_PIXELS = 24_000_000  # decoded in full at most; files that would need more are refused before decoding
+BOMB_PIXELS = 89_478_485  # Pillow's decompression-bomb threshold: no file larger than this is opened at all
 MAX_SIDE = 1024  # the editor downscales longer sides (the models work at 512 px or less); the CLI keeps the size
-MIN_SIDE = 16  # shorter sides below this are refused: nothing is left to edit
+MIN_SIDE = 16  # shorter sides below this are refused, as read and after downscaling: nothing is left to edit
 MAX_PROMPT_CHARS = 1000  # longer prompts are cut before tokenising; CLIP takes 77 tokens anyway
 EXIF_ORIENTATION = 0x0112
 READABLE = "JPEG, PNG, WebP, GIF, BMP or TIFF"
@@ -59,7 +63,7 @@ def load_photo(source: Source | None, max_side: int | None = MAX_SIDE) -> Photo:
     """Open, check and normalise an image; longer sides over ``max_side`` are downscaled (None: kept)."""
     if source is None:
         raise InputError("Upload a photo first.")
-    image = _open(source)
+    image = _open(source, max_pixels=BOMB_PIXELS)  # a large JPEG may still be read reduced
     notices = []
     if getattr(image, "n_frames", 1) > 1:
         notices.append(f"The file is animated ({image.n_frames} frames); its first frame was used.")
@@ -68,6 +72,8 @@ def load_photo(source: Source | None, max_side: int | None = MAX_SIDE) -> Photo:
         mode = "PA"  # a palette with a transparent entry: to_rgb flattens it like an alpha channel
     if max_side and max(image.size) > max_side and image.format == "JPEG":
         image.draft(image.mode, (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale: fast and light
+    _check_size(image, "image", MAX_PIXELS)  # what will be decoded, after any reduction
+    _check_fitted(image.size, max_side)
     rgb, opaque = _decode(image, _name(source))
     if opaque:  # an alpha channel that hides nothing (an image editor's canvas exports one): nothing flattened
         mode = {"RGBA": "RGB", "LA": "L"}.get(mode, mode)
@@ -79,10 +85,11 @@ def load_photo(source: Source | None, max_side: int | None = MAX_SIDE) -> Photo:
     return Photo(rgb, digest(rgb), tuple(notices + resized))
 
 
-def load_layer(source: Source, what: str = "mask") -> Image.Image:
+def load_layer(source: Source, what: str = "mask", max_pixels: int = MAX_PIXELS) -> Image.Image:
     """A mask, a painted layer (or, with ``what="image"``, a photo as sent) decoded and upright, after the same
-    checks as a photo; not converted, so transparency still marks where a brush painted."""
-    with _open(source, what) as image:
+    checks as a photo (``max_pixels``: the most it may have); not converted, so transparency still marks where a
+    brush painted."""
+    with _open(source, what, max_pixels) as image:
         try:
             image.load()
         except Exception as error:  # as in _decode: Pillow's many error types for damaged data
@@ -90,11 +97,26 @@ def load_layer(source: Source, what: str = "mask") -> Image.Image:
         return ImageOps.exif_transpose(image)  # upright, as the photo is
 
 
-def clean_prompt(prompt: str | None, role: str) -> str:
-    """``prompt`` stripped and cut to ``MAX_PROMPT_CHARS``; ``InputError`` when empty (role: what it is for)."""
+def image_size(source: Source, what: str = "image", max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """An image's upright (width, height) from its header, after the checks of :func:`load_layer`; nothing is
+    decoded."""
+    with _open(source, what, max_pixels) as image:
+        width, height = image.size
+        return (height, width) if _orientation(image) in (5, 6, 7, 8) else (width, height)
+
+
+def clean_prompt(prompt: object, role: str) -> str:
+    """``prompt`` stripped and cut to ``MAX_PROMPT_CHARS``; ``InputError`` when empty, not text or not valid
+    Unicode (role: what it is for)."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise InputError(f"The {role} must be text, got {type(prompt).__name__}.")
     prompt = (prompt or "").strip()[:MAX_PROMPT_CHARS]
     if not prompt:
         raise InputError(f"The {role} is empty.")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate (from JSON's \ud800): no tokenizer can read it
+        raise InputError(f"The {role} holds a character that is not valid text at position {error.start}.") from None
     return prompt
 
 
@@ -109,8 +131,9 @@ def _name(source: Source) -> str:
     return "The image" if isinstance(source, bytes) else repr(Path(source).name)
 
 
-def _open(source: Source, what: str = "image") -> Image.Image:
-    """The image's header, after refusing non-images and decompression bombs (nothing is decoded yet)."""
+def _open(source: Source, what: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image's header, after refusing non-images, decompression bombs and images of more than ``max_pixels``
+    (nothing is decoded yet)."""
     name = f"The {what}" if isinstance(source, bytes) else repr(Path(source).name)
     try:
         with warnings.catch_warnings():
@@ -124,18 +147,20 @@ def _open(source: Source, what: str = "image") -> Image.Image:
         raise InputError(f"{name}: no such file.") from error
     except OSError as error:
         raise InputError(f"{name} could not be read ({error}).") from error
-    _check_size(image, what)
+    _check_size(image, what, max_pixels)
     return image
 
 
-def _check_size(image: Image.Image, what: str) -> None:
+def _check_size(image: Image.Image, what: str, max_pixels: int) -> None:
     width, height = image.size
-    if width * height > MAX_PIXELS:
+    if width * height > max_pixels:
         image.close()
+        jpegs = f" (JPEGs up to {BOMB_PIXELS / 1e6:.0f} where they are downscaled anyway)" if what == "image" else ""
+        if max_pixels >= BOMB_PIXELS:
+            jpegs = " (a decompression bomb looks like this)"
         raise InputError(
             f"The {what} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels); images over "
-            f"{MAX_PIXELS / 1e6:.0f} megapixels are refused (a decompression bomb looks like this). "
-            "Downscale it and try again."
+            f"{max_pixels / 1e6:.0f} megapixels are refused{jpegs}. Downscale it and try again."
         )
     if min(width, height) < MIN_SIDE:
         image.close()
@@ -172,12 +197,31 @@ def _decode(image: Image.Image, name: str) -> tuple[Image.Image, bool]:
             raise InputError(f"Images in colour mode {image.mode} cannot be edited ({error}).") from error
 
 
+def _fitted(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """``size`` downscaled so the longer side is at most ``max_side`` (None: kept)."""
+    width, height = size
+    if not max_side or max(width, height) <= max_side:
+        return size
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _check_fitted(size: tuple[int, int], max_side: int | None) -> None:
+    """Refuse an image whose shorter side, once downscaled, falls under ``MIN_SIDE`` (a 100000x16 strip)."""
+    fitted = _fitted(size, max_side)
+    if min(fitted) < MIN_SIDE:
+        raise InputError(
+            f"The image is {size[0]}x{size[1]} pixels: downscaled to {fitted[0]}x{fitted[1]} for editing, its shorter "
+            f"side would be under {MIN_SIDE} pixels. Crop it to an aspect ratio of at most "
+            f"{max_side // MIN_SIDE}:1 and try again."
+        )
+
+
 def _fit(image: Image.Image, max_side: int | None) -> tuple[Image.Image, list[str]]:
     """Downscale so the longer side is at most ``max_side``, with a notice saying so."""
     width, height = image.size
-    if not max_side or max(width, height) <= max_side:
+    size = _fitted(image.size, max_side)
+    if size == image.size:
         return image, []
-    scale = max_side / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     notice = f"The image is large ({width}x{height}); it was downscaled to {size[0]}x{size[1]}."
     return image.resize(size, Image.Resampling.LANCZOS), [notice]
