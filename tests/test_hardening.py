@@ -318,3 +318,24 @@ def test_the_app_writes_gradio_s_files_into_its_run_folder(app, client):
 def test_every_case_leaves_the_server_editing(client):
     out = edit(client, CAT, target="a photo of a leopard")
     assert out["edited"].size == (451, 300) and json.dumps(out["notices"]) is not None
+
+
+def test_an_edit_queued_by_a_client_that_never_listens_is_dropped_when_its_turn_comes(app, url, client, caplog):
+    config = httpx.get(url + "config").json()
+    edit_fn = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "edit")
+    endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/edit"]
+    data = [p.get("parameter_default") for p in endpoint["parameters"]]
+    photo = httpx.post(url + "gradio_api/upload", files={"files": ("cat.jpg", CAT.read_bytes())}).json()[0]
+    data[:3] = [{"path": photo, "meta": {"_type": "gradio.FileData"}}, "a photo of a cat", "a photo of a tiger"]
+    listeners = app.demo.rnri_listeners
+    grace, listeners.grace_s = listeners.grace_s, 0.5
+    try:
+        with caplog.at_level("INFO", logger="rnri.app"):
+            joined = httpx.post(url + "gradio_api/queue/join",
+                                json={"data": data, "fn_index": edit_fn, "session_hash": "never-listens"})  # fmt: skip
+            assert joined.status_code == 200, joined.text
+            out = edit(client, CAT, target="a photo of a jaguar")  # queued behind it: served once it is dropped
+            assert out["edited"].size == (451, 300)
+            assert "dropped a job of session never-listens: its client is gone" in caplog.text
+    finally:
+        listeners.grace_s = grace
