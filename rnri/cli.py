@@ -112,6 +112,7 @@ def _add_edit(p: argparse.ArgumentParser) -> None:
         "-o", "--output", metavar="PATH", help="where to write the edit (.png, .jpg, .webp; default: IMAGE-edit.png)"
     )
     p.add_argument("--mask", metavar="PATH", help="edit only here: a mask image (white = edit) or 'auto'")
+    _add_overwrite(p)
     _add_inversion_options(p)
     _add_model_options(p)
     p.set_defaults(run=run_edit)
@@ -121,6 +122,7 @@ def _add_invert(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", metavar="IMAGE", help="the photo to invert")
     p.add_argument("--source", required=True, metavar="TEXT", help="what the photo shows")
     p.add_argument("-o", "--output", metavar="PATH", help="the inversion file to write (default: IMAGE.safetensors)")
+    _add_overwrite(p)
     _add_inversion_options(p)
     _add_model_options(p)
     p.set_defaults(run=run_invert)
@@ -135,6 +137,7 @@ def _add_regenerate(p: argparse.ArgumentParser) -> None:
     guidance = {"guidance_scale": ed.settings_of(rnri.InversionSettings)["guidance_scale"]}
     ed.add_arguments(p, guidance, {"guidance_scale": "the inversion's"})
     p.add_argument("--mask", metavar="PATH", help="edit only here: a mask image (white = edit) or 'auto'")
+    _add_overwrite(p)
     _add_model_options(p, model_help="the model (default: the one recorded in the file)")
     p.set_defaults(run=run_regenerate)
 
@@ -161,6 +164,14 @@ def _add_batch(p: argparse.ArgumentParser) -> None:
     _add_inversion_options(p)
     _add_model_options(p)
     p.set_defaults(run=run_batch)
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output file (without it an existing file is refused; an input never is replaced)",
+    )
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
@@ -223,11 +234,11 @@ def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None
 def run_edit(args: argparse.Namespace) -> int:
     """rnri edit: invert IMAGE under --source, regenerate under --target, write the image."""
     output = Path(args.output or f"{Path(args.image).stem}-edit.png")
-    _check_output(output, tuple(OUTPUT_FORMATS))
+    _check_output(output, tuple(OUTPUT_FORMATS), args.overwrite, {"photo": args.image, "mask": _mask_file(args.mask)})
     photo, settings = read_photo(args.image), settings_of(args)
     editor = ed.Editor(load_model(args, args.model).pipe)
     result = editor.edit(edit_request(editor, photo, args.source, args.target, settings, args.mask))
-    save_image(result.image, output)
+    save_image(result.image, output, args.overwrite)
     print(f"wrote {output} ({_cost(result.report)})")
     return 0
 
@@ -235,13 +246,13 @@ def run_edit(args: argparse.Namespace) -> int:
 def run_invert(args: argparse.Namespace) -> int:
     """rnri invert: invert IMAGE under --source and save the whole Inversion."""
     output = Path(args.output or f"{Path(args.image).stem}{INVERSION_SUFFIX}")
-    _check_output(output, (INVERSION_SUFFIX,))
+    _check_output(output, (INVERSION_SUFFIX,), args.overwrite, {"photo": args.image})
     photo, settings = read_photo(args.image), settings_of(args)
     pipe = load_model(args, args.model).pipe
     inv = rnri.invert(
         pipe, ed.clean_prompt(args.source, "source prompt"), image=photo.image, **settings.invert_kwargs()
     )
-    save_atomically(output, lambda tmp: rnri.save_inversion(inv, tmp, model=model_name(args.model)))
+    save_atomically(output, lambda tmp: rnri.save_inversion(inv, tmp, model=model_name(args.model)), args.overwrite)
     print(f"wrote {output} ({inv.method}, {inv.unet_forwards} UNet forwards + {inv.unet_backwards} backwards)")
     return 0
 
@@ -249,13 +260,15 @@ def run_invert(args: argparse.Namespace) -> int:
 def run_regenerate(args: argparse.Namespace) -> int:
     """rnri regenerate: load a saved inversion and regenerate it under --prompt."""
     output = Path(args.output or f"{Path(args.inversion).name.removesuffix(INVERSION_SUFFIX)}-regenerated.png")
-    _check_output(output, tuple(OUTPUT_FORMATS))
+    inputs = {"inversion file": args.inversion, "mask": _mask_file(args.mask)}
+    _check_output(output, tuple(OUTPUT_FORMATS), args.overwrite, inputs)
     model = args.model or rnri.saved_model(args.inversion)
     mask = args.mask if args.mask in (None, "auto") else ed.load_layer(args.mask)
     pipe = load_model(args, model).pipe
     inv = rnri.load_inversion(args.inversion)
     prompt = ed.clean_prompt(args.prompt, "prompt")
-    save_image(rnri.regenerate(pipe, inv, prompt, guidance_scale=args.guidance_scale, mask=mask), output)
+    image = rnri.regenerate(pipe, inv, prompt, guidance_scale=args.guidance_scale, mask=mask)
+    save_image(image, output, args.overwrite)
     print(f"wrote {output}")
     return 0
 
@@ -361,7 +374,8 @@ def write_manifest(out: Path, jobs: list[BatchJob]) -> None:
         for prompt, path in job.outputs
         if path.exists()
     ]
-    save_atomically(out / "manifest.jsonl", lambda tmp: Path(tmp).write_text("".join(f"{x}\n" for x in lines)))
+    text = "".join(f"{x}\n" for x in lines)
+    save_atomically(out / "manifest.jsonl", lambda tmp: Path(tmp).write_text(text), overwrite=True)  # batch's own
 
 
 def _progress(jobs: list[BatchJob], quiet: bool):
@@ -463,8 +477,32 @@ def _cost(report: ed.Report) -> str:
     )
 
 
-def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
-    """Refuse, before any work, an output path that cannot be written."""
+def _check_output(path: Path, suffixes: tuple[str, ...], overwrite: bool, inputs: dict[str, str | None]) -> None:
+    """Refuse, before any work, an output path that cannot be written, an existing file without ``overwrite``, and
+    any of the command's ``inputs`` (what each is: its path) even with it."""
+    _check_writable(path, suffixes)
+    if not os.path.lexists(path):
+        return
+    for what, given in inputs.items():
+        if given and _same_file(path, given):
+            raise CliError(f"{path}: is the input {what}; rnri never writes over an input, choose another -o")
+    if not overwrite:
+        raise CliError(f"{path}: already exists; pass --overwrite to replace it, or choose another -o")
+
+
+def _mask_file(mask: str | None) -> str | None:
+    return None if mask == "auto" else mask
+
+
+def _same_file(a: Path | str, b: Path | str) -> bool:
+    """Whether two paths name one file (through links, case-insensitive disks and all); False if either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_writable(path: Path, suffixes: tuple[str, ...]) -> None:
     if path.suffix.lower() not in suffixes:
         raise CliError(f"{path}: the output must end in {' or '.join(suffixes)}")
     parent = path.parent
@@ -476,23 +514,43 @@ def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
         raise CliError(f"{path}: is a folder")
 
 
-def save_image(image: Image.Image, path: Path) -> None:
+def save_image(image: Image.Image, path: Path, overwrite: bool = False) -> None:
     """Write ``image`` in the format of the path's suffix, atomically (no half-written file is ever left)."""
     image_format = OUTPUT_FORMATS.get(path.suffix.lower(), "PNG")
     extra = {"quality": 95} if image_format in ("JPEG", "WEBP") else {}
-    save_atomically(path, lambda tmp: image.save(tmp, format=image_format, **extra))
+    save_atomically(path, lambda tmp: image.save(tmp, format=image_format, **extra), overwrite)
 
 
-def save_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
+def save_atomically(path: Path, write: Callable[[str], None], overwrite: bool = False) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then move it to ``path``; an existing file there is
+    replaced only with ``overwrite``, also one that appeared while rnri worked."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(str(tmp))
-        os.replace(tmp, path)
+        _move(tmp, path, overwrite)
     except OSError as error:
         raise CliError(f"cannot write {path}: {error.strerror or error}") from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _move(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``path``; without ``overwrite`` by a hard link, which fails where ``path`` exists."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # the caller then removes tmp
+    except FileExistsError:
+        raise _appeared(path) from None
+    except OSError:  # a file system without hard links (FAT, some network shares): look, then rename
+        if os.path.lexists(path):
+            raise _appeared(path) from None
+        os.replace(tmp, path)
+
+
+def _appeared(path: Path) -> CliError:
+    return CliError(f"{path}: a file appeared there while rnri worked; not replaced (pass --overwrite to replace it)")
 
 
 def _describe(error: BaseException) -> str:

@@ -59,7 +59,7 @@ def test_a_command_prints_no_library_notices_and_logs_at_the_chosen_level(photo,
     argv = ["edit", str(photo), "--source", "a cat", "--target", "a dog", "-o", str(tmp_path / "x.png"), *TINY]
     quiet = rnri_process(*argv)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
-    chatty = rnri_process(*argv, "--log-level", "info")
+    chatty = rnri_process(*argv, "--log-level", "info", "--overwrite")  # the same -o again
     assert chatty.returncode == 0 and "INFO rnri.editor.models: fast path: sdpa" in chatty.stderr
     assert "torchvision" not in chatty.stderr
 
@@ -119,6 +119,67 @@ def test_saved_inversion_round_trip(capsys, photo, tmp_path, pipe):
     assert code == 0 and f"wrote {out}" in stdout  # the model came from the file
     with Image.open(out) as image:
         assert image.tobytes() == rnri.regenerate(pipe, direct, "a fox").tobytes()
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(capsys, photo, tmp_path, monkeypatch):
+    """-o silently replaced any file; now an existing one (also the default output) is refused, named, untouched."""
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "tiger.png"
+    mine.write_bytes(b"the user's own file")
+    argv = ["edit", photo, "--source", "a cat", "--target", "a tiger", *TINY]
+    code, _, err = run(capsys, *argv, "-o", mine)
+    assert (
+        code == 1
+        and err == f"rnri: error: {mine}: already exists; pass --overwrite to replace it, or choose another -o\n"
+    )
+    (tmp_path / "cat-edit.png").write_bytes(b"an earlier edit")
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "cat-edit.png: already exists" in err
+    assert (
+        mine.read_bytes() == b"the user's own file" and (tmp_path / "cat-edit.png").read_bytes() == b"an earlier edit"
+    )
+    code, stdout, _ = run(capsys, *argv, "-o", mine, "--overwrite")
+    assert code == 0 and f"wrote {mine}" in stdout
+    with Image.open(mine) as image:
+        assert image.format == "PNG"
+
+
+@pytest.mark.parametrize(
+    "argv, output, message",
+    [
+        (["edit", "{photo}", "--source", "a", "--target", "b"], "{photo}", "is the input photo"),
+        (["edit", "{photo}", "--source", "a", "--target", "b"], "{dir}/link.jpg", "is the input photo"),  # symlink
+        (["edit", "{photo}", "--source", "a", "--target", "b"], "{dir}/hard.jpg", "is the input photo"),  # hard link
+        (["edit", "{photo}", "--source", "a", "--target", "b", "--mask", "{dir}/mask.png"], "{dir}/mask.png", "mask"),
+        (["invert", "{dir}/photo.safetensors", "--source", "a"], "{dir}/photo.safetensors", "is the input photo"),
+        (["regenerate", "{dir}/inv.png", "--prompt", "a"], "{dir}/inv.png", "is the input inversion file"),
+    ],
+)
+def test_an_input_is_never_written_over_even_with_overwrite(capsys, photo, tmp_path, argv, output, message):
+    (tmp_path / "link.jpg").symlink_to(photo)
+    os.link(photo, tmp_path / "hard.jpg")
+    for name in ("mask.png", "photo.safetensors", "inv.png"):
+        noise_image(8, 8).save(tmp_path / name, format="PNG")
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    filled = [a.format(dir=tmp_path, photo=photo) for a in [*argv, "-o", output]]
+    code, _, err = run(capsys, *filled, "--overwrite", *TINY)
+    assert code == 1 and message in err and "rnri never writes over an input" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_file_that_appears_while_rnri_works_is_not_replaced(tmp_path):
+    """The check before the work is repeated as the output is moved into place (a hard link fails on a file)."""
+    target = tmp_path / "out.png"
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_bytes(b"rnri's output")
+        target.write_bytes(b"written meanwhile")
+
+    with pytest.raises(cli.CliError, match="a file appeared there while rnri worked; not replaced"):
+        cli.save_atomically(target, write)
+    assert target.read_bytes() == b"written meanwhile" and sorted(tmp_path.iterdir()) == [target]
+    cli.save_atomically(target, write, overwrite=True)
+    assert target.read_bytes() == b"rnri's output" and sorted(tmp_path.iterdir()) == [target]
 
 
 def make_folder(tmp_path: Path) -> tuple[Path, Path]:
