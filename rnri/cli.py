@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Collection
@@ -138,7 +139,8 @@ def _add_regenerate(p: argparse.ArgumentParser) -> None:
     ed.add_arguments(p, guidance, {"guidance_scale": "the inversion's"})
     p.add_argument("--mask", metavar="PATH", help="edit only here: a mask image (white = edit) or 'auto'")
     _add_overwrite(p)
-    _add_model_options(p, model_help="the model (default: the one recorded in the file)")
+    recorded = "the file's, where built in or the default model; another must be named here"
+    _add_model_options(p, model_help=f"the model (default: {recorded})")
     p.set_defaults(run=run_regenerate)
 
 
@@ -262,7 +264,7 @@ def run_regenerate(args: argparse.Namespace) -> int:
     output = Path(args.output or f"{Path(args.inversion).name.removesuffix(INVERSION_SUFFIX)}-regenerated.png")
     inputs = {"inversion file": args.inversion, "mask": _mask_file(args.mask)}
     _check_output(output, tuple(OUTPUT_FORMATS), args.overwrite, inputs)
-    model = args.model or rnri.saved_model(args.inversion)
+    model = regenerate_model(args.inversion, args.model)
     mask = args.mask if args.mask in (None, "auto") else ed.load_layer(args.mask)
     pipe = load_model(args, model).pipe
     inv = rnri.load_inversion(args.inversion)
@@ -295,6 +297,22 @@ def run_batch(args: argparse.Namespace) -> int:
     write_manifest(out, jobs)
     print(report.summary(len(jobs)))
     return 1 if report.failed else 0
+
+
+def regenerate_model(inversion: str, model: str | None) -> str:
+    """The model to regenerate with: ``model`` (--model), else the one the file names where rnri would load it
+    unasked (built in, or the default model); a file is anyone's, so any other must be named (``CliError``)."""
+    recorded = rnri.saved_model(inversion)
+    if model:
+        if recorded not in (None, model):
+            print(f"rnri: note: {inversion} was made with {recorded!r}; regenerating with {model!r}", file=sys.stderr)
+        return model
+    if recorded is None or recorded == model_name(None) or recorded in rnri.BUILTIN_MODELS:
+        return recorded or model_name(None)
+    raise CliError(
+        f"{inversion} was made with the model {recorded!r}, which rnri does not load only because a file names it; "
+        f"to regenerate with it, pass --model {shlex.quote(recorded)}"
+    )
 
 
 # --- batch -----------------------------------------------------------------------------------------------------

@@ -182,6 +182,44 @@ def test_a_file_that_appears_while_rnri_works_is_not_replaced(tmp_path):
     assert target.read_bytes() == b"rnri's output" and sorted(tmp_path.iterdir()) == [target]
 
 
+@pytest.fixture(scope="module")
+def hub_file(pipe, tmp_path_factory) -> Path:
+    """An inversion file that names a Hub model."""
+    path = tmp_path_factory.mktemp("hub") / "hub.safetensors"
+    rnri.save_inversion(rnri.invert(pipe, "a cat", image=noise_image(64, 48), method="ddim"), path, model="evil/x")
+    return path
+
+
+def test_regenerate_loads_no_model_a_file_names_unasked(capsys, hub_file, tmp_path, monkeypatch):
+    """The file's ``model`` made regenerate download whatever Hub id it named; now it asks for --model, loading
+    nothing, and takes the file's model only where rnri would load it unasked (built in, or the default)."""
+    loaded = []
+
+    def load_model(args, model):
+        loaded.append(model)
+        raise cli.CliError("stopped before loading")
+
+    monkeypatch.setattr(cli, "load_model", load_model)
+    monkeypatch.delenv(cli.MODEL_ENV, raising=False)
+    argv = ["regenerate", hub_file, "--prompt", "a fox", "-o", tmp_path / "fox.png", "--device", "cpu"]
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and loaded == [] and not (tmp_path / "fox.png").exists()
+    assert err == (
+        f"rnri: error: {hub_file} was made with the model 'evil/x', which rnri does not load only because a file "
+        "names it; to regenerate with it, pass --model evil/x\n"
+    )
+    monkeypatch.setenv(cli.MODEL_ENV, "evil/x")  # the user's own default: loaded as without a file
+    assert run(capsys, *argv)[0] == 1 and loaded == ["evil/x"]
+    assert run(capsys, *argv, "--model", "tiny")[0] == 1 and loaded == ["evil/x", "tiny"]
+
+
+def test_regenerate_with_another_model_says_which_the_file_was_made_with(capsys, hub_file, tmp_path):
+    out = tmp_path / "fox.png"
+    code, stdout, err = run(capsys, "regenerate", hub_file, "--prompt", "a fox", "-o", out, *TINY)
+    assert code == 0 and f"wrote {out}" in stdout
+    assert err == f"rnri: note: {hub_file} was made with 'evil/x'; regenerating with 'tiny'\n"
+
+
 def make_folder(tmp_path: Path) -> tuple[Path, Path]:
     photos = tmp_path / "photos"
     photos.mkdir()
