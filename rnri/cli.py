@@ -265,9 +265,9 @@ def run_regenerate(args: argparse.Namespace) -> int:
     inputs = {"inversion file": args.inversion, "mask": _mask_file(args.mask)}
     _check_output(output, tuple(OUTPUT_FORMATS), args.overwrite, inputs)
     model = regenerate_model(args.inversion, args.model)
+    inv = rnri.load_inversion(args.inversion)  # refused before a model is loaded
     mask = args.mask if args.mask in (None, "auto") else ed.load_layer(args.mask)
     pipe = load_model(args, model).pipe
-    inv = rnri.load_inversion(args.inversion)
     prompt = ed.clean_prompt(args.prompt, "prompt")
     image = rnri.regenerate(pipe, inv, prompt, guidance_scale=args.guidance_scale, mask=mask)
     save_image(image, output, args.overwrite)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 import torch
 from conftest import noise_image
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
 from test_app import png_header
 
 import rnri
@@ -218,6 +221,39 @@ def test_regenerate_with_another_model_says_which_the_file_was_made_with(capsys,
     code, stdout, err = run(capsys, "regenerate", hub_file, "--prompt", "a fox", "-o", out, *TINY)
     assert code == 0 and f"wrote {out}" in stdout
     assert err == f"rnri: note: {hub_file} was made with 'evil/x'; regenerating with 'tiny'\n"
+
+
+def test_a_guidance_out_of_range_in_a_file_is_refused_before_anything_is_written(capsys, pipe, tmp_path):
+    """A guidance of 1e308 in the file wrote an all-black PNG with exit code 0."""
+    inv = rnri.invert(pipe, "a cat", image=noise_image(64, 48), method="ddim")
+    path, out = tmp_path / "inv.safetensors", tmp_path / "fox.png"
+    rnri.save_inversion(inv, path, model="tiny")
+    bad = tmp_path / "bad.safetensors"
+    with safe_open(str(path), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+    metadata["fields"] = metadata["fields"].replace('"value": 8.5', '"value": 1e308')
+    save_file(tensors, str(bad), metadata=metadata)
+    code, _, err = run(capsys, "regenerate", bad, "--prompt", "a fox", "-o", out, *TINY)
+    assert code == 1 and not out.exists()
+    assert err == f"rnri: error: {bad}: guidance_scale must be a number from 0 to 15, got 1e+308\n"
+
+
+@pytest.mark.parametrize("command", ["regenerate", "edit"])
+def test_non_finite_output_is_an_error_and_writes_nothing(capsys, pipe, photo, tmp_path, monkeypatch, command):
+    """Where the decoder gives NaN (a diverged chain, an fp16 overflow), no black image is written with exit 0."""
+    inv_path, out = tmp_path / "inv.safetensors", tmp_path / "out.png"
+    rnri.save_inversion(rnri.invert(pipe, "a cat", image=noise_image(64, 48), method="ddim"), inv_path, model="tiny")
+    decode = type(pipe.vae).decode
+    monkeypatch.setattr(type(pipe.vae), "decode", lambda vae, z, **kw: (decode(vae, z, **kw)[0] * math.nan,))
+    argv = {
+        "regenerate": ["regenerate", inv_path, "--prompt", "a fox"],
+        "edit": ["edit", photo, "--source", "a cat", "--target", "a fox"],
+    }[command]
+    code, _, err = run(capsys, *argv, "-o", out, *TINY)
+    assert code == 1 and not out.exists() and "Traceback" not in err
+    assert err.endswith(
+        "rnri: error: the decoded image has NaN or infinite values (the chain diverged); no image was made\n"
+    )
 
 
 def make_folder(tmp_path: Path) -> tuple[Path, Path]:
