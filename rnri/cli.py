@@ -146,8 +146,9 @@ def _add_regenerate(p: argparse.ArgumentParser) -> None:
 
 BATCH = (
     "Invert every image in FOLDER once and regenerate it under each prompt of --targets. Outputs go to "
-    "OUT/IMAGE-NAME/NN-PROMPT.png plus OUT/manifest.jsonl. Finished outputs are skipped, so an interrupted batch "
-    "resumes where it stopped; a file that fails is reported and the batch goes on (exit code 1 at the end)."
+    "OUT/NAME-EXT/NN-PROMPT.png (a.jpg: OUT/a-jpg/, so a.png's never mix with it) plus OUT/manifest.jsonl. Finished "
+    "outputs are skipped, never replaced, so an interrupted batch resumes where it stopped; a file that fails is "
+    "reported and the batch goes on (exit code 1 at the end)."
 )
 
 
@@ -284,8 +285,9 @@ def run_batch(args: argparse.Namespace) -> int:
     except OSError as error:
         raise CliError(f"cannot create the output folder {out}: {error.strerror or error}") from error
     jobs = plan_batch(images, targets, out)
-    pending = [job for job in jobs if job.missing]
-    editor = ed.Editor(load_model(args, args.model).pipe, ed.InversionCache(capacity=1)) if pending else None
+    pending = [job for job in jobs if job.error or job.missing]  # a refused image fails on every run
+    work = any(not job.error for job in pending)
+    editor = ed.Editor(load_model(args, args.model).pipe, ed.InversionCache(capacity=1)) if work else None
     report = BatchReport(skipped=len(jobs) - len(pending))
     for job in _progress(pending, args.quiet):
         try:
@@ -324,7 +326,7 @@ class BatchJob:
 
     image: Path
     outputs: list[tuple[str, Path]]  # (target prompt, output path), one per target
-    error: str | None = None  # a planning error (e.g. a name clash), reported when the job runs
+    error: str | None = None  # a planning error (a name clash), reported as the image's failure on every run
 
     @property
     def missing(self) -> list[tuple[str, Path]]:
@@ -348,17 +350,24 @@ class BatchReport:
 
 
 def plan_batch(images: list[Path], targets: list[str], out: Path) -> list[BatchJob]:
-    """The outputs each image owes: OUT/STEM/NN-SLUG.png; a second image with the same stem is an error."""
+    """The outputs each image owes: OUT/NAME-EXT/NN-SLUG.png. Folders differing only in case (a.JPG, a.jpg) would
+    be one on a case-insensitive disk: the second image is refused."""
     jobs, seen = [], {}
     for image in images:
-        folder = out / image.stem
+        folder = out / output_folder(image)
         outputs = [(t, folder / f"{i:02d}-{slug(t)}.png") for i, t in enumerate(targets)]
         job = BatchJob(image, outputs)
-        if image.stem in seen:
-            job.error = f"has the same name as {seen[image.stem].name}, their outputs would clash; rename one"
-        seen.setdefault(image.stem, image)
+        first = seen.setdefault(folder.name.casefold(), image)
+        if first != image:
+            job.error = f"its outputs would share a folder with {first.name}'s where case is ignored; rename one"
         jobs.append(job)
     return jobs
+
+
+def output_folder(image: Path) -> str:
+    """The folder of an image's outputs, its whole file name: ``a.jpg`` -> ``a-jpg`` (no suffix holds a '-', so two
+    names never give one folder; a '.' would clash with the image itself where OUT is FOLDER)."""
+    return f"{image.stem}-{image.suffix[1:]}"
 
 
 def run_batch_job(editor: ed.Editor, job: BatchJob, source: str | None, settings: rnri.InversionSettings) -> int:
@@ -389,6 +398,7 @@ def write_manifest(out: Path, jobs: list[BatchJob]) -> None:
     lines = [
         json.dumps({"image": str(job.image), "target": prompt, "output": str(path.relative_to(out))})
         for job in jobs
+        if not job.error
         for prompt, path in job.outputs
         if path.exists()
     ]

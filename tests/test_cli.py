@@ -279,23 +279,23 @@ def test_batch_goes_on_past_a_bad_file_and_resumes(capsys, tmp_path):
     assert "3 image(s): 2 edited (4 file(s) written), 0 already done, 1 failed" in stdout
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == [
-        "a/00-a-tiger.png",
-        "a/01-a-fox-in-the-snow.png",
-        "b/00-a-tiger.png",
-        "b/01-a-fox-in-the-snow.png",
+        "a-png/00-a-tiger.png",
+        "a-png/01-a-fox-in-the-snow.png",
+        "b-jpg/00-a-tiger.png",
+        "b-jpg/01-a-fox-in-the-snow.png",
     ]
-    with Image.open(out / "b/00-a-tiger.png") as image:
+    with Image.open(out / "b-jpg/00-a-tiger.png") as image:
         assert image.size == (40, 60)
     manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert {m["output"] for m in manifest} == set(written) and manifest[0]["target"] == "a tiger"
 
-    stamp = (out / "a/00-a-tiger.png").stat().st_mtime_ns
-    (out / "b/01-a-fox-in-the-snow.png").unlink()
+    stamp = (out / "a-png/00-a-tiger.png").stat().st_mtime_ns
+    (out / "b-jpg/01-a-fox-in-the-snow.png").unlink()
     (photos / "broken.jpg").unlink()
     code, stdout, _ = run(capsys, *argv)
     assert code == 0 and "2 image(s): 1 edited (1 file(s) written), 1 already done, 0 failed" in stdout
-    assert (out / "b/01-a-fox-in-the-snow.png").is_file()
-    assert (out / "a/00-a-tiger.png").stat().st_mtime_ns == stamp  # finished outputs are not redone
+    assert (out / "b-jpg/01-a-fox-in-the-snow.png").is_file()
+    assert (out / "a-png/00-a-tiger.png").stat().st_mtime_ns == stamp  # finished outputs are not redone
     assert not list(out.rglob("*.tmp"))
 
 
@@ -306,17 +306,47 @@ def test_batch_needs_a_source_prompt_per_image(capsys, tmp_path):
     argv = ["batch", photos, "--targets", targets, "-o", tmp_path / "out", "--method", "ddim", *TINY]
     code, _, stderr = run(capsys, *argv)
     assert code == 1 and "a.png: no source prompt: give --source or write a caption file a.txt" in stderr
-    assert (tmp_path / "out/b/00-a-tiger.png").is_file()  # b has a caption
+    assert (tmp_path / "out/b-jpg/00-a-tiger.png").is_file()  # b has a caption
 
 
-def test_batch_same_name_clash_is_a_per_file_error(capsys, tmp_path):
+def test_batch_images_of_one_stem_get_their_own_outputs(capsys, tmp_path):
+    """a.jpg and a.png were both given a/NN-PROMPT.png: one was refused, and the next run called it done with the
+    other's edits in the manifest (exit code 0). Now each has its own folder, from its whole file name."""
     photos, targets = make_folder(tmp_path)
     (photos / "broken.jpg").unlink()
-    noise_image(64, 64).save(photos / "a.jpg")
+    noise_image(64, 64, seed=3).save(photos / "a.jpg")
     targets.write_text("a tiger\n")
-    argv = ["batch", photos, "--targets", targets, "-o", tmp_path / "o", "--source", "x", "--method", "ddim", *TINY]
-    code, _, stderr = run(capsys, *argv)
-    assert code == 1 and "a.png: has the same name as a.jpg" in stderr
+    out = tmp_path / "o"
+    argv = ["batch", photos, "--targets", targets, "-o", out, "--source", "x", "--method", "ddim", "--quiet", *TINY]
+    code, stdout, _ = run(capsys, *argv)
+    assert code == 0 and "3 image(s): 3 edited (3 file(s) written)" in stdout
+    manifest = {m["image"]: m["output"] for m in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert manifest == {
+        str(photos / "a.jpg"): "a-jpg/00-a-tiger.png",
+        str(photos / "a.png"): "a-png/00-a-tiger.png",
+        str(photos / "b.jpg"): "b-jpg/00-a-tiger.png",
+    }
+    with Image.open(out / "a-jpg/00-a-tiger.png") as jpg, Image.open(out / "a-png/00-a-tiger.png") as png:
+        assert (jpg.size, png.size) == ((64, 64), (64, 48))
+    code, stdout, _ = run(capsys, *argv)
+    assert code == 0 and "3 image(s): 0 edited (0 file(s) written), 3 already done" in stdout
+
+
+def test_batch_refuses_images_whose_folders_differ_only_in_case_on_every_run(capsys, tmp_path):
+    """On a case-insensitive disk a-JPG/ and a-jpg/ are one folder: the second image fails, also when resumed."""
+    photos, targets = make_folder(tmp_path)
+    (photos / "broken.jpg").unlink()
+    noise_image(64, 64, seed=3).save(photos / "a.JPG")
+    noise_image(64, 64, seed=4).save(photos / "a.jpg")
+    targets.write_text("a tiger\n")
+    out = tmp_path / "o"
+    argv = ["batch", photos, "--targets", targets, "-o", out, "--source", "x", "--method", "ddim", "--quiet", *TINY]
+    for _ in range(2):
+        code, stdout, err = run(capsys, *argv)
+        assert code == 1 and "1 failed" in stdout
+        assert f"rnri: error: {photos / 'a.jpg'}: its outputs would share a folder with a.JPG's" in err
+        assert str(photos / "a.jpg") not in (out / "manifest.jsonl").read_text()
+    assert not (out / "a-jpg").exists()
 
 
 @pytest.mark.parametrize(
