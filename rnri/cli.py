@@ -312,8 +312,8 @@ def regenerate_model(inversion: str, model: str | None) -> str:
     if recorded is None or recorded == model_name(None) or recorded in rnri.BUILTIN_MODELS:
         return recorded or model_name(None)
     raise CliError(
-        f"{inversion} was made with the model {recorded!r}, which rnri does not load only because a file names it; "
-        f"to regenerate with it, pass --model {shlex.quote(recorded)}"
+        f"{inversion} was made with the model {recorded!r}; rnri loads no model just because a file names it: "
+        f"pass --model {shlex.quote(recorded)} to regenerate with it"
     )
 
 

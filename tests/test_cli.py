@@ -208,8 +208,8 @@ def test_regenerate_loads_no_model_a_file_names_unasked(capsys, hub_file, tmp_pa
     code, _, err = run(capsys, *argv)
     assert code == 1 and loaded == [] and not (tmp_path / "fox.png").exists()
     assert err == (
-        f"rnri: error: {hub_file} was made with the model 'evil/x', which rnri does not load only because a file "
-        "names it; to regenerate with it, pass --model evil/x\n"
+        f"rnri: error: {hub_file} was made with the model 'evil/x'; rnri loads no model just because a file names "
+        "it: pass --model evil/x to regenerate with it\n"
     )
     monkeypatch.setenv(cli.MODEL_ENV, "evil/x")  # the user's own default: loaded as without a file
     assert run(capsys, *argv)[0] == 1 and loaded == ["evil/x"]
