@@ -22,6 +22,7 @@ _WHERE = {  # public name -> the module that defines it
     "DEFAULT_MODEL": "rnri.backbones",
     "backbone_of": "rnri.backbones",
     "default_guidance": "rnri.backbones",
+    "BUILTIN_MODELS": "rnri.loading",
     "ModelLoadError": "rnri.loading",
     "load_pipeline": "rnri.loading",
     "tiny_pipeline": "rnri.loading",
@@ -34,6 +35,7 @@ _WHERE = {  # public name -> the module that defines it
 }
 __all__ = [
     "BACKBONES",
+    "BUILTIN_MODELS",
     "DEFAULT_MODEL",
     "METHODS",
     "Backbone",
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
     from rnri.api import Inversion, auto_mask, invert, regenerate
     from rnri.backbones import BACKBONES, DEFAULT_MODEL, Backbone, backbone_of, default_guidance
     from rnri.inversion import InversionError
-    from rnri.loading import ModelLoadError, load_pipeline, tiny_pipeline
+    from rnri.loading import BUILTIN_MODELS, ModelLoadError, load_pipeline, tiny_pipeline
     from rnri.masks import BlendConfig
     from rnri.serialize import load_inversion, save_inversion, saved_model
     from rnri.settings import InversionSettings

@@ -366,9 +366,12 @@ def encode_image(pipe: Any, image: Image.Image) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_latents(pipe: Any, latents: torch.Tensor) -> Image.Image:
-    """The RGB image of clean latents (1, 4, h, w); runs the pipeline's safety checker when it has one."""
+    """The RGB image of clean latents (1, 4, h, w); runs the pipeline's safety checker when it has one.
+    ``ValueError`` where the decoded pixels are not all finite."""
     with _vae_precision(pipe) as dtype:
         pixels = pipe.vae.decode(latents.to(dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    if not torch.isfinite(pixels).all():  # postprocessing would write them as black pixels, silently
+        raise ValueError("the decoded image has NaN or infinite values (the chain diverged); no image was made")
     nsfw = None
     if getattr(pipe, "run_safety_checker", None) is not None:  # SD and LCM pipelines; SDXL has none
         pixels, nsfw = pipe.run_safety_checker(pixels, pipe._execution_device, pipe.unet.dtype)

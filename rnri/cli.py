@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Collection
@@ -112,6 +113,7 @@ def _add_edit(p: argparse.ArgumentParser) -> None:
         "-o", "--output", metavar="PATH", help="where to write the edit (.png, .jpg, .webp; default: IMAGE-edit.png)"
     )
     p.add_argument("--mask", metavar="PATH", help="edit only here: a mask image (white = edit) or 'auto'")
+    _add_overwrite(p)
     _add_inversion_options(p)
     _add_model_options(p)
     p.set_defaults(run=run_edit)
@@ -121,6 +123,7 @@ def _add_invert(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", metavar="IMAGE", help="the photo to invert")
     p.add_argument("--source", required=True, metavar="TEXT", help="what the photo shows")
     p.add_argument("-o", "--output", metavar="PATH", help="the inversion file to write (default: IMAGE.safetensors)")
+    _add_overwrite(p)
     _add_inversion_options(p)
     _add_model_options(p)
     p.set_defaults(run=run_invert)
@@ -135,14 +138,17 @@ def _add_regenerate(p: argparse.ArgumentParser) -> None:
     guidance = {"guidance_scale": ed.settings_of(rnri.InversionSettings)["guidance_scale"]}
     ed.add_arguments(p, guidance, {"guidance_scale": "the inversion's"})
     p.add_argument("--mask", metavar="PATH", help="edit only here: a mask image (white = edit) or 'auto'")
-    _add_model_options(p, model_help="the model (default: the one recorded in the file)")
+    _add_overwrite(p)
+    recorded = "the file's, where built in or the default model; another must be named here"
+    _add_model_options(p, model_help=f"the model (default: {recorded})")
     p.set_defaults(run=run_regenerate)
 
 
 BATCH = (
     "Invert every image in FOLDER once and regenerate it under each prompt of --targets. Outputs go to "
-    "OUT/IMAGE-NAME/NN-PROMPT.png plus OUT/manifest.jsonl. Finished outputs are skipped, so an interrupted batch "
-    "resumes where it stopped; a file that fails is reported and the batch goes on (exit code 1 at the end)."
+    "OUT/NAME-EXT/NN-PROMPT.png (a.jpg: OUT/a-jpg/, so a.png's never mix with it) plus OUT/manifest.jsonl. Finished "
+    "outputs are skipped, never replaced, so an interrupted batch resumes where it stopped; a file that fails is "
+    "reported and the batch goes on (exit code 1 at the end)."
 )
 
 
@@ -161,6 +167,14 @@ def _add_batch(p: argparse.ArgumentParser) -> None:
     _add_inversion_options(p)
     _add_model_options(p)
     p.set_defaults(run=run_batch)
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output file (without it an existing file is refused; an input never is replaced)",
+    )
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
@@ -223,11 +237,11 @@ def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None
 def run_edit(args: argparse.Namespace) -> int:
     """rnri edit: invert IMAGE under --source, regenerate under --target, write the image."""
     output = Path(args.output or f"{Path(args.image).stem}-edit.png")
-    _check_output(output, tuple(OUTPUT_FORMATS))
+    _check_output(output, tuple(OUTPUT_FORMATS), args.overwrite, {"photo": args.image, "mask": _mask_file(args.mask)})
     photo, settings = read_photo(args.image), settings_of(args)
     editor = ed.Editor(load_model(args, args.model).pipe)
     result = editor.edit(edit_request(editor, photo, args.source, args.target, settings, args.mask))
-    save_image(result.image, output)
+    save_image(result.image, output, args.overwrite)
     print(f"wrote {output} ({_cost(result.report)})")
     return 0
 
@@ -235,13 +249,13 @@ def run_edit(args: argparse.Namespace) -> int:
 def run_invert(args: argparse.Namespace) -> int:
     """rnri invert: invert IMAGE under --source and save the whole Inversion."""
     output = Path(args.output or f"{Path(args.image).stem}{INVERSION_SUFFIX}")
-    _check_output(output, (INVERSION_SUFFIX,))
+    _check_output(output, (INVERSION_SUFFIX,), args.overwrite, {"photo": args.image})
     photo, settings = read_photo(args.image), settings_of(args)
     pipe = load_model(args, args.model).pipe
     inv = rnri.invert(
         pipe, ed.clean_prompt(args.source, "source prompt"), image=photo.image, **settings.invert_kwargs()
     )
-    save_atomically(output, lambda tmp: rnri.save_inversion(inv, tmp, model=model_name(args.model)))
+    save_atomically(output, lambda tmp: rnri.save_inversion(inv, tmp, model=model_name(args.model)), args.overwrite)
     print(f"wrote {output} ({inv.method}, {inv.unet_forwards} UNet forwards + {inv.unet_backwards} backwards)")
     return 0
 
@@ -249,13 +263,15 @@ def run_invert(args: argparse.Namespace) -> int:
 def run_regenerate(args: argparse.Namespace) -> int:
     """rnri regenerate: load a saved inversion and regenerate it under --prompt."""
     output = Path(args.output or f"{Path(args.inversion).name.removesuffix(INVERSION_SUFFIX)}-regenerated.png")
-    _check_output(output, tuple(OUTPUT_FORMATS))
-    model = args.model or rnri.saved_model(args.inversion)
+    inputs = {"inversion file": args.inversion, "mask": _mask_file(args.mask)}
+    _check_output(output, tuple(OUTPUT_FORMATS), args.overwrite, inputs)
+    model = regenerate_model(args.inversion, args.model)
+    inv = rnri.load_inversion(args.inversion)  # refused before a model is loaded
     mask = args.mask if args.mask in (None, "auto") else ed.load_layer(args.mask)
     pipe = load_model(args, model).pipe
-    inv = rnri.load_inversion(args.inversion)
     prompt = ed.clean_prompt(args.prompt, "prompt")
-    save_image(rnri.regenerate(pipe, inv, prompt, guidance_scale=args.guidance_scale, mask=mask), output)
+    image = rnri.regenerate(pipe, inv, prompt, guidance_scale=args.guidance_scale, mask=mask)
+    save_image(image, output, args.overwrite)
     print(f"wrote {output}")
     return 0
 
@@ -269,8 +285,9 @@ def run_batch(args: argparse.Namespace) -> int:
     except OSError as error:
         raise CliError(f"cannot create the output folder {out}: {error.strerror or error}") from error
     jobs = plan_batch(images, targets, out)
-    pending = [job for job in jobs if job.missing]
-    editor = ed.Editor(load_model(args, args.model).pipe, ed.InversionCache(capacity=1)) if pending else None
+    pending = [job for job in jobs if job.error or job.missing]  # a refused image fails on every run
+    work = any(not job.error for job in pending)
+    editor = ed.Editor(load_model(args, args.model).pipe, ed.InversionCache(capacity=1)) if work else None
     report = BatchReport(skipped=len(jobs) - len(pending))
     for job in _progress(pending, args.quiet):
         try:
@@ -284,6 +301,22 @@ def run_batch(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def regenerate_model(inversion: str, model: str | None) -> str:
+    """The model to regenerate with: ``model`` (--model), else the one the file names where rnri would load it
+    unasked (built in, or the default model); a file is anyone's, so any other must be named (``CliError``)."""
+    recorded = rnri.saved_model(inversion)
+    if model:
+        if recorded not in (None, model):
+            print(f"rnri: note: {inversion} was made with {recorded!r}; regenerating with {model!r}", file=sys.stderr)
+        return model
+    if recorded is None or recorded == model_name(None) or recorded in rnri.BUILTIN_MODELS:
+        return recorded or model_name(None)
+    raise CliError(
+        f"{inversion} was made with the model {recorded!r}; rnri loads no model just because a file names it: "
+        f"pass --model {shlex.quote(recorded)} to regenerate with it"
+    )
+
+
 # --- batch -----------------------------------------------------------------------------------------------------
 
 
@@ -293,7 +326,7 @@ class BatchJob:
 
     image: Path
     outputs: list[tuple[str, Path]]  # (target prompt, output path), one per target
-    error: str | None = None  # a planning error (e.g. a name clash), reported when the job runs
+    error: str | None = None  # a planning error (a name clash), reported as the image's failure on every run
 
     @property
     def missing(self) -> list[tuple[str, Path]]:
@@ -317,17 +350,24 @@ class BatchReport:
 
 
 def plan_batch(images: list[Path], targets: list[str], out: Path) -> list[BatchJob]:
-    """The outputs each image owes: OUT/STEM/NN-SLUG.png; a second image with the same stem is an error."""
+    """The outputs each image owes: OUT/NAME-EXT/NN-SLUG.png. Folders differing only in case (a.JPG, a.jpg) would
+    be one on a case-insensitive disk: the second image is refused."""
     jobs, seen = [], {}
     for image in images:
-        folder = out / image.stem
+        folder = out / output_folder(image)
         outputs = [(t, folder / f"{i:02d}-{slug(t)}.png") for i, t in enumerate(targets)]
         job = BatchJob(image, outputs)
-        if image.stem in seen:
-            job.error = f"has the same name as {seen[image.stem].name}, their outputs would clash; rename one"
-        seen.setdefault(image.stem, image)
+        first = seen.setdefault(folder.name.casefold(), image)
+        if first != image:
+            job.error = f"its outputs would share a folder with {first.name}'s where case is ignored; rename one"
         jobs.append(job)
     return jobs
+
+
+def output_folder(image: Path) -> str:
+    """The folder of an image's outputs, its whole file name: ``a.jpg`` -> ``a-jpg`` (no suffix holds a '-', so two
+    names never give one folder; a '.' would clash with the image itself where OUT is FOLDER)."""
+    return f"{image.stem}-{image.suffix[1:]}"
 
 
 def run_batch_job(editor: ed.Editor, job: BatchJob, source: str | None, settings: rnri.InversionSettings) -> int:
@@ -358,10 +398,12 @@ def write_manifest(out: Path, jobs: list[BatchJob]) -> None:
     lines = [
         json.dumps({"image": str(job.image), "target": prompt, "output": str(path.relative_to(out))})
         for job in jobs
+        if not job.error
         for prompt, path in job.outputs
         if path.exists()
     ]
-    save_atomically(out / "manifest.jsonl", lambda tmp: Path(tmp).write_text("".join(f"{x}\n" for x in lines)))
+    text = "".join(f"{x}\n" for x in lines)
+    save_atomically(out / "manifest.jsonl", lambda tmp: Path(tmp).write_text(text), overwrite=True)  # batch's own
 
 
 def _progress(jobs: list[BatchJob], quiet: bool):
@@ -463,8 +505,32 @@ def _cost(report: ed.Report) -> str:
     )
 
 
-def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
-    """Refuse, before any work, an output path that cannot be written."""
+def _check_output(path: Path, suffixes: tuple[str, ...], overwrite: bool, inputs: dict[str, str | None]) -> None:
+    """Refuse, before any work, an output path that cannot be written, an existing file without ``overwrite``, and
+    any of the command's ``inputs`` (what each is: its path) even with it."""
+    _check_writable(path, suffixes)
+    if not os.path.lexists(path):
+        return
+    for what, given in inputs.items():
+        if given and _same_file(path, given):
+            raise CliError(f"{path}: is the input {what}; rnri never writes over an input, choose another -o")
+    if not overwrite:
+        raise CliError(f"{path}: already exists; pass --overwrite to replace it, or choose another -o")
+
+
+def _mask_file(mask: str | None) -> str | None:
+    return None if mask == "auto" else mask
+
+
+def _same_file(a: Path | str, b: Path | str) -> bool:
+    """Whether two paths name one file (through links, case-insensitive disks and all); False if either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_writable(path: Path, suffixes: tuple[str, ...]) -> None:
     if path.suffix.lower() not in suffixes:
         raise CliError(f"{path}: the output must end in {' or '.join(suffixes)}")
     parent = path.parent
@@ -476,23 +542,43 @@ def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
         raise CliError(f"{path}: is a folder")
 
 
-def save_image(image: Image.Image, path: Path) -> None:
+def save_image(image: Image.Image, path: Path, overwrite: bool = False) -> None:
     """Write ``image`` in the format of the path's suffix, atomically (no half-written file is ever left)."""
     image_format = OUTPUT_FORMATS.get(path.suffix.lower(), "PNG")
     extra = {"quality": 95} if image_format in ("JPEG", "WEBP") else {}
-    save_atomically(path, lambda tmp: image.save(tmp, format=image_format, **extra))
+    save_atomically(path, lambda tmp: image.save(tmp, format=image_format, **extra), overwrite)
 
 
-def save_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
+def save_atomically(path: Path, write: Callable[[str], None], overwrite: bool = False) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then move it to ``path``; an existing file there is
+    replaced only with ``overwrite``, also one that appeared while rnri worked."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(str(tmp))
-        os.replace(tmp, path)
+        _move(tmp, path, overwrite)
     except OSError as error:
         raise CliError(f"cannot write {path}: {error.strerror or error}") from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _move(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``path``; without ``overwrite`` by a hard link, which fails where ``path`` exists."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # the caller then removes tmp
+    except FileExistsError:
+        raise _appeared(path) from None
+    except OSError:  # a file system without hard links (FAT, some network shares): look, then rename
+        if os.path.lexists(path):
+            raise _appeared(path) from None
+        os.replace(tmp, path)
+
+
+def _appeared(path: Path) -> CliError:
+    return CliError(f"{path}: a file appeared there while rnri worked; not replaced (pass --overwrite to replace it)")
 
 
 def _describe(error: BaseException) -> str:

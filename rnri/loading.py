@@ -314,3 +314,4 @@ RANDOM_MODELS: dict[str, Architecture] = {
         StableDiffusionXLPipeline, TINY_SDXL_UNET, TINY_VAE, TINY_TEXT, euler_ancestral_scheduler, TINY_SDXL_TEXT_2
     ),
 }
+BUILTIN_MODELS = (TINY, TINY_TEACHER, *RANDOM_MODELS)  # what load_pipeline builds from the package: no download

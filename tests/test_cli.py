@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 import torch
 from conftest import noise_image
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
 from test_app import png_header
 
 import rnri
@@ -59,7 +62,7 @@ def test_a_command_prints_no_library_notices_and_logs_at_the_chosen_level(photo,
     argv = ["edit", str(photo), "--source", "a cat", "--target", "a dog", "-o", str(tmp_path / "x.png"), *TINY]
     quiet = rnri_process(*argv)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
-    chatty = rnri_process(*argv, "--log-level", "info")
+    chatty = rnri_process(*argv, "--log-level", "info", "--overwrite")  # the same -o again
     assert chatty.returncode == 0 and "INFO rnri.editor.models: fast path: sdpa" in chatty.stderr
     assert "torchvision" not in chatty.stderr
 
@@ -121,6 +124,138 @@ def test_saved_inversion_round_trip(capsys, photo, tmp_path, pipe):
         assert image.tobytes() == rnri.regenerate(pipe, direct, "a fox").tobytes()
 
 
+def test_an_existing_output_is_replaced_only_with_overwrite(capsys, photo, tmp_path, monkeypatch):
+    """-o silently replaced any file; now an existing one (also the default output) is refused, named, untouched."""
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "tiger.png"
+    mine.write_bytes(b"the user's own file")
+    argv = ["edit", photo, "--source", "a cat", "--target", "a tiger", *TINY]
+    code, _, err = run(capsys, *argv, "-o", mine)
+    assert (
+        code == 1
+        and err == f"rnri: error: {mine}: already exists; pass --overwrite to replace it, or choose another -o\n"
+    )
+    (tmp_path / "cat-edit.png").write_bytes(b"an earlier edit")
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "cat-edit.png: already exists" in err
+    assert (
+        mine.read_bytes() == b"the user's own file" and (tmp_path / "cat-edit.png").read_bytes() == b"an earlier edit"
+    )
+    code, stdout, _ = run(capsys, *argv, "-o", mine, "--overwrite")
+    assert code == 0 and f"wrote {mine}" in stdout
+    with Image.open(mine) as image:
+        assert image.format == "PNG"
+
+
+@pytest.mark.parametrize(
+    "argv, output, message",
+    [
+        (["edit", "{photo}", "--source", "a", "--target", "b"], "{photo}", "is the input photo"),
+        (["edit", "{photo}", "--source", "a", "--target", "b"], "{dir}/link.jpg", "is the input photo"),  # symlink
+        (["edit", "{photo}", "--source", "a", "--target", "b"], "{dir}/hard.jpg", "is the input photo"),  # hard link
+        (["edit", "{photo}", "--source", "a", "--target", "b", "--mask", "{dir}/mask.png"], "{dir}/mask.png", "mask"),
+        (["invert", "{dir}/photo.safetensors", "--source", "a"], "{dir}/photo.safetensors", "is the input photo"),
+        (["regenerate", "{dir}/inv.png", "--prompt", "a"], "{dir}/inv.png", "is the input inversion file"),
+    ],
+)
+def test_an_input_is_never_written_over_even_with_overwrite(capsys, photo, tmp_path, argv, output, message):
+    (tmp_path / "link.jpg").symlink_to(photo)
+    os.link(photo, tmp_path / "hard.jpg")
+    for name in ("mask.png", "photo.safetensors", "inv.png"):
+        noise_image(8, 8).save(tmp_path / name, format="PNG")
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    filled = [a.format(dir=tmp_path, photo=photo) for a in [*argv, "-o", output]]
+    code, _, err = run(capsys, *filled, "--overwrite", *TINY)
+    assert code == 1 and message in err and "rnri never writes over an input" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_file_that_appears_while_rnri_works_is_not_replaced(tmp_path):
+    """The check before the work is repeated as the output is moved into place (a hard link fails on a file)."""
+    target = tmp_path / "out.png"
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_bytes(b"rnri's output")
+        target.write_bytes(b"written meanwhile")
+
+    with pytest.raises(cli.CliError, match="a file appeared there while rnri worked; not replaced"):
+        cli.save_atomically(target, write)
+    assert target.read_bytes() == b"written meanwhile" and sorted(tmp_path.iterdir()) == [target]
+    cli.save_atomically(target, write, overwrite=True)
+    assert target.read_bytes() == b"rnri's output" and sorted(tmp_path.iterdir()) == [target]
+
+
+@pytest.fixture(scope="module")
+def hub_file(pipe, tmp_path_factory) -> Path:
+    """An inversion file that names a Hub model."""
+    path = tmp_path_factory.mktemp("hub") / "hub.safetensors"
+    rnri.save_inversion(rnri.invert(pipe, "a cat", image=noise_image(64, 48), method="ddim"), path, model="evil/x")
+    return path
+
+
+def test_regenerate_loads_no_model_a_file_names_unasked(capsys, hub_file, tmp_path, monkeypatch):
+    """The file's ``model`` made regenerate download whatever Hub id it named; now it asks for --model, loading
+    nothing, and takes the file's model only where rnri would load it unasked (built in, or the default)."""
+    loaded = []
+
+    def load_model(args, model):
+        loaded.append(model)
+        raise cli.CliError("stopped before loading")
+
+    monkeypatch.setattr(cli, "load_model", load_model)
+    monkeypatch.delenv(cli.MODEL_ENV, raising=False)
+    argv = ["regenerate", hub_file, "--prompt", "a fox", "-o", tmp_path / "fox.png", "--device", "cpu"]
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and loaded == [] and not (tmp_path / "fox.png").exists()
+    assert err == (
+        f"rnri: error: {hub_file} was made with the model 'evil/x'; rnri loads no model just because a file names "
+        "it: pass --model evil/x to regenerate with it\n"
+    )
+    monkeypatch.setenv(cli.MODEL_ENV, "evil/x")  # the user's own default: loaded as without a file
+    assert run(capsys, *argv)[0] == 1 and loaded == ["evil/x"]
+    assert run(capsys, *argv, "--model", "tiny")[0] == 1 and loaded == ["evil/x", "tiny"]
+
+
+def test_regenerate_with_another_model_says_which_the_file_was_made_with(capsys, hub_file, tmp_path):
+    out = tmp_path / "fox.png"
+    code, stdout, err = run(capsys, "regenerate", hub_file, "--prompt", "a fox", "-o", out, *TINY)
+    assert code == 0 and f"wrote {out}" in stdout
+    assert err == f"rnri: note: {hub_file} was made with 'evil/x'; regenerating with 'tiny'\n"
+
+
+def test_a_guidance_out_of_range_in_a_file_is_refused_before_anything_is_written(capsys, pipe, tmp_path):
+    """A guidance of 1e308 in the file wrote an all-black PNG with exit code 0."""
+    inv = rnri.invert(pipe, "a cat", image=noise_image(64, 48), method="ddim")
+    path, out = tmp_path / "inv.safetensors", tmp_path / "fox.png"
+    rnri.save_inversion(inv, path, model="tiny")
+    bad = tmp_path / "bad.safetensors"
+    with safe_open(str(path), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+    metadata["fields"] = metadata["fields"].replace('"value": 8.5', '"value": 1e308')
+    save_file(tensors, str(bad), metadata=metadata)
+    code, _, err = run(capsys, "regenerate", bad, "--prompt", "a fox", "-o", out, *TINY)
+    assert code == 1 and not out.exists()
+    assert err == f"rnri: error: {bad}: guidance_scale must be a number from 0 to 15, got 1e+308\n"
+
+
+@pytest.mark.parametrize("command", ["regenerate", "edit"])
+def test_non_finite_output_is_an_error_and_writes_nothing(capsys, pipe, photo, tmp_path, monkeypatch, command):
+    """Where the decoder gives NaN (a diverged chain, an fp16 overflow), no black image is written with exit 0."""
+    inv_path, out = tmp_path / "inv.safetensors", tmp_path / "out.png"
+    rnri.save_inversion(rnri.invert(pipe, "a cat", image=noise_image(64, 48), method="ddim"), inv_path, model="tiny")
+    decode = type(pipe.vae).decode
+    monkeypatch.setattr(type(pipe.vae), "decode", lambda vae, z, **kw: (decode(vae, z, **kw)[0] * math.nan,))
+    argv = {
+        "regenerate": ["regenerate", inv_path, "--prompt", "a fox"],
+        "edit": ["edit", photo, "--source", "a cat", "--target", "a fox"],
+    }[command]
+    code, _, err = run(capsys, *argv, "-o", out, *TINY)
+    assert code == 1 and not out.exists() and "Traceback" not in err
+    assert err.endswith(
+        "rnri: error: the decoded image has NaN or infinite values (the chain diverged); no image was made\n"
+    )
+
+
 def make_folder(tmp_path: Path) -> tuple[Path, Path]:
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -144,23 +279,23 @@ def test_batch_goes_on_past_a_bad_file_and_resumes(capsys, tmp_path):
     assert "3 image(s): 2 edited (4 file(s) written), 0 already done, 1 failed" in stdout
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == [
-        "a/00-a-tiger.png",
-        "a/01-a-fox-in-the-snow.png",
-        "b/00-a-tiger.png",
-        "b/01-a-fox-in-the-snow.png",
+        "a-png/00-a-tiger.png",
+        "a-png/01-a-fox-in-the-snow.png",
+        "b-jpg/00-a-tiger.png",
+        "b-jpg/01-a-fox-in-the-snow.png",
     ]
-    with Image.open(out / "b/00-a-tiger.png") as image:
+    with Image.open(out / "b-jpg/00-a-tiger.png") as image:
         assert image.size == (40, 60)
     manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert {m["output"] for m in manifest} == set(written) and manifest[0]["target"] == "a tiger"
 
-    stamp = (out / "a/00-a-tiger.png").stat().st_mtime_ns
-    (out / "b/01-a-fox-in-the-snow.png").unlink()
+    stamp = (out / "a-png/00-a-tiger.png").stat().st_mtime_ns
+    (out / "b-jpg/01-a-fox-in-the-snow.png").unlink()
     (photos / "broken.jpg").unlink()
     code, stdout, _ = run(capsys, *argv)
     assert code == 0 and "2 image(s): 1 edited (1 file(s) written), 1 already done, 0 failed" in stdout
-    assert (out / "b/01-a-fox-in-the-snow.png").is_file()
-    assert (out / "a/00-a-tiger.png").stat().st_mtime_ns == stamp  # finished outputs are not redone
+    assert (out / "b-jpg/01-a-fox-in-the-snow.png").is_file()
+    assert (out / "a-png/00-a-tiger.png").stat().st_mtime_ns == stamp  # finished outputs are not redone
     assert not list(out.rglob("*.tmp"))
 
 
@@ -171,17 +306,47 @@ def test_batch_needs_a_source_prompt_per_image(capsys, tmp_path):
     argv = ["batch", photos, "--targets", targets, "-o", tmp_path / "out", "--method", "ddim", *TINY]
     code, _, stderr = run(capsys, *argv)
     assert code == 1 and "a.png: no source prompt: give --source or write a caption file a.txt" in stderr
-    assert (tmp_path / "out/b/00-a-tiger.png").is_file()  # b has a caption
+    assert (tmp_path / "out/b-jpg/00-a-tiger.png").is_file()  # b has a caption
 
 
-def test_batch_same_name_clash_is_a_per_file_error(capsys, tmp_path):
+def test_batch_images_of_one_stem_get_their_own_outputs(capsys, tmp_path):
+    """a.jpg and a.png were both given a/NN-PROMPT.png: one was refused, and the next run called it done with the
+    other's edits in the manifest (exit code 0). Now each has its own folder, from its whole file name."""
     photos, targets = make_folder(tmp_path)
     (photos / "broken.jpg").unlink()
-    noise_image(64, 64).save(photos / "a.jpg")
+    noise_image(64, 64, seed=3).save(photos / "a.jpg")
     targets.write_text("a tiger\n")
-    argv = ["batch", photos, "--targets", targets, "-o", tmp_path / "o", "--source", "x", "--method", "ddim", *TINY]
-    code, _, stderr = run(capsys, *argv)
-    assert code == 1 and "a.png: has the same name as a.jpg" in stderr
+    out = tmp_path / "o"
+    argv = ["batch", photos, "--targets", targets, "-o", out, "--source", "x", "--method", "ddim", "--quiet", *TINY]
+    code, stdout, _ = run(capsys, *argv)
+    assert code == 0 and "3 image(s): 3 edited (3 file(s) written)" in stdout
+    manifest = {m["image"]: m["output"] for m in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+    assert manifest == {
+        str(photos / "a.jpg"): "a-jpg/00-a-tiger.png",
+        str(photos / "a.png"): "a-png/00-a-tiger.png",
+        str(photos / "b.jpg"): "b-jpg/00-a-tiger.png",
+    }
+    with Image.open(out / "a-jpg/00-a-tiger.png") as jpg, Image.open(out / "a-png/00-a-tiger.png") as png:
+        assert (jpg.size, png.size) == ((64, 64), (64, 48))
+    code, stdout, _ = run(capsys, *argv)
+    assert code == 0 and "3 image(s): 0 edited (0 file(s) written), 3 already done" in stdout
+
+
+def test_batch_refuses_images_whose_folders_differ_only_in_case_on_every_run(capsys, tmp_path):
+    """On a case-insensitive disk a-JPG/ and a-jpg/ are one folder: the second image fails, also when resumed."""
+    photos, targets = make_folder(tmp_path)
+    (photos / "broken.jpg").unlink()
+    noise_image(64, 64, seed=3).save(photos / "a.JPG")
+    noise_image(64, 64, seed=4).save(photos / "a.jpg")
+    targets.write_text("a tiger\n")
+    out = tmp_path / "o"
+    argv = ["batch", photos, "--targets", targets, "-o", out, "--source", "x", "--method", "ddim", "--quiet", *TINY]
+    for _ in range(2):
+        code, stdout, err = run(capsys, *argv)
+        assert code == 1 and "1 failed" in stdout
+        assert f"rnri: error: {photos / 'a.jpg'}: its outputs would share a folder with a.JPG's" in err
+        assert str(photos / "a.jpg") not in (out / "manifest.jsonl").read_text()
+    assert not (out / "a-jpg").exists()
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -90,13 +91,19 @@ def _rewrite(path, tmp_path, edit):
     return out
 
 
-def _set_field(name, value):
+def _set_field(name, value, *, raw: str | None = None):
+    """An edit that stores ``value`` as field ``name`` (or the JSON text ``raw``, for what json.dumps cannot write)."""
+
     def edit(tensors, metadata):
         fields = json.loads(metadata["fields"])
-        fields[name] = {"kind": "json", "value": value}
-        metadata["fields"] = json.dumps(fields)
+        fields[name] = {"kind": "json", "value": "RAW" if raw else value}
+        metadata["fields"] = json.dumps(fields).replace('"RAW"', raw or '"RAW"')
 
     return edit
+
+
+def _set_tensor(name, tensor):
+    return lambda t, m: t.update({name: tensor})
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +126,54 @@ def good_file(pipe, tmp_path_factory):
         (_set_field("future_field", 1), "unknown field"),
         (_set_field("timesteps", [999, 759]), "noises must be a list of 2"),
         (_set_field("chain", "heun"), "chain must be one of"),  # "euler" is a chain now
+        # values out of the range a front end accepts (rnri.settings), each named
+        (_set_field("guidance_scale", 1e308), "guidance_scale must be a number from 0 to 15, got 1e+308"),
+        (_set_field("guidance_scale", None, raw="NaN"), "guidance_scale must be a number from 0 to 15, got nan"),
+        (_set_field("guidance_scale", "8"), "guidance_scale must be a number from 0 to 15, got '8'"),
+        (_set_field("num_inference_steps", 10**9), "num_inference_steps must be an integer from 4 to 50"),
+        (_set_field("num_inference_steps", 2.5), "num_inference_steps must be an integer"),
+        (_set_field("seed", -1), "seed must be an integer from 0 to 2147483647, got -1"),
+        (_set_field("seed", True), "seed must be an integer"),
+        (_set_field("timesteps", [259, 499, 759, 999]), "timesteps must decrease"),
+        (_set_field("timesteps", [999, 759, 499, -1]), "non-negative integers"),
+        (_set_field("image_size", {"__tuple__": [100_000, 100_000]}), "image_size must be at least 1x1 and at most"),
+        (_set_field("image_size", [64, 48]), "image_size must be (width, height)"),
+        (_set_field("unet_forwards", -5), "unet_forwards must be a non-negative integer"),
+        (_set_field("residuals", [["x"]] * 4), "residuals must be numbers"),
+        (_set_field("prompt", None, raw="1" * 5000), "not valid JSON"),  # more digits than Python converts
+        (_set_tensor("trajectory.2", torch.full((1, 4, 12, 16), float("inf"))), "trajectory contain NaN or infinite"),
+        (_set_tensor("noises.0", torch.zeros(1, 4, 12, 16, dtype=torch.int64)), "float tensor"),
+        (_set_tensor("source_image", torch.zeros(48, 64, 5, dtype=torch.uint8)), "not a valid 'RGB' image"),
+        (_set_tensor("source_image", torch.zeros(40, 64, 3, dtype=torch.uint8)), "source_image must be an image of"),
+        # the metadata is bounded before it is parsed: a RecursionError traceback took 900 levels
+        (_set_field("solver_options", None, raw="[" * 900 + "]" * 900), "nested 902 levels deep, over the 16"),
+        (_set_field("prompt", "x" * 2_000_000), "metadata is 2000"),
+        (lambda t, m: m.update(model="evil\nrnri: ok"), "the 'model' metadata is no model name"),
     ],
 )
 def test_malformed_files_are_refused_clearly(good_file, tmp_path, edit, message):
     load_inversion(good_file)  # the file itself is fine
     bad = _rewrite(good_file, tmp_path, edit)
-    with pytest.raises(InversionFileError, match=message):
+    with pytest.raises(InversionFileError, match=re.escape(message)):
         load_inversion(bad)
+
+
+def test_the_model_of_a_malformed_file_is_not_read(good_file, tmp_path):
+    """``saved_model`` (what ``rnri regenerate`` asks first) refuses the file as ``load_inversion`` does."""
+    bad = _rewrite(good_file, tmp_path, _set_field("solver_options", None, raw="[" * 100_000 + "]" * 100_000))
+    with pytest.raises(InversionFileError, match="nested 100002 levels deep"):
+        saved_model(bad)
+
+
+def test_an_inversion_that_could_not_be_loaded_is_not_saved(good_file, tmp_path):
+    inv = load_inversion(good_file)
+    for bad, message in [
+        (dataclasses.replace(inv, guidance_scale=20.0), "guidance_scale must be a number from 0 to 15, got 20.0"),
+        (dataclasses.replace(inv, prompt="x" * 2_000_000), "metadata is 2000"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            save_inversion(bad, tmp_path / "bad.safetensors")
+        assert not (tmp_path / "bad.safetensors").exists()
 
 
 def test_files_that_are_not_inversions(tmp_path):
