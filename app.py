@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import html
+import inspect
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--allowed-origins", default=env("RNRI_ALLOWED_ORIGINS", ""),
         help="comma-separated origins (https://example.org) of other sites whose pages may call this server",
+    )  # fmt: skip
+    p.add_argument(
+        "--mcp", action="store_true", default=env("RNRI_MCP", env("GRADIO_MCP_SERVER", "")).lower() in ("1", "true"),
+        help="also serve the editor as an MCP tool at /gradio_api/mcp/ (RNRI_MCP=1); off by default",
     )  # fmt: skip
     p.add_argument("--log-level", choices=ed.LEVELS, default=env("RNRI_LOG_LEVEL", "warning"), help="%(default)s")
     return p.parse_args(argv)
@@ -176,9 +182,18 @@ class Handlers:
         return ed.EditRequest(loaded, painted, source, target, ed.read_form(values, self.editor.pipe), session)
 
     def api_edit(self, photo, source, target, mask=None, request: gr.Request = None, progress=gr.Progress(), **values):  # noqa: B008
-        """Edit ``photo`` (a file) from ``source`` (what it shows) to ``target`` (what it should become); ``mask``
-        (white = edit) confines it. Returns the edit, the reconstruction, a summary, the solver's residuals, the
-        details as numbers and the photo tinted where the edit acted."""
+        """Edit a photo by describing it and saying what it should become: rnri inverts it under the source prompt
+        and regenerates it under the target prompt; a mask confines the edit. The settings below are optional.
+
+        Args:
+            photo: The photo to edit (JPEG, PNG, WebP, GIF, BMP or TIFF; up to 30 MB and 24 megapixels).
+            source: Source prompt: what the photo shows, e.g. "a photo of a cat".
+            target: Target prompt: what the photo should become, e.g. "a photo of a tiger".
+            mask: Optional mask of the photo's aspect ratio, white where the edit may act (none: the whole photo).
+
+        Returns:
+            The edited photo, the reconstruction under the source prompt, a summary in Markdown, the solver's
+            residual per step, the details as JSON and the photo tinted where the edit acted."""
         if self.gone(request):
             return tuple(gr.skip() for _ in OUTPUTS)
         with user_errors():
@@ -428,7 +443,8 @@ def events(handlers: Handlers, photo, painter, hint, source, target, button, con
     triggers = [button.click, source.submit, target.submit]
     edit = gr.on(triggers, handlers.page_edit, outputs=outputs, **page, **gpu, api_visibility="private")
     api = dict(inputs=[photo, source, target], inputs_kwargs=controls | {"mask": mask_file}, preprocess=False)
-    gr.on([], handlers.api_edit, outputs=outputs, **api, **gpu, api_name="edit")
+    documented = with_settings(handlers.api_edit, controls)
+    gr.on([], documented, outputs=outputs, **api, **gpu, api_name="edit")
     photo.change(show_photo, photo, [painter, painted, hint], preprocess=False, queue=False, **HIDDEN)
     read = painter.change(read_mask, painter, [painted, hint], queue=False, **HIDDEN)
     mask_set = [painter, painted, hint]  # set with the painter: it does not always report a value set from here
@@ -444,6 +460,25 @@ def events(handlers: Handlers, photo, painter, hint, source, target, button, con
         changed.success(**pause)
     re_edit = ticket.change(handlers.live_edit, outputs=outputs, **page, **gpu, trigger_mode="always_last", **HIDDEN)
     examples(handlers, photo, source, target, outputs, cancels=[edit, re_edit])
+
+
+def with_settings(handler: Callable, controls: dict[str, gr.components.Component]) -> Callable:
+    """``handler``, which takes the settings as ``**values``, with each setting in its signature and its Args
+    section, from the settings' one description: Gradio's API page and the MCP tool read both."""
+    offered = ed.controls(handler.__self__.editor.pipe)
+    fixed = [p for p in inspect.signature(handler).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    named = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=offered[n].default) for n in controls]
+    lines = [f"    {name}: {ed.explain_option(offered[name])}" for name in controls if name in offered]
+
+    @functools.wraps(handler)
+    def documented(*args, **kwargs):
+        return handler(*args, **kwargs)
+
+    documented.__name__ = "edit"  # the MCP tool's name
+    documented.__signature__ = inspect.signature(handler).replace(parameters=fixed + named)
+    head, _, returns = inspect.getdoc(handler).partition("\nReturns:")
+    documented.__doc__ = head.rstrip() + "\n" + "\n".join(lines) + "\n\nReturns:" + returns
+    return documented
 
 
 def examples(handlers: Handlers, photo, source, target, outputs, cancels) -> None:
@@ -468,7 +503,7 @@ def outputs_column() -> list[gr.components.Component]:
         reconstruction = gr.Image(label="Reconstruction (source prompt)", elem_id="reconstruction", **images)
     with gr.Row():
         overlay = gr.Image(label="Mask used (tinted: where the edit acts)", elem_id="mask-overlay", **images)
-        summary = gr.Markdown(WELCOME, elem_id="summary")
+        summary = gr.Markdown(WELCOME, label="Summary", elem_id="summary")
     residuals = gr.LinePlot(
         x="step", y="residual", color="iterate", sort="-x", elem_id="residual-plot",
         label="Solver residual per step (iterate 0: the initial guess; lower is better)",
@@ -544,4 +579,6 @@ ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 demo = build(ARGS)  # module level, as Spaces and `gradio app.py` expect
 
 if __name__ == "__main__":
-    launch(demo, ARGS.host, ARGS.port, auth=auth_of(ARGS.auth), allowed_origins=ARGS.allowed_origins)
+    launch(
+        demo, ARGS.host, ARGS.port, auth=auth_of(ARGS.auth), allowed_origins=ARGS.allowed_origins, mcp_server=ARGS.mcp
+    )

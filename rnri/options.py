@@ -177,5 +177,18 @@ def describe(config_type: type | None) -> str:
     return ", ".join(f"{s.name}={plain_default(s.default)}" for s in settings_of(config_type).values())
 
 
+def explain(setting: Setting) -> str:
+    """One line for an API's documentation: label, what it does, what it accepts and its default."""
+    opt = setting.option
+    if setting.kind is bool:
+        accepts = "true or false"
+    elif setting.kind is str:
+        accepts = f"one of {', '.join(opt.choices)}" if opt.choices else "a string"
+    else:
+        accepts = ("a whole number" if setting.kind is int else "a number") + _range(opt.low, opt.high)
+    default = "the backbone's" if setting.default is None else plain_default(setting.default)
+    return f"{opt.label}. {opt.help} Takes {accepts}; default {default}."
+
+
 def plain_default(value: Any) -> str:
     return plain(value) if isinstance(value, int | float) and not isinstance(value, bool) else str(value).lower()

@@ -410,7 +410,7 @@ def test_served_locally_without_share_link_with_bounded_queue_and_uploads(app, u
     assert url.startswith("http://127.0.0.1:")
     assert app.demo.share is False and app.demo.max_file_size == 30 * 1024 * 1024
     assert app.demo._queue.max_size == app.QUEUE_SIZE
-    model_work = ("page_edit", "api_edit", "live_edit", "paint_auto_mask", "edit_example")
+    model_work = ("page_edit", "edit", "live_edit", "paint_auto_mask", "edit_example")  # edit: the API's, documented
     gpu = [fn for fn in app.demo.fns.values() if fn.name in model_work]
     assert len(gpu) == 5 and all(fn.concurrency_id == "gpu" and fn.concurrency_limit == 1 for fn in gpu)
 

@@ -53,6 +53,7 @@ _WHERE = {
     "steps_defaults": "rnri.backbones",
     "add_arguments": "rnri.options",
     "describe_options": "rnri.options:describe",
+    "explain_option": "rnri.options:explain",
     "read_options": "rnri.options:read",
     "settings_of": "rnri.options",
     "with_method": "rnri.settings",
@@ -100,6 +101,7 @@ __all__ = [
     "configure_logging",
     "controls",
     "describe_options",
+    "explain_option",
     "example_caching",
     "guidance_defaults",
     "image_size",
@@ -144,6 +146,7 @@ if TYPE_CHECKING:
     from rnri.gpu import OFFLOAD_CHOICES, FastPath, FastPathError
     from rnri.options import add_arguments, settings_of
     from rnri.options import describe as describe_options
+    from rnri.options import explain as explain_option
     from rnri.options import read as read_options
     from rnri.settings import with_method
     from rnri.spaces_support import example_caching
