@@ -16,11 +16,12 @@ except ImportError:
     spaces = None
 
 F = TypeVar("F", bound=Callable[..., Any])
-GPU_SECONDS = 30  # ZeroGPU's lease per call; an edit takes about a second, and a shorter lease queues sooner
+GPU_SECONDS = 30  # ZeroGPU's lease per call where no better estimate is given; a shorter lease queues sooner
 
 
-def gpu_task(fn: F | None = None, *, duration: int = GPU_SECONDS) -> F | Callable[[F], F]:
-    """``spaces.GPU(duration=...)`` when ``spaces`` is importable, the identity otherwise; bare or with arguments."""
+def gpu_task(fn: F | None = None, *, duration: int | Callable[..., int] = GPU_SECONDS) -> F | Callable[[F], F]:
+    """``spaces.GPU(duration=...)`` when ``spaces`` is importable, the identity otherwise; bare or with arguments.
+    ``duration`` may be a callable of ``fn``'s arguments giving the seconds (ZeroGPU's dynamic duration)."""
 
     def decorate(f: F) -> F:
         return f if spaces is None else spaces.GPU(f, duration=duration)

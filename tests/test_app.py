@@ -9,6 +9,7 @@ and the app as it runs on a Space (GPU work under ``spaces.GPU``, examples cache
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import importlib.util
 import math
@@ -574,8 +575,8 @@ def test_on_a_space_gpu_work_runs_under_spaces_gpu_and_examples_are_cached_lazil
     class FakeSpaces:
         @staticmethod
         def GPU(fn, duration):  # noqa: N802 (spaces' name)
-            def run(*args, **kwargs):
-                leased.append((fn.__name__, duration))
+            def run(*args, **kwargs):  # as ZeroGPU: a callable duration is asked with the call's arguments
+                leased.append((fn.__name__, duration(*args, **kwargs) if callable(duration) else duration))
                 return fn(*args, **kwargs)
 
             return run
@@ -597,10 +598,23 @@ def test_on_a_space_gpu_work_runs_under_spaces_gpu_and_examples_are_cached_lazil
             handle_file(str(CAT)), SOURCE, TARGET, auto_mask=True, api_name="/edit"
         )
         assert [name for name, _ in leased] == ["invert_photo", "regenerate_photo"]
-        assert all(duration == rnri.spaces_support.GPU_SECONDS for _, duration in leased)
+        assert all(10 <= duration <= 12 for _, duration in leased), leased  # 64x64, 4 steps: the overhead, little more
         leased.clear()
         example = Client(local_url, verbose=False).predict(0, api_name="/load_example")  # the tiny model's first
         assert Image.open(example[0]).size == (64, 64) and example[4]["request_unet_forwards"] == 21
         assert [name for name, _ in leased] == ["invert_photo", "regenerate_photo"] and any(tmp_path.iterdir())
     finally:
         space.demo.close()
+
+
+def test_a_zerogpu_lease_follows_the_request(pipe):
+    editor = ed.Editor(pipe)
+    photo = ed.load_photo(CAT)  # 451x300
+    settings = ed.read_form({}, pipe).settings
+    short = editor.inversion_lease(photo, "a cat", settings)
+    more = editor.inversion_lease(photo, "a cat", dataclasses.replace(settings, num_inference_steps=40))
+    assert 10 <= short < more <= 120
+    from rnri.editor.service import gpu_seconds
+
+    assert gpu_seconds(13, (512, 512), guided=False) == 13  # 10 s to start, 13 forwards at 0.16 s with the margin
+    assert gpu_seconds(250, (512, 512), guided=True) == 90 and gpu_seconds(250, (1024, 1024), guided=True) == 120

@@ -13,6 +13,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from test_docker import exposed_port, volume
 
+import rnri
 from rnri import cli
 
 ROOT = Path(__file__).parents[1]
@@ -169,6 +170,7 @@ def test_spaces_header_is_valid(where, header):
     assert f"{meta['python_version']}.0" in SpecifierSet(requires)
     assert len(meta.get("short_description", "")) <= 60 and meta["title"]
     assert meta.get("license", "apache-2.0") == "apache-2.0"
+    assert rnri.DEFAULT_MODEL in meta["preload_from_hub"]  # in the Space's image: no download at each restart
 
 
 def test_readme_front_matter_is_the_very_first_lines_when_present():

@@ -9,6 +9,7 @@ Face ZeroGPU Space, under ``spaces.GPU``; the cache is kept outside those calls.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from rnri.adapter import embeds_guidance
 from rnri.api import Inversion, auto_mask, invert, regenerate
 from rnri.backbones import backbone_of, default_guidance
 from rnri.counting import Measured, measure
@@ -65,6 +67,20 @@ class EditResult:
     report: Report
 
 
+# How long ZeroGPU lends a GPU to one call: the work it will do, at a pace measured on an H200 (a 512x512 inversion
+# of 13 forwards took 0.52 s in fp16, docs/results.md: 0.04 s a forward), four times over for a slice of the card or
+# a busy neighbour, plus the pipeline's move to a freshly lent GPU. A shorter lease queues sooner on ZeroGPU.
+SECONDS_PER_FORWARD, LEASE_MARGIN, LEASE_OVERHEAD_S, MAX_LEASE_S = 0.04, 4, 10, 120
+
+
+def gpu_seconds(forwards: int, size: tuple[int, int], guided: bool) -> int:
+    """Seconds to lease a GPU for ``forwards`` UNet passes on an image of ``size`` (both CFG branches when
+    ``guided``), from ``LEASE_OVERHEAD_S`` up to ``MAX_LEASE_S``."""
+    pixels = max(size[0] * size[1] / 512**2, 0.25)  # small images do not run faster than launches allow
+    work = forwards * SECONDS_PER_FORWARD * pixels * (2 if guided else 1) * LEASE_MARGIN
+    return int(min(MAX_LEASE_S, math.ceil(LEASE_OVERHEAD_S + work)))
+
+
 class Editor:
     """Inversions cached per session, edits from them; ``pipe`` is a stock diffusers pipeline."""
 
@@ -74,9 +90,10 @@ class Editor:
         self._lock = threading.Lock()  # one model call at a time: hooks count UNet passes per call
         self._shown = BoundedDict(1024)  # per session: what its last edit was made of
         # ZeroGPU lends a GPU per call of these (a no-op elsewhere); they read the cache, never write it.
-        self.invert_photo = gpu_task(self.invert_photo)
-        self.regenerate_photo = gpu_task(self.regenerate_photo)
-        self.estimate_mask = gpu_task(self.estimate_mask)
+        # Each lease follows the request (steps, size, method): a callable of the same arguments, as spaces.GPU takes.
+        self.invert_photo = gpu_task(self.invert_photo, duration=self.inversion_lease)
+        self.regenerate_photo = gpu_task(self.regenerate_photo, duration=self.edit_lease)
+        self.estimate_mask = gpu_task(self.estimate_mask, duration=self.mask_lease)
 
     @property
     def guidance(self) -> float:
@@ -160,6 +177,26 @@ class Editor:
         with self._lock, caught([], "Target prompt"):
             return auto_mask(self.pipe, inv, target, guidance_scale=guidance)
 
+    def inversion_lease(self, photo: Photo, source: str, settings: InversionSettings, progress: Any = None) -> int:
+        """GPU seconds for :meth:`invert_photo`: each step's solve (its iterations cost two passes each, the guess
+        and the check one each) and the reconstruction."""
+        steps = settings.num_inference_steps or backbone_of(self.pipe).num_inference_steps
+        iterations = getattr(settings.solver, "iterations", 1)
+        return gpu_seconds(steps * (3 + 2 * iterations), photo.image.size, self._guided(settings.guidance_scale))
+
+    def edit_lease(self, inv: Inversion, target: str, guidance: float, mask: Any, local: LocalEdit) -> int:
+        """GPU seconds for :meth:`regenerate_photo`: the regeneration, and the automatic mask's estimate first."""
+        steps = inv.num_inference_steps * (2 if isinstance(mask, str) else 1)
+        return gpu_seconds(steps + 1, _image_size(inv), self._guided(guidance))
+
+    def mask_lease(self, inv: Inversion, target: str, guidance: float) -> int:
+        """GPU seconds for :meth:`estimate_mask`."""
+        return gpu_seconds(inv.num_inference_steps + 1, _image_size(inv), self._guided(guidance))
+
+    def _guided(self, guidance: float | None) -> bool:
+        """Whether the UNet runs both CFG branches (a backbone without a guidance embedding, guidance over 1)."""
+        return not embeds_guidance(self.pipe) and (guidance is None or guidance > 1)
+
     def _key(self, request: EditRequest) -> InversionKey:
         settings = request.settings
         if settings.guidance_scale is None:
@@ -208,3 +245,8 @@ def caught(notices: list[str], prefix: str) -> Iterator[None]:
         warnings.simplefilter("always")
         yield
     notices += [f"{prefix}: {r.message}" for r in records if issubclass(r.category, UserWarning)]
+
+
+def _image_size(inv: Inversion) -> tuple[int, int]:
+    """The size of the image ``inv`` was inverted from (latents are 8x smaller)."""
+    return inv.latents.shape[-1] * 8, inv.latents.shape[-2] * 8
