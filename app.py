@@ -92,6 +92,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=env("GRADIO_SERVER_PORT", "7860"), help="port (%(default)s)")
     p.add_argument("--offload", choices=ed.OFFLOAD_CHOICES, default=env("RNRI_OFFLOAD", "auto"), help="CPU offload")
     p.add_argument("--channels-last", action="store_true", default=env("RNRI_CHANNELS_LAST", "") in ("1", "true"))
+    p.add_argument(
+        "--compile", action="store_true", default=env("RNRI_COMPILE", "") in ("1", "true"),
+        help="torch.compile the UNet and warm it up at start, before the first visitor (RNRI_COMPILE=1); GPU servers",
+    )  # fmt: skip
     p.add_argument("--auth", default=env("RNRI_AUTH"), help="user:password asked of every visitor (RNRI_AUTH)")
     p.add_argument(
         "--allowed-origins", default=env("RNRI_ALLOWED_ORIGINS", ""),
@@ -177,7 +181,7 @@ class Handlers:
             painted = ed.read_region([file_of(painted, "mask")] if painted else [], loaded.image.size)
         elif painted.shape[-2:] != loaded.image.size[::-1]:
             painted = None  # painted over another photo: the page has cleared it
-        source = ed.clean_prompt(source, "source prompt (what the photo shows)")
+        source = ed.clean_prompt(source, "source prompt (what the photo shows)", required=False)
         target = ed.clean_prompt(target, "target prompt (what the photo should become)")
         return ed.EditRequest(loaded, painted, source, target, ed.read_form(values, self.editor.pipe), session)
 
@@ -569,7 +573,7 @@ def build(args: argparse.Namespace) -> gr.Blocks:
     """The app for ``args``: the model loaded once (the tiny one, with a banner, when it cannot be), the page."""
     ed.configure_logging(args.log_level)
     ed.share_cpu_politely()  # before torch loads
-    fast = ed.FastPath(channels_last=args.channels_last, cpu_offload=args.offload)
+    fast = ed.FastPath(channels_last=args.channels_last, cpu_offload=args.offload, compile=args.compile)
     resident = ed.open_model(args.model, fast=fast, fallback=True, lora=args.lora)
     ed.use_run_folder()  # Gradio's files go to this run's folder; a new start deletes those of runs that died
     return build_demo(Handlers(ed.Editor(resident.pipe, ed.InversionCache(capacity=16), resident.model)), resident)

@@ -66,8 +66,11 @@ class Inversion:
         return self.num_inference_steps - len(self.timesteps)
 
 
-def _check_prompt(pipe: Pipeline, prompt: str) -> None:
-    if not isinstance(prompt, str) or not prompt.strip():
+def _check_prompt(pipe: Pipeline, prompt: str, allow_empty: bool = False) -> None:
+    """A prompt is a string, non-empty unless ``allow_empty`` (an inversion's: "" inverts unconditionally)."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    if not (prompt.strip() or allow_empty):
         raise ValueError("prompt must be a non-empty string")
     overflow = adapter.prompt_overflow(pipe, prompt)
     if overflow:
@@ -122,7 +125,8 @@ def invert(
     callback: ProgressFn | None = None,
     **solver_options: Any,
 ) -> Inversion:
-    """Find the start latent (and noises) from which ``pipe`` regenerates ``image`` (or ``latents``) under ``prompt``.
+    """Find the start latent (and noises) from which ``pipe`` regenerates ``image`` (or ``latents``) under ``prompt``
+    ("" inverts unconditionally, as LEdits++ allows; a prompt that describes the image keeps more of it).
 
     image: a PIL image of any size and mode, fitted to ``resolution`` (default: the backbone's, else the model's
     native size) with the aspect ratio kept. latents: (1, 4, h, w), already scaled by the VAE scaling factor.
@@ -143,7 +147,7 @@ def invert(
     noise_correction = spec.stochastic and spec.corrects_noise if noise_correction is None else noise_correction
     if noise_correction and not spec.corrects_noise:
         raise ValueError(f"noise_correction needs a chain that injects noise; {spec.name!r} here injects none")
-    _check_prompt(pipe, prompt)
+    _check_prompt(pipe, prompt, allow_empty=True)
     z0, source_image = _start_latents(pipe, image, latents, _resolution(pipe, backbone, resolution))
     steps = spec.make_steps(pipe.scheduler, num_inference_steps)
     start = num_inference_steps - max(1, round(strength * num_inference_steps))
@@ -243,7 +247,7 @@ def regenerate(
     """
     if output_type not in ("pil", "latent"):
         raise ValueError(f"output_type must be 'pil' or 'latent', got {output_type!r}")
-    _check_prompt(pipe, prompt)
+    _check_prompt(pipe, prompt, allow_empty=True)  # "": unconditional, as an inversion under "" is replayed
     if (control is not None or directions is not None) and not adapter.embeds_guidance(pipe):
         raise ValueError(
             "attention control and directions run on LCM pipelines with a guidance embedding for now; "

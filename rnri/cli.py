@@ -252,9 +252,8 @@ def run_invert(args: argparse.Namespace) -> int:
     _check_output(output, (INVERSION_SUFFIX,), args.overwrite, {"photo": args.image})
     photo, settings = read_photo(args.image), settings_of(args)
     pipe = load_model(args, args.model).pipe
-    inv = rnri.invert(
-        pipe, ed.clean_prompt(args.source, "source prompt"), image=photo.image, **settings.invert_kwargs()
-    )
+    source = ed.clean_prompt(args.source, "source prompt", required=False)
+    inv = rnri.invert(pipe, source, image=photo.image, **settings.invert_kwargs())
     save_atomically(output, lambda tmp: rnri.save_inversion(inv, tmp, model=model_name(args.model)), args.overwrite)
     print(f"wrote {output} ({inv.method}, {inv.unet_forwards} UNet forwards + {inv.unet_backwards} backwards)")
     return 0
@@ -484,7 +483,8 @@ def edit_request(editor: ed.Editor, photo: ed.Photo, source: str, target: str, s
     painted = None if mask in (None, "auto") else ed.painted_region([ed.load_layer(mask)], photo.image.size)
     guidance = editor.edit_guidance if settings.guidance_scale is None else settings.guidance_scale
     choices = ed.Choices(settings, guidance, ed.LocalEdit(auto=mask == "auto"))
-    source, target = ed.clean_prompt(source, "source prompt"), ed.clean_prompt(target, "target prompt")
+    source = ed.clean_prompt(source, "source prompt", required=False)
+    target = ed.clean_prompt(target, "target prompt")
     return ed.EditRequest(photo, painted, source, target, choices)
 
 

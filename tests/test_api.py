@@ -147,10 +147,18 @@ def test_bad_arguments_are_value_errors(pipe, kwargs, message):
         rnri.invert(pipe, "a cat", **kwargs)
 
 
-@pytest.mark.parametrize("prompt", ["", "   ", None])
-def test_empty_prompt_is_an_error(pipe, prompt):
-    with pytest.raises(ValueError, match="non-empty"):
-        rnri.invert(pipe, prompt, latents=torch.zeros(1, 4, 8, 8))
+def test_a_prompt_must_be_a_string(pipe):
+    with pytest.raises(ValueError, match="prompt must be a string, got NoneType"):
+        rnri.invert(pipe, None, latents=torch.zeros(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_an_empty_source_prompt_inverts_unconditionally_and_replays(pipe, prompt):
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    inv = rnri.invert(pipe, prompt, latents=latents, method="ddim")
+    again = rnri.regenerate(pipe, inv, prompt, output_type="latent")
+    unconditional = rnri.regenerate(pipe, inv, "", output_type="latent")
+    assert torch.isfinite(again).all() and torch.equal(again, unconditional)  # blank is the empty prompt
 
 
 def test_regenerate_rejects_bad_output_type_and_foreign_schedule(pipe):

@@ -363,7 +363,7 @@ def test_batch_refuses_images_whose_folders_differ_only_in_case_on_every_run(cap
         (["edit", "{photo}", "--source", "a", "--target", "b", "--option", "iterations=0"], 1, "from 1 to 5, got"),
         (["edit", "{photo}", "--source", "a", "--target", "b", "--steps", "0"], 2, "Steps must be a whole number"),
         (["edit", "{photo}", "--source", "a", "--target", "b", "--strength", "2"], 2, "from 0.05 to 1, got '2'"),
-        (["edit", "{photo}", "--source", " ", "--target", "b"], 1, "The source prompt is empty"),
+        (["edit", "{photo}", "--source", "a", "--target", " "], 1, "The target prompt is empty"),
         (["invert", "{photo}", "--source", "a", "-o", "{dir}/inv.pt"], 1, "must end in .safetensors"),
         (["regenerate", "{photo}", "--prompt", "a"], 1, "not a safetensors file"),
         (["regenerate", "{dir}/none.safetensors", "--prompt", "a"], 1, "none.safetensors: no such file"),

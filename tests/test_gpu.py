@@ -68,6 +68,23 @@ def test_compile_warms_up_and_keeps_counting(reference, monkeypatch):
     assert torch.equal(latents, reference)
 
 
+COMPILED_TOLERANCE = 1e-2  # relative error of an edit's latents, compiled against eager, fp16 on a GPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled against eager on a GPU: needs CUDA, none here")
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"], ids=["default", "cuda-graphs"])
+def test_compiled_edits_equal_eager_on_a_gpu(mode):
+    """What makes ``--compile`` safe to turn on: the same edits, within ``COMPILED_TOLERANCE``, compiled or not."""
+    pipe = rnri.load_pipeline("tiny", device="cuda", dtype=torch.float16)
+    eager, _ = edit_latents(pipe)
+    fast = gpu.apply_fast_path(pipe, gpu.FastPath(compile=True, compile_mode=mode))
+    assert "compile" in fast.applied and fast.warmup_seconds > 0
+    for _ in range(3):  # CUDA graphs replay from the third call on
+        compiled, inv = edit_latents(pipe)
+        assert relative_error(compiled.float(), eager.float()) < COMPILED_TOLERANCE
+        assert (inv.unet_forwards, inv.unet_backwards) == (13, 0)
+
+
 def test_failed_warm_up_is_a_clear_error():
     pipe = rnri.tiny_pipeline()
     with pytest.raises(gpu.FastPathError, match="torch.compile failed.*Run without compile"):

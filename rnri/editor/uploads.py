@@ -105,13 +105,14 @@ def image_size(source: Source, what: str = "image", max_pixels: int = MAX_PIXELS
         return (height, width) if _orientation(image) in (5, 6, 7, 8) else (width, height)
 
 
-def clean_prompt(prompt: object, role: str) -> str:
-    """``prompt`` stripped and cut to ``MAX_PROMPT_CHARS``; ``InputError`` when empty, not text or not valid
-    Unicode (role: what it is for)."""
+def clean_prompt(prompt: object, role: str, required: bool = True) -> str:
+    """``prompt`` stripped and cut to ``MAX_PROMPT_CHARS``; ``InputError`` when not text, not valid Unicode or,
+    if ``required``, empty (role: what it is for). A source prompt is not required: empty, the photo is inverted
+    unconditionally, as LEdits++ allows."""
     if prompt is not None and not isinstance(prompt, str):
         raise InputError(f"The {role} must be text, got {type(prompt).__name__}.")
     prompt = (prompt or "").strip()[:MAX_PROMPT_CHARS]
-    if not prompt:
+    if not prompt and required:
         raise InputError(f"The {role} is empty.")
     try:
         prompt.encode("utf-8")
