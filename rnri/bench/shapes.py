@@ -1,11 +1,12 @@
 """ShapeEdit: ``python -m rnri.bench.shapes``: inversion and editing quality per method on the trained shapes LCM.
 
 Source photos are renders of held-out scenes (they play the role of real photos); each is inverted once per
-variant (method, options, noise correction, strength) under its caption and edited under every target caption of
-its edits (colour, shape, size, background, one object of two), without a mask, with the painted region a user
-would draw (``oracle``: where the ground truth changes, grown by 2 pixels) or with the automatic mask. Every
-edit is scored against the exact ground truth by the attribute analyzer (``rnri.shapes.score``). Writes
-``shapes.json``, ``shapes.md`` and ``shapes.png`` (success against preservation and against cost).
+variant (method, options, noise correction, strength) under its caption, at the backbone's inversion guidance, and
+edited at its edit guidance (``--inversion-guidance``, ``--guidance``) under every target caption of its edits
+(colour, shape, size, background, one object of two), without a mask, with the painted region a user would draw
+(``oracle``: where the ground truth changes, grown by 2 pixels) or with the automatic mask. Every edit is scored
+against the exact ground truth by the attribute analyzer (``rnri.shapes.score``). Writes ``shapes.json``,
+``shapes.md`` and ``shapes.png`` (success against preservation and against cost).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from diffusers import StableDiffusionPipeline
 from tqdm import tqdm
 
 import rnri
-from rnri import adapter
 from rnri.attention import AttentionControl, inject_keys_values, replace
+from rnri.backbones import guidance_defaults
 from rnri.bench.ledits_peer import ledits_edit, ledits_invert, ledits_pipeline
 from rnri.counting import count_unet_calls
 from rnri.directions import Direction, Directions
@@ -205,16 +206,18 @@ class PhotoRow:
     invert_s: float
 
 
-def invert_and_edit(pipe, variant: Variant, photo, source: str, edits: list[Edit], guidance: float):
-    """Invert ``photo`` once, reconstruct it and make every edit; returns the inversion, its time, the
-    reconstruction and the edited images."""
+def invert_and_edit(
+    pipe, variant: Variant, photo, source: str, edits: list[Edit], guidance: float, inversion_guidance: float
+):
+    """Invert ``photo`` once at ``inversion_guidance``, reconstruct it at the same guidance and make every edit at
+    ``guidance``; returns the inversion, its time, the reconstruction and the edited images."""
     start = time.perf_counter()
     inv = rnri.invert(
         pipe,
         source,
         image=photo,
         method=variant.method,
-        guidance_scale=guidance,
+        guidance_scale=inversion_guidance,
         noise_correction=variant.noise_correction,
         strength=variant.strength,
         **variant.options,
@@ -224,7 +227,7 @@ def invert_and_edit(pipe, variant: Variant, photo, source: str, edits: list[Edit
     edited = []
     for edit in edits:
         mask = {None: None, "oracle": region_mask(edit), "auto": "auto"}[variant.mask]
-        options = {"mask": mask, "control": variant.control}
+        options = {"mask": mask, "control": variant.control, "guidance_scale": guidance}
         if variant.directions is None:
             prompt = edit.target.caption
         else:
@@ -236,8 +239,12 @@ def invert_and_edit(pipe, variant: Variant, photo, source: str, edits: list[Edit
     return inv, seconds, reconstruction, edited
 
 
-def run(pipe, variants: list[Variant], photos: int, seed: int, guidance: float) -> tuple[list, list]:
-    """Every variant on every photo of the benchmark; (photo rows, edit rows)."""
+def run(
+    pipe, variants: list[Variant], photos: int, seed: int, guidance: float, inversion_guidance: float | None = None
+) -> tuple[list, list]:
+    """Every variant on every photo of the benchmark, edits at ``guidance``, the inversion at
+    ``inversion_guidance`` (None: ``guidance`` too); (photo rows, edit rows)."""
+    inversion_guidance = guidance if inversion_guidance is None else inversion_guidance
     groups = shape_edit(seed, photos)
     sources = [render(source).image for source, _ in groups]
     ceilings = [psnr(photo, rebuilt) for photo, rebuilt in zip(sources, vae_roundtrip(pipe.vae, sources))]
@@ -247,7 +254,7 @@ def run(pipe, variants: list[Variant], photos: int, seed: int, guidance: float) 
         for (source, edits), ceiling in zip(groups, ceilings):
             photo = render(source).image
             inv, seconds, reconstruction, edited = invert_and_edit(
-                pipe, variant, photo, source.caption, edits, guidance
+                pipe, variant, photo, source.caption, edits, guidance, inversion_guidance
             )
             z_T = inv.latents
             photo_rows.append(
@@ -403,7 +410,12 @@ def main(argv: list[str] | None = None) -> None:
         help="a pipeline (Hub id or folder); tiny: the shapes LCM; tiny-teacher: its DDIM teacher (own variants)",
     )
     parser.add_argument(
-        "--guidance", type=float, help="of the inversion and the edits (default: the backbone's edit guidance)"
+        "--guidance", type=float, help=f"of the edits (default: the backbone's: {guidance_defaults(edit=True)})"
+    )
+    parser.add_argument(
+        "--inversion-guidance",
+        type=float,
+        help=f"of the inversion and the reconstruction (default: the backbone's: {guidance_defaults()})",
     )
     parser.add_argument("--out", type=Path, default=Path("bench-out/shapes"))
     args = parser.parse_args(argv)
@@ -413,11 +425,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.robustness:
         variants = ROBUSTNESS
     pipe = rnri.load_pipeline(args.model, device="cpu")
-    if not adapter.embeds_guidance(pipe) and not (args.control or args.sweep):
+    if rnri.backbone_of(pipe).name == "stable-diffusion" and not (args.control or args.sweep):
         variants = TEACHER if not args.quick else TEACHER[:2]
-    guidance = rnri.backbone_of(pipe).guidance_scale if args.guidance is None else args.guidance
+    guidance = rnri.default_guidance(pipe, edit=True) if args.guidance is None else args.guidance
+    inversion_guidance = rnri.default_guidance(pipe) if args.inversion_guidance is None else args.inversion_guidance
     start = time.perf_counter()
-    photo_rows, edit_rows = run(pipe, variants, photos, args.seed, guidance)
+    photo_rows, edit_rows = run(pipe, variants, photos, args.seed, guidance, inversion_guidance)
     if args.ledits:
         teacher = frozen_on(
             StableDiffusionPipeline.from_pretrained(TEACHER_DIR, use_safetensors=True), "cpu", torch.float32
@@ -434,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(table, edits_per_variant, photos)
     elapsed = time.perf_counter() - start
     command = " ".join(["python -m rnri.bench.shapes", *(sys.argv[1:] if argv is None else argv)])
-    text += f"\n\n`{command}`: {elapsed:.0f} s, guidance {guidance}."
+    text += f"\n\n`{command}`: {elapsed:.0f} s, inversion at guidance {inversion_guidance:g}, edits at {guidance:g}."
     (args.out / "shapes.md").write_text(text + "\n")
     (args.out / "shapes.json").write_text(
         json.dumps(
