@@ -56,6 +56,7 @@ class Variant:
     strength: float = 1.0  # fraction of the chain inverted and regenerated
     control: AttentionControl | None = None  # attention control of the edits and of the reconstruction
     directions: Callable[[Edit], Directions] | None = None  # the edit as directions from the source caption
+    source: str | None = None  # the source prompt instead of the photo's caption ("": none, as LEdits++ allows)
 
 
 VARIANTS = [
@@ -105,6 +106,14 @@ TEACHER = [  # the DDIM-trained teacher at 50 steps (the paper's latent-diffusio
     Variant("rnri-jf x2 (official code)", "rnri-jf", {"iterations": 2}),
     Variant("rnri (default)"),
     Variant("rnri, painted mask", mask="oracle"),
+]
+EMPTY_SOURCE = [  # what describing the photo buys: --empty-source
+    Variant("ddim", "ddim", noise_correction=False),
+    Variant("ddim, no source prompt", "ddim", noise_correction=False, source=""),
+    Variant("rnri (default)"),
+    Variant("rnri (default), no source prompt", source=""),
+    Variant("rnri (default), painted mask", mask="oracle"),
+    Variant("rnri (default), painted mask, no source prompt", mask="oracle", source=""),
 ]
 QUICK = [
     v
@@ -211,6 +220,7 @@ def invert_and_edit(
 ):
     """Invert ``photo`` once at ``inversion_guidance``, reconstruct it at the same guidance and make every edit at
     ``guidance``; returns the inversion, its time, the reconstruction and the edited images."""
+    source = source if variant.source is None else variant.source
     start = time.perf_counter()
     inv = rnri.invert(
         pipe,
@@ -401,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--control", action="store_true", help="attention control against plain edits and masks")
     parser.add_argument("--sweep", action="store_true", help="attention control's settings, one at a time")
     parser.add_argument("--robustness", action="store_true", help="initial guesses, last-step iterations")
+    parser.add_argument("--empty-source", action="store_true", help="with and without the source prompt")
     parser.add_argument("--ledits", action="store_true", help="add LEdits++ (diffusers) on the shapes DDIM teacher")
     parser.add_argument("--photos", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
@@ -424,6 +435,8 @@ def main(argv: list[str] | None = None) -> None:
         variants = CONTROL if args.control else control_sweep()
     if args.robustness:
         variants = ROBUSTNESS
+    if args.empty_source:
+        variants = EMPTY_SOURCE
     pipe = rnri.load_pipeline(args.model, device="cpu")
     if rnri.backbone_of(pipe).name == "stable-diffusion" and not (args.control or args.sweep):
         variants = TEACHER if not args.quick else TEACHER[:2]
