@@ -26,7 +26,7 @@ from rnri.attention import (
     replace,
     step_count,
 )
-from rnri.bench.ledits_peer import LEditsConfig, ledits_edit, ledits_invert, ledits_pipeline
+from rnri.bench.ledits import SHAPEEDIT, ledits_invert, ledits_pipeline, ledits_words
 from rnri.bench.removal import removals, score
 from rnri.bench.shapes import CONTROL, phrases, run
 from rnri.chain import sample
@@ -402,9 +402,9 @@ def test_removal_ground_truth_scores_the_ideal_and_fails_the_unedited_photo():
 def test_the_ledits_peer_runs_on_a_stable_diffusion_pipeline():
     teacher = rnri.load_pipeline("tiny-teacher", device="cpu")  # the shapes teacher: StableDiffusionPipeline, DDIM
     peer = ledits_pipeline(teacher)
-    config = LEditsConfig(num_inversion_steps=3)
+    config = dataclasses.replace(SHAPEEDIT, num_inversion_steps=3)
     inverted = ledits_invert(peer, noise_image(64, 64), "a red cat", config)
-    image, cost = ledits_edit(peer, "red", "blue", config)
+    image, cost = ledits_words(peer, "red", "blue", config)
     assert image.size == (64, 64) and peer.unet is teacher.unet
     assert (inverted.unet_calls, inverted.forward_equivalents) == (6, 6)  # unconditional and source caption apart
     assert (cost.unet_calls, cost.forward_equivalents) == (3, 9)  # unconditional + 2 edit prompts

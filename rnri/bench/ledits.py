@@ -3,10 +3,14 @@ and its edit (``LEditsPPPipelineStableDiffusionXL`` for SDXL), run unmodified on
 pipeline and photo as rnri's methods, timed, with its UNet calls counted by hooks.
 
 LEdits++ inverts by edit-friendly DDPM noise maps (Huberman-Spiegelglas et al. 2024) on its recommended scheduler,
-multistep SDE-DPM-Solver++ of order 2, and edits by semantic guidance toward (and away from) concepts. rnri's source
-and target prompts become its concepts: the target is steered toward and, with ``away_from_source``, the source
-away from, as its documentation's replacement example does. ``target_prompt=None`` regenerates without an edit
-(its reconstruction).
+multistep SDE-DPM-Solver++ of order 2 (its DDIM path fails in diffusers 0.42: ``invert`` indexes
+``DDIMScheduler.add_noise`` with a float timestep), and edits by semantic guidance toward (and away from) concepts.
+Two ways in: :func:`ledits_edit`, a photo and rnri's source and target prompts (the target steered toward and, with
+``away_from_source``, the source away from, as its documentation's replacement example does; ``target_prompt=None``
+regenerates without an edit), for the family benchmark; and :func:`ledits_invert` then :func:`ledits_words`, one
+inversion and many edits from the old words to the new, for ShapeEdit (``python -m rnri.bench.shapes --ledits``,
+with ``SHAPEEDIT``: diffusers' own defaults, and masks from the noise difference only, since the shapes teacher's
+attention maps at a quarter of the latent size (4x4) have no cross-attention).
 """
 
 from __future__ import annotations
@@ -49,6 +53,18 @@ class LEditsConfig:
     away_from_source: bool = True  # also steer away from the source prompt
     seed: int = 0  # of the generator the inversion draws its noisy latents from
     resolution: int | None = None  # long side photos are fitted to (a multiple of 32); None: the UNet's native
+
+
+SHAPEEDIT = LEditsConfig(num_inversion_steps=30, skip=0.15, edit_guidance_scale=5.0, edit_threshold=0.9)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one piece of LEdits++ work cost."""
+
+    unet_calls: int
+    forward_equivalents: int  # the calls weighted by their batch
+    seconds: float
 
 
 @dataclass
@@ -96,14 +112,7 @@ def ledits_edit(
     try:
         with count_unet_calls(pipe.unet) as invert_calls:
             start = time.perf_counter()
-            peer.invert(
-                image=fitted,
-                source_prompt=source_prompt,
-                source_guidance_scale=config.source_guidance_scale,
-                num_inversion_steps=config.num_inversion_steps,
-                skip=config.skip,
-                generator=torch.Generator().manual_seed(config.seed),
-            )
+            _invert(peer, fitted, source_prompt, config)
             invert_seconds = _elapsed(start, pipe)
         with count_unet_calls(pipe.unet) as edit_calls:
             start = time.perf_counter()
@@ -135,3 +144,40 @@ def _elapsed(start: float, pipe: Any) -> float:
     if pipe.device.type == "cuda":
         torch.cuda.synchronize(pipe.device)
     return time.perf_counter() - start
+
+
+def ledits_invert(peer: Any, photo: Image.Image, caption: str, config: LEditsConfig = SHAPEEDIT) -> Cost:
+    """Invert ``photo`` under its ``caption`` on ``peer`` (:func:`ledits_pipeline`), which keeps the inversion for
+    the edits that follow."""
+    start = time.perf_counter()
+    with count_unet_calls(peer.unet) as calls:
+        _invert(peer, photo, caption, config)
+    return Cost(calls.forwards, calls.items, _elapsed(start, peer))
+
+
+def _invert(peer: Any, photo: Image.Image, caption: str, config: LEditsConfig) -> None:
+    peer.invert(
+        image=photo,
+        source_prompt=caption,
+        source_guidance_scale=config.source_guidance_scale,
+        num_inversion_steps=config.num_inversion_steps,
+        skip=config.skip,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+
+
+def ledits_words(peer: Any, removed: str, added: str, config: LEditsConfig = SHAPEEDIT) -> tuple[Image.Image, Cost]:
+    """Edit the photo ``peer`` inverted last toward ``added`` and away from ``removed`` (masks from the noise
+    difference only)."""
+    start = time.perf_counter()
+    with count_unet_calls(peer.unet) as calls:
+        image = peer(
+            editing_prompt=[added, removed],
+            reverse_editing_direction=[False, True],
+            edit_guidance_scale=config.edit_guidance_scale,
+            edit_threshold=config.edit_threshold,
+            use_cross_attn_mask=False,
+            use_intersect_mask=False,
+            generator=torch.Generator().manual_seed(config.seed),
+        ).images[0]
+    return image, Cost(calls.forwards, calls.items, _elapsed(start, peer))

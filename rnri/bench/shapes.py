@@ -30,7 +30,7 @@ from tqdm import tqdm
 import rnri
 from rnri.attention import AttentionControl, inject_keys_values, replace
 from rnri.backbones import guidance_defaults
-from rnri.bench.ledits_peer import ledits_edit, ledits_invert, ledits_pipeline
+from rnri.bench.ledits import ledits_invert, ledits_pipeline, ledits_words
 from rnri.counting import count_unet_calls
 from rnri.directions import Direction, Directions
 from rnri.images import psnr
@@ -295,7 +295,7 @@ LEDITS = "LEdits++ (diffusers, DDIM-trained teacher; fwd-eq)"  # the peer's row;
 
 
 def run_ledits(teacher, photos: int, seed: int) -> tuple[list, list]:
-    """LEdits++ (``rnri.bench.ledits_peer``) on every photo and edit of the benchmark; (photo rows, edit rows). Its
+    """LEdits++ (``rnri.bench.ledits``) on every photo and edit of the benchmark; (photo rows, edit rows). Its
     photo rows have no reconstruction (LEdits++ has no separate one) and count forward-equivalents as forwards."""
     pipe = ledits_pipeline(teacher)
     photo_rows, edit_rows = [], []
@@ -306,7 +306,7 @@ def run_ledits(teacher, photos: int, seed: int) -> tuple[list, list]:
             PhotoRow(LEDITS, math.nan, math.nan, math.nan, math.nan, cost.forward_equivalents, 0, cost.seconds)
         )
         for edit in edits:
-            image, cost = ledits_edit(pipe, *phrases(edit))
+            image, cost = ledits_words(pipe, *phrases(edit))
             score = asdict(score_edit(edit, image, photo))
             edit_rows.append(
                 EditRow(
