@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -111,6 +112,14 @@ def test_a_request_body_over_the_limit_is_refused_before_it_is_read(app, url):
     for route in ("gradio_api/run/predict", "gradio_api/queue/join"):
         response = httpx.post(url + route, content=chunks(), headers={"content-type": "application/json"})
         assert response.status_code == 413, route
+
+
+def test_a_malformed_content_length_is_a_bad_request_not_a_crash(url, client):
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    with socket.create_connection((host, port), timeout=30) as raw:  # httpx will not send such a header
+        raw.sendall(f"POST /gradio_api/upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: lots\r\n\r\nx".encode())
+        assert raw.recv(64).startswith(b"HTTP/1.1 400")
+    still_serving(client)
 
 
 def test_too_many_painted_layers_are_refused_before_any_is_decoded(app, tmp_path):

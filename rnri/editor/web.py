@@ -174,7 +174,10 @@ class WebGuard:
         origin = headers.get("origin")
         if scope["method"] not in SAFE_METHODS and origin is not None and not self.same_site(origin, headers):
             return 403, "Requests from another site's page are refused."
-        if int(headers.get("content-length") or 0) > policy.max_body_bytes:
+        length = headers.get("content-length") or "0"
+        if not length.isdigit():
+            return 400, "The Content-Length header is not a number."
+        if int(length) > policy.max_body_bytes:
             return 413, f"The request is larger than {policy.max_body_bytes:,} bytes."
         if scope["method"] == "POST" and JOB_ROUTES.search(scope["path"]):
             client = client_of(headers, (scope.get("client") or (None,))[0], policy.behind_proxy)
