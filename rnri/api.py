@@ -161,7 +161,7 @@ def invert(
         guidance_scale=guidance_scale,
         method=method,
         chain=spec.name,
-        residuals=result.residuals,
+        residuals=result.residuals[0],  # the one item's
         unet_forwards=calls.forwards,
         unet_backwards=calls.backwards,
         trajectory=result.trajectory,
