@@ -1,13 +1,79 @@
-"""Batches: every item of a batch is solved as if alone."""
+"""Batches: ``rnri.invert`` and ``rnri.regenerate`` on several photos at once give each photo its own single-item
+result, every UNet call on the whole batch."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from conftest import noise_image
+from PIL import Image
 
+import rnri
 from rnri.analytic import GaussianMixtureUNet, MixtureConfig
 from rnri.chain import step_map
+from rnri.counting import count_unet_calls
 from rnri.solvers import METHODS, StepProblem, get_method, make_config
+
+PROMPTS = ["a photo of a cat", "a red barn", "two dogs in the snow"]
+SEEDS = [3, 7, 11]
+TARGETS = ["a tiger", "a blue barn", "two cats"]
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Image.Image]:
+    return [noise_image(70, 50, seed=s) for s in range(3)]
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def max_pixel_difference(a: Image.Image, b: Image.Image) -> int:
+    return int(np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max())
+
+
+@pytest.mark.parametrize("method", ["rnri", "ddim"])
+def test_a_batch_equals_its_photos_one_at_a_time(pipe, photos, method):
+    with count_unet_calls(pipe.unet) as calls:
+        invs = rnri.invert(pipe, PROMPTS, image=photos, seed=SEEDS, method=method)
+    singles = [rnri.invert(pipe, p, image=im, seed=s, method=method) for p, im, s in zip(PROMPTS, photos, SEEDS)]
+    assert calls.items == 3 * calls.forwards  # each UNet call takes the whole batch
+    for inv, one in zip(invs, singles):
+        assert (
+            (inv.unet_forwards, inv.unet_backwards) == (one.unet_forwards, one.unet_backwards) == (calls.forwards, 0)
+        )
+        assert (inv.prompt, inv.seed, inv.image_size, inv.timesteps) == (
+            one.prompt,
+            one.seed,
+            one.image_size,
+            one.timesteps,
+        )
+        assert close(inv.latents, one.latents) and all(map(close, inv.trajectory, one.trajectory))
+        assert all(a is None and b is None or close(a, b) for a, b in zip(inv.noises, one.noises))
+        assert np.allclose(sum(inv.residuals, []), sum(one.residuals, []), atol=1e-4)
+    with count_unet_calls(pipe.unet) as calls:
+        latents = rnri.regenerate(pipe, invs, TARGETS, output_type="latent")
+    assert (calls.forwards, calls.items, latents.shape[0]) == (4, 12, 3)
+    images = rnri.regenerate(pipe, invs, TARGETS)
+    for b, (one, target) in enumerate(zip(singles, TARGETS)):
+        assert close(latents[b : b + 1], rnri.regenerate(pipe, one, target, output_type="latent"))
+        assert max_pixel_difference(images[b], rnri.regenerate(pipe, one, target)) <= 1  # uint8 rounding at most
+
+
+def test_a_stock_pipeline_replays_a_batch_from_its_seeds(pipe, photos):
+    """Each item's noises are its own seed's, as a stock pipeline draws them from a list of generators."""
+    invs = rnri.invert(pipe, PROMPTS, image=photos, seed=SEEDS, noise_correction=False)
+    assert [inv.seed for inv in invs] == SEEDS
+    stock = pipe(
+        PROMPTS,
+        latents=torch.cat([inv.latents for inv in invs]),
+        generator=[torch.Generator().manual_seed(s) for s in SEEDS],
+        num_inference_steps=4,
+        guidance_scale=invs[0].guidance_scale,
+        output_type="latent",
+    ).images
+    assert close(rnri.regenerate(pipe, invs, PROMPTS, output_type="latent"), stock)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -30,3 +96,34 @@ def test_no_item_of_a_batch_moves_another(method, steps):
         alone = solve(StepProblem(eps_fn, steps[1], y[b : b + 1], None, y[b : b + 1]), config)
         assert torch.allclose(together.z[b : b + 1], alone.z, rtol=1e-5, atol=1e-6 * scale[b].item())
         assert [r[b].item() for r in together.residuals] == pytest.approx([r.item() for r in alone.residuals], 1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"prompt": PROMPTS, "image": "one"}, "a batch takes a list of 3 images, one per prompt"),
+        ({"prompt": PROMPTS[:2], "image": "all"}, "a batch takes a list of 2 images"),
+        ({"prompt": PROMPTS, "image": "all", "seed": [1, 2]}, "a list of 3 integers"),
+        ({"prompt": "a cat", "image": "all"}, "a batch takes a list of prompts, one per image"),
+        ({"prompt": PROMPTS, "latents": torch.zeros(1, 4, 8, 8)}, r"shape \(3, 4, h, w\)"),
+        ({"prompt": [], "image": []}, "a non-empty list"),
+        ({"prompt": PROMPTS, "image": "mixed"}, "must fit to one size"),
+    ],
+)
+def test_a_bad_batch_is_refused_in_words(pipe, photos, kwargs, message):
+    images = {"one": photos[0], "all": photos, "mixed": [*photos[:2], noise_image(40, 60)]}
+    if isinstance(kwargs.get("image"), str):
+        kwargs = kwargs | {"image": images[kwargs["image"]]}
+    with pytest.raises(ValueError, match=message):
+        rnri.invert(pipe, method="ddim", **kwargs)
+
+
+def test_regenerate_refuses_a_batch_it_cannot_run_as_one(pipe, photos):
+    invs = rnri.invert(pipe, PROMPTS[:2], image=photos[:2], method="ddim")
+    with pytest.raises(ValueError, match="a list of as many prompts"):
+        rnri.regenerate(pipe, invs, "a tiger")
+    with pytest.raises(ValueError, match="one inversion at a time"):
+        rnri.regenerate(pipe, invs, TARGETS[:2], mask="auto")
+    other = rnri.invert(pipe, "a cat", image=photos[2], method="ddim", guidance_scale=2.0)
+    with pytest.raises(ValueError, match="must share their chain, timesteps, guidance"):
+        rnri.regenerate(pipe, [*invs, other], TARGETS)
