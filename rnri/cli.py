@@ -164,9 +164,24 @@ def _add_batch(p: argparse.ArgumentParser) -> None:
         help="what the images show; an image's caption file IMAGE.txt beside it takes precedence",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="images of one size inverted and regenerated together, every UNet call on all N (faster on a GPU, "
+        "memory grows with N; the outputs are batch size 1's up to float rounding) (default: 1)",
+    )
     _add_inversion_options(p)
     _add_model_options(p)
     p.set_defaults(run=run_batch)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def _add_overwrite(p: argparse.ArgumentParser) -> None:
@@ -284,19 +299,20 @@ def run_batch(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CliError(f"cannot create the output folder {out}: {error.strerror or error}") from error
-    jobs = plan_batch(images, targets, out)
-    pending = [job for job in jobs if job.error or job.missing]  # a refused image fails on every run
-    work = any(not job.error for job in pending)
-    editor = ed.Editor(load_model(args, args.model).pipe, ed.InversionCache(capacity=1)) if work else None
-    report = BatchReport(skipped=len(jobs) - len(pending))
-    for job in _progress(pending, args.quiet):
-        try:
-            report.written += run_batch_job(editor, job, args.source, settings)
-            report.done += 1
-        except Exception as error:  # one bad file must not stop the batch
-            report.failed += 1
-            _progress_write(f"rnri: error: {job.image}: {_message(error)}")
-    write_manifest(out, jobs)
+    jobs = list(enumerate(plan_batch(images, targets, out)))
+    # Batches are cut from the whole list, whatever is done, so that a resumed run edits an image with the same
+    # others (those still owing outputs).
+    chunks = [jobs[start : start + args.batch_size] for start in range(0, len(jobs), args.batch_size)]
+    pending = [[job for _, job in chunk if job.error or job.missing] for chunk in chunks]  # a refused image: each run
+    work = any(not job.error for chunk in pending for job in chunk)
+    pipe = load_model(args, args.model).pipe if work else None
+    mine = [entry for chunk in chunks for entry in chunk]
+    report = BatchReport(skipped=len(mine) - sum(map(len, pending)))
+    with _progress(sum(map(len, pending)), args.quiet) as bar:
+        for todo in filter(None, pending):
+            run_batch_chunk(pipe, todo, args.source, settings, report)
+            bar.update(len(todo))
+    write_manifest(out, manifest_lines(out, mine))
     print(report.summary(len(jobs)))
     return 1 if report.failed else 0
 
@@ -342,6 +358,14 @@ class BatchReport:
     skipped: int = 0  # images whose outputs all existed
     failed: int = 0
 
+    def fail(self, job: BatchJob, error: Exception) -> None:
+        """Count ``job`` as failed and say why, above the progress bar."""
+        self.failed += 1
+        _progress_write(f"rnri: error: {job.image}: {_message(error)}")
+
+    def add(self, done: int, written: int) -> None:
+        self.done, self.written = self.done + done, self.written + written
+
     def summary(self, total: int) -> str:
         return (
             f"batch: {total} image(s): {self.done} edited ({self.written} file(s) written), "
@@ -370,16 +394,72 @@ def output_folder(image: Path) -> str:
     return f"{image.stem}-{image.suffix[1:]}"
 
 
-def run_batch_job(editor: ed.Editor, job: BatchJob, source: str | None, settings: rnri.InversionSettings) -> int:
-    """Invert one image once (the editor caches it) and write each missing output; the number of files written."""
+@dataclass
+class BatchItem:
+    """A job of a batch ready to invert: its photo and source prompt read."""
+
+    job: BatchJob
+    photo: ed.Photo
+    source: str
+
+
+def run_batch_chunk(
+    pipe: Any, jobs: list[BatchJob], source: str | None, settings: rnri.InversionSettings, report: BatchReport
+) -> None:
+    """Edit ``jobs`` (up to --batch-size), those of one photo size together; a batch that fails is redone item by
+    item, so that only the failing file is reported (and the others' outputs are theirs alone, as in batch size 1)."""
+    items = []
+    for job in jobs:
+        try:
+            items.append(batch_item(job, source))
+        except Exception as error:  # one bad file must not stop the batch
+            report.fail(job, error)
+    by_size: dict[tuple[int, int], list[BatchItem]] = {}
+    for item in items:
+        by_size.setdefault(item.photo.image.size, []).append(item)
+    for group in by_size.values():
+        try:
+            report.add(len(group), edit_together(pipe, group, settings))
+        except Exception as error:
+            if len(group) == 1:
+                report.fail(group[0].job, error)
+                continue
+            for item in group:
+                try:
+                    report.add(1, edit_together(pipe, [item], settings))
+                except Exception as alone:
+                    report.fail(item.job, alone)
+
+
+def batch_item(job: BatchJob, source: str | None) -> BatchItem:
+    """``job`` with its photo read and its source prompt found; a planning error, an unreadable photo or no source
+    prompt raises."""
     if job.error:
         raise CliError(job.error)
-    photo, source = read_photo(job.image), _source_prompt(job.image, source)
-    missing = job.missing
-    missing[0][1].parent.mkdir(parents=True, exist_ok=True)
-    for prompt, path in missing:
-        save_image(editor.edit(edit_request(editor, photo, source, prompt, settings, None)).image, path)
-    return len(missing)
+    photo = read_photo(job.image)
+    return BatchItem(job, photo, ed.clean_prompt(_source_prompt(job.image, source), "source prompt"))
+
+
+def edit_together(pipe: Any, items: list[BatchItem], settings: rnri.InversionSettings) -> int:
+    """Invert ``items`` (photos of one size) as one batch and write each missing output, the items owing a target
+    prompt regenerated together under it; the number of files written."""
+    photos = [item.photo.image for item in items]
+    invs = rnri.invert(pipe, [item.source for item in items], image=photos, **settings.invert_kwargs())
+    guidance = rnri.default_guidance(pipe, edit=True) if settings.guidance_scale is None else settings.guidance_scale
+    written = 0
+    for k, (target, _) in enumerate(items[0].job.outputs):
+        owing = [
+            (inv, item.job.outputs[k][1]) for inv, item in zip(invs, items) if not item.job.outputs[k][1].exists()
+        ]
+        if not owing:
+            continue
+        prompt = ed.clean_prompt(target, "target prompt")
+        images = rnri.regenerate(pipe, [inv for inv, _ in owing], [prompt] * len(owing), guidance_scale=guidance)
+        for image, (_, path) in zip(images, owing):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_image(image, path)
+        written += len(owing)
+    return written
 
 
 def _source_prompt(image: Path, default: str | None) -> str:
@@ -393,23 +473,28 @@ def _source_prompt(image: Path, default: str | None) -> str:
     return default
 
 
-def write_manifest(out: Path, jobs: list[BatchJob]) -> None:
-    """OUT/manifest.jsonl: one JSON line per output file that exists (image, target prompt, output path)."""
-    lines = [
-        json.dumps({"image": str(job.image), "target": prompt, "output": str(path.relative_to(out))})
-        for job in jobs
+def manifest_lines(out: Path, jobs: list[tuple[int, BatchJob]]) -> list[tuple[int, str]]:
+    """The manifest's lines of ``jobs`` (each with its place in the whole batch): one JSON line per output file that
+    exists (image, target prompt, output path)."""
+    return [
+        (index, json.dumps({"image": str(job.image), "target": prompt, "output": str(path.relative_to(out))}))
+        for index, job in jobs
         if not job.error
         for prompt, path in job.outputs
         if path.exists()
     ]
-    text = "".join(f"{x}\n" for x in lines)
+
+
+def write_manifest(out: Path, lines: list[tuple[int, str]]) -> None:
+    """OUT/manifest.jsonl from the lines, in the order of the images (a target's after the one before)."""
+    text = "".join(f"{line}\n" for _, line in sorted(lines, key=lambda entry: entry[0]))
     save_atomically(out / "manifest.jsonl", lambda tmp: Path(tmp).write_text(text), overwrite=True)  # batch's own
 
 
-def _progress(jobs: list[BatchJob], quiet: bool):
+def _progress(total: int, quiet: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(jobs, desc="rnri batch", unit="image", disable=True if quiet else None)
+    return tqdm(total=total, desc="rnri batch", unit="image", disable=True if quiet else None)
 
 
 def _progress_write(message: str) -> None:

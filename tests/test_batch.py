@@ -1,13 +1,17 @@
 """Batches: ``rnri.invert`` and ``rnri.regenerate`` on several photos at once give each photo its own single-item
-result, every UNet call on the whole batch."""
+result, every UNet call on the whole batch; ``rnri batch --batch-size`` changes nothing but
+how many photos share a UNet call."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import noise_image
 from PIL import Image
+from test_cli import TINY, run
 
 import rnri
 from rnri.analytic import GaussianMixtureUNet, MixtureConfig
@@ -127,3 +131,46 @@ def test_regenerate_refuses_a_batch_it_cannot_run_as_one(pipe, photos):
     other = rnri.invert(pipe, "a cat", image=photos[2], method="ddim", guidance_scale=2.0)
     with pytest.raises(ValueError, match="must share their chain, timesteps, guidance"):
         rnri.regenerate(pipe, [*invs, other], TARGETS)
+
+
+def make_photos(folder: Path) -> Path:
+    """Four photos, three of one size and one of another (batched apart), a caption file, an unreadable file."""
+    folder.mkdir()
+    for seed, size in enumerate([(64, 48), (40, 60), (64, 48), (64, 48)]):
+        noise_image(*size, seed=seed).save(folder / f"p{seed}.png")
+    (folder / "p2.txt").write_text("a photo of a dog\n")
+    return folder
+
+
+def outputs(out: Path) -> dict[str, Path]:
+    return {p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_batch_size_changes_only_how_many_photos_share_a_unet_call(capsys, tmp_path, monkeypatch):
+    photos = make_photos(tmp_path / "photos")
+    (photos / "broken.png").write_bytes(b"\x89PNG not really")
+    (photos / "p3.txt").write_text("poison\n")  # its inversion fails only when batched (below)
+    targets = tmp_path / "targets.txt"
+    targets.write_text("a tiger\na fox in the snow\n")
+    invert = rnri.invert
+
+    def failing_when_batched(pipe, prompt, **kwargs):
+        if "poison" in prompt and len(prompt) > 1:
+            raise rnri.InversionError("a batch holding the poisoned photo fails")
+        return invert(pipe, prompt, **kwargs)
+
+    monkeypatch.setattr(rnri, "invert", failing_when_batched)
+    runs = {}
+    for size in (1, 3):
+        out = tmp_path / f"out{size}"
+        argv = ["batch", photos, "--targets", targets, "-o", out, "--source", "x", "--quiet", "--batch-size", size]
+        code, stdout, stderr = run(capsys, *argv, *TINY)
+        assert code == 1 and "5 image(s): 4 edited (8 file(s) written), 0 already done, 1 failed" in stdout
+        assert "broken.png" in stderr and "poison" not in stderr  # the batch was redone photo by photo
+        runs[size] = outputs(out)
+    assert runs[1].keys() == runs[3].keys() and len(runs[1]) == 9
+    assert runs[1]["manifest.jsonl"].read_text() == runs[3]["manifest.jsonl"].read_text()
+    for name, path in runs[1].items():
+        if name.endswith(".png"):
+            with Image.open(path) as one, Image.open(runs[3][name]) as batched:
+                assert max_pixel_difference(one, batched) <= 1  # float rounding of batched convolutions
