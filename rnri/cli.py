@@ -12,6 +12,7 @@ Nothing heavy is imported before a command needs it: ``rnri --help`` loads neith
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import json
 import logging
@@ -20,7 +21,7 @@ import re
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ INVERSION_SUFFIX = ".safetensors"
 DISPATCH = {"bench": "rnri.bench", "eval": "rnri.evaluation"}  # subcommands owned by other modules
 COMMANDS = ("edit", "invert", "regenerate", "batch")
 MODEL_ENV = "RNRI_MODEL"
+FINISH_TIMEOUT = datetime.timedelta(days=30)  # how long processes done with their share wait for the slowest (the
+# process group's timeout; torch's default, minutes, would stop a long batch whose shares end at different times)
 log = logging.getLogger("rnri.cli")
 
 
@@ -148,7 +151,8 @@ BATCH = (
     "Invert every image in FOLDER once and regenerate it under each prompt of --targets. Outputs go to "
     "OUT/NAME-EXT/NN-PROMPT.png (a.jpg: OUT/a-jpg/, so a.png's never mix with it) plus OUT/manifest.jsonl. Finished "
     "outputs are skipped, never replaced, so an interrupted batch resumes where it stopped; a file that fails is "
-    "reported and the batch goes on (exit code 1 at the end)."
+    "reported and the batch goes on (exit code 1 at the end). Under 'accelerate launch' the images are shared out "
+    "among the processes, each on its own device, and the first writes the one manifest (docs/batch.md)."
 )
 
 
@@ -292,29 +296,35 @@ def run_regenerate(args: argparse.Namespace) -> int:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    """rnri batch: every image of FOLDER under every target prompt, resumable, per-file errors."""
+    """rnri batch: every image of FOLDER under every target prompt, resumable, per-file errors; under accelerate
+    launch, this process's share of the images."""
     images, targets, settings = list_images(args.folder), read_prompts(args.targets), settings_of(args)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CliError(f"cannot create the output folder {out}: {error.strerror or error}") from error
+    launch = Launch.start(args.device)
     jobs = list(enumerate(plan_batch(images, targets, out)))
-    # Batches are cut from the whole list, whatever is done, so that a resumed run edits an image with the same
-    # others (those still owing outputs).
-    chunks = [jobs[start : start + args.batch_size] for start in range(0, len(jobs), args.batch_size)]
+    # Batches are cut from the whole list, whatever is done, so that an image is edited with the same others
+    # however many processes share the work: the outputs depend on --batch-size alone.
+    chunks = launch.share([jobs[start : start + args.batch_size] for start in range(0, len(jobs), args.batch_size)])
     pending = [[job for _, job in chunk if job.error or job.missing] for chunk in chunks]  # a refused image: each run
     work = any(not job.error for chunk in pending for job in chunk)
-    pipe = load_model(args, args.model).pipe if work else None
+    pipe = load_model(args, args.model, launch.device).pipe if work else None
     mine = [entry for chunk in chunks for entry in chunk]
     report = BatchReport(skipped=len(mine) - sum(map(len, pending)))
-    with _progress(sum(map(len, pending)), args.quiet) as bar:
+    with _progress(sum(map(len, pending)), args.quiet or not launch.is_main) as bar:
         for todo in filter(None, pending):
             run_batch_chunk(pipe, todo, args.source, settings, report)
             bar.update(len(todo))
-    write_manifest(out, manifest_lines(out, mine))
-    print(report.summary(len(jobs)))
-    return 1 if report.failed else 0
+    reports, lines = zip(*launch.gather((report, manifest_lines(out, mine))))
+    if launch.is_main:
+        report = BatchReport.total(reports)
+        write_manifest(out, [line for part in lines for line in part])
+        print(report.summary(len(jobs)), flush=True)
+    launch.finish()
+    return 1 if any(r.failed for r in reports) else 0
 
 
 def regenerate_model(inversion: str, model: str | None) -> str:
@@ -365,6 +375,11 @@ class BatchReport:
 
     def add(self, done: int, written: int) -> None:
         self.done, self.written = self.done + done, self.written + written
+
+    @classmethod
+    def total(cls, reports: Sequence[BatchReport]) -> BatchReport:
+        """The counts of all processes together."""
+        return cls(*(sum(getattr(r, name) for r in reports) for name in ("done", "written", "skipped", "failed")))
 
     def summary(self, total: int) -> str:
         return (
@@ -462,6 +477,56 @@ def edit_together(pipe: Any, items: list[BatchItem], settings: rnri.InversionSet
     return written
 
 
+@dataclass
+class Launch:
+    """This process's place among those ``accelerate launch`` started: process ``index`` of ``count`` takes every
+    count-th batch of --batch-size images; one process alone is index 0 of 1 (and accelerate is not imported)."""
+
+    index: int = 0
+    count: int = 1
+    device: str | None = None  # this process's device; None: --device's
+    state: Any = None  # accelerate's PartialState where several processes share the work
+
+    @classmethod
+    def start(cls, device: str | None) -> Launch:
+        """Join the processes accelerate launched (torch.distributed: NCCL on GPUs, gloo on the CPU); each takes its
+        own GPU unless ``device`` is "cpu" or there is none."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls(device=device)
+        import torch
+        from accelerate import PartialState
+
+        cpu = device == "cpu" or not torch.cuda.is_available()
+        state = PartialState(cpu=cpu, timeout=FINISH_TIMEOUT)
+        if state.num_processes != world:
+            raise CliError(f"accelerate started {world} processes, but they could not join ({state.distributed_type})")
+        return cls(state.process_index, state.num_processes, "cpu" if cpu else str(state.device), state)
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def share(self, chunks: list) -> list:
+        """This process's chunks of the work: every count-th by position in the whole list, the same in every process
+        and on every run (whatever is already done), so that no output is made twice, or by nobody."""
+        return chunks[self.index :: self.count]
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's ``value``, in process order (waits for all of them)."""
+        if self.state is None:
+            return [value]
+        from accelerate.utils import gather_object
+
+        return gather_object([value])
+
+    def finish(self) -> None:
+        """Wait for every process (the first has written the manifest), then leave the process group."""
+        if self.state is not None:
+            self.state.wait_for_everyone()
+            self.state.destroy_process_group()
+
+
 def _source_prompt(image: Path, default: str | None) -> str:
     caption = image.with_suffix(".txt")
     if caption.is_file():
@@ -486,7 +551,7 @@ def manifest_lines(out: Path, jobs: list[tuple[int, BatchJob]]) -> list[tuple[in
 
 
 def write_manifest(out: Path, lines: list[tuple[int, str]]) -> None:
-    """OUT/manifest.jsonl from the lines, in the order of the images (a target's after the one before)."""
+    """OUT/manifest.jsonl from every process's lines, in the order of the images (a target's after the one before)."""
     text = "".join(f"{line}\n" for _, line in sorted(lines, key=lambda entry: entry[0]))
     save_atomically(out / "manifest.jsonl", lambda tmp: Path(tmp).write_text(text), overwrite=True)  # batch's own
 
@@ -539,10 +604,11 @@ def model_name(model: str | None) -> str:
     return model or os.environ.get(MODEL_ENV) or rnri.DEFAULT_MODEL
 
 
-def load_model(args: argparse.Namespace, model: str | None) -> ed.Resident:
-    """The pipeline of ``model`` with the speed options of ``args`` applied; what was skipped, as notes."""
+def load_model(args: argparse.Namespace, model: str | None, device: str | None = None) -> ed.Resident:
+    """The pipeline of ``model`` on ``device`` (default --device's) with the speed options of ``args`` applied; what
+    was skipped, as notes."""
     fast = ed.FastPath(channels_last=args.channels_last, compile=args.compile, cpu_offload=args.offload)
-    resident = ed.open_model(model_name(model), device=args.device, fast=fast, lora=args.lora)
+    resident = ed.open_model(model_name(model), device=device or args.device, fast=fast, lora=args.lora)
     for note in resident.notes:
         print(f"rnri: note: {note}", file=sys.stderr)
     return resident

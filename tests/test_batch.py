@@ -1,15 +1,18 @@
 """Batches: ``rnri.invert`` and ``rnri.regenerate`` on several photos at once give each photo its own single-item
-result, every UNet call on the whole batch; ``rnri batch --batch-size`` changes nothing but
-how many photos share a UNet call."""
+result, every UNet call on the whole batch; ``rnri batch --batch-size`` and ``accelerate launch`` change nothing but
+how the work is shared."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import noise_image
+from conftest import free_port, noise_image
 from PIL import Image
 from test_cli import TINY, run
 
@@ -19,6 +22,7 @@ from rnri.chain import step_map
 from rnri.counting import count_unet_calls
 from rnri.solvers import METHODS, StepProblem, get_method, make_config
 
+ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a photo of a cat", "a red barn", "two dogs in the snow"]
 SEEDS = [3, 7, 11]
 TARGETS = ["a tiger", "a blue barn", "two cats"]
@@ -174,3 +178,43 @@ def test_batch_size_changes_only_how_many_photos_share_a_unet_call(capsys, tmp_p
         if name.endswith(".png"):
             with Image.open(path) as one, Image.open(runs[3][name]) as batched:
                 assert max_pixel_difference(one, batched) <= 1  # float rounding of batched convolutions
+
+
+def launch(*argv: str | Path, processes: int) -> subprocess.CompletedProcess:
+    """``rnri batch`` in its own process(es); one thread each, as torchrun gives each process, so that the arithmetic
+    (and so every output byte) is the same however many processes run."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    prefix = [sys.executable]
+    if processes > 1:
+        prefix += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+        prefix += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        prefix += ["--main_process_port", str(free_port())]
+    command = [*prefix, "-m", "rnri", "batch", *map(str, argv), "--quiet", *TINY]
+    return subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
+
+
+def test_accelerate_launch_shares_out_the_photos_and_resumes(tmp_path):
+    """Two CPU processes (torch.distributed on gloo) write exactly the single process's files, each output once,
+    with one manifest; a run after an output was lost redoes that one alone."""
+    photos = make_photos(tmp_path / "photos")
+    targets = tmp_path / "targets.txt"
+    targets.write_text("a tiger\n")
+    common = ["--targets", targets, "--source", "a photo", "--batch-size", "2", "--method", "ddim"]
+    single = launch(photos, "-o", tmp_path / "single", *common, processes=1)
+    shared = launch(photos, "-o", tmp_path / "shared", *common, processes=2)
+    assert single.returncode == shared.returncode == 0, shared.stderr[-2000:]
+    summary = "batch: 4 image(s): 4 edited (4 file(s) written), 0 already done, 0 failed"
+    assert shared.stdout.count(summary) == 1 and single.stdout.count(summary) == 1
+    ours, theirs = outputs(tmp_path / "shared"), outputs(tmp_path / "single")
+    assert ours.keys() == theirs.keys() and len(ours) == 5
+    assert all(ours[name].read_bytes() == theirs[name].read_bytes() for name in ours), "not byte-identical"
+
+    lost = ours.pop("p1-png/00-a-tiger.png")
+    lost.unlink()
+    stamps = {name: path.stat().st_mtime_ns for name, path in ours.items() if name.endswith(".png")}
+    resumed = launch(photos, "-o", tmp_path / "shared", *common, processes=2)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "4 image(s): 1 edited (1 file(s) written), 3 already done, 0 failed" in resumed.stdout
+    assert lost.read_bytes() == theirs["p1-png/00-a-tiger.png"].read_bytes()  # p1 is alone in its size anyway
+    assert {name: path.stat().st_mtime_ns for name, path in ours.items() if name.endswith(".png")} == stamps
+    assert (tmp_path / "shared/manifest.jsonl").read_bytes() == theirs["manifest.jsonl"].read_bytes()
