@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib
 import json
 import logging
@@ -307,17 +308,18 @@ def run_batch(args: argparse.Namespace) -> int:
     launch = Launch.start(args.device)
     jobs = list(enumerate(plan_batch(images, targets, out)))
     # Batches are cut from the whole list, whatever is done, so that an image is edited with the same others
-    # however many processes share the work: the outputs depend on --batch-size alone.
+    # however many processes share the work and however often it was interrupted: outputs depend on --batch-size.
     chunks = launch.share([jobs[start : start + args.batch_size] for start in range(0, len(jobs), args.batch_size)])
-    pending = [[job for _, job in chunk if job.error or job.missing] for chunk in chunks]  # a refused image: each run
-    work = any(not job.error for chunk in pending for job in chunk)
-    pipe = load_model(args, args.model, launch.device).pipe if work else None
     mine = [entry for chunk in chunks for entry in chunk]
-    report = BatchReport(skipped=len(mine) - sum(map(len, pending)))
-    with _progress(sum(map(len, pending)), args.quiet or not launch.is_main) as bar:
-        for todo in filter(None, pending):
-            run_batch_chunk(pipe, todo, args.source, settings, report)
-            bar.update(len(todo))
+    pending = [job for _, job in mine if job.error or job.missing]  # a refused image fails on every run
+    report = BatchReport(skipped=len(mine) - len(pending))
+    pipe = functools.cache(lambda: load_model(args, args.model, launch.device).pipe)  # loaded once there is work
+    with _progress(len(pending), args.quiet or not launch.is_main) as bar:
+        for chunk in chunks:
+            owing = sum(1 for _, job in chunk if job.error or job.missing)
+            if owing:
+                run_batch_chunk(pipe, [job for _, job in chunk], args.source, settings, report)
+                bar.update(owing)
     reports, lines = zip(*launch.gather((report, manifest_lines(out, mine))))
     if launch.is_main:
         report = BatchReport.total(reports)
@@ -419,29 +421,38 @@ class BatchItem:
 
 
 def run_batch_chunk(
-    pipe: Any, jobs: list[BatchJob], source: str | None, settings: rnri.InversionSettings, report: BatchReport
+    pipe: Callable[[], Any],
+    jobs: list[BatchJob],
+    source: str | None,
+    settings: rnri.InversionSettings,
+    report: BatchReport,
 ) -> None:
-    """Edit ``jobs`` (up to --batch-size), those of one photo size together; a batch that fails is redone item by
-    item, so that only the failing file is reported (and the others' outputs are theirs alone, as in batch size 1)."""
+    """Write what ``jobs`` (one --batch-size chunk of the list) still owe, photos of one size together. A batch is
+    always the chunk's whole size group, finished photos included, so that a resumed run does the arithmetic of an
+    uninterrupted one; a batch that fails is redone photo by photo, so only the bad file is reported."""
     items = []
     for job in jobs:
         try:
             items.append(batch_item(job, source))
         except Exception as error:  # one bad file must not stop the batch
-            report.fail(job, error)
+            if job.error or job.missing:
+                report.fail(job, error)
     by_size: dict[tuple[int, int], list[BatchItem]] = {}
     for item in items:
         by_size.setdefault(item.photo.image.size, []).append(item)
     for group in by_size.values():
+        owing = [item for item in group if item.job.missing]
+        if not owing:
+            continue
         try:
-            report.add(len(group), edit_together(pipe, group, settings))
+            report.add(len(owing), edit_together(pipe(), group, settings))
         except Exception as error:
             if len(group) == 1:
                 report.fail(group[0].job, error)
                 continue
-            for item in group:
+            for item in owing:
                 try:
-                    report.add(1, edit_together(pipe, [item], settings))
+                    report.add(1, edit_together(pipe(), [item], settings))
                 except Exception as alone:
                     report.fail(item.job, alone)
 
@@ -456,24 +467,22 @@ def batch_item(job: BatchJob, source: str | None) -> BatchItem:
 
 
 def edit_together(pipe: Any, items: list[BatchItem], settings: rnri.InversionSettings) -> int:
-    """Invert ``items`` (photos of one size) as one batch and write each missing output, the items owing a target
-    prompt regenerated together under it; the number of files written."""
+    """Invert ``items`` (photos of one size) as one batch and regenerate them together under each target prompt that
+    one of them still owes, writing the missing outputs; the number of files written."""
     photos = [item.photo.image for item in items]
     invs = rnri.invert(pipe, [item.source for item in items], image=photos, **settings.invert_kwargs())
     guidance = rnri.default_guidance(pipe, edit=True) if settings.guidance_scale is None else settings.guidance_scale
     written = 0
     for k, (target, _) in enumerate(items[0].job.outputs):
-        owing = [
-            (inv, item.job.outputs[k][1]) for inv, item in zip(invs, items) if not item.job.outputs[k][1].exists()
-        ]
-        if not owing:
+        paths = [item.job.outputs[k][1] for item in items]
+        if all(path.exists() for path in paths):
             continue
-        prompt = ed.clean_prompt(target, "target prompt")
-        images = rnri.regenerate(pipe, [inv for inv, _ in owing], [prompt] * len(owing), guidance_scale=guidance)
-        for image, (_, path) in zip(images, owing):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_image(image, path)
-        written += len(owing)
+        prompts = [ed.clean_prompt(target, "target prompt")] * len(items)
+        for image, path in zip(rnri.regenerate(pipe, invs, prompts, guidance_scale=guidance), paths):
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_image(image, path)
+                written += 1
     return written
 
 

@@ -195,7 +195,7 @@ def launch(*argv: str | Path, processes: int) -> subprocess.CompletedProcess:
 
 def test_accelerate_launch_shares_out_the_photos_and_resumes(tmp_path):
     """Two CPU processes (torch.distributed on gloo) write exactly the single process's files, each output once,
-    with one manifest; a run after an output was lost redoes that one alone."""
+    with one manifest; a run after an output was lost (as after a kill) writes that one alone, byte for byte."""
     photos = make_photos(tmp_path / "photos")
     targets = tmp_path / "targets.txt"
     targets.write_text("a tiger\n")
@@ -209,12 +209,12 @@ def test_accelerate_launch_shares_out_the_photos_and_resumes(tmp_path):
     assert ours.keys() == theirs.keys() and len(ours) == 5
     assert all(ours[name].read_bytes() == theirs[name].read_bytes() for name in ours), "not byte-identical"
 
-    lost = ours.pop("p1-png/00-a-tiger.png")
+    lost = ours.pop("p3-png/00-a-tiger.png")  # p3 was inverted with p2 (one size, one batch of 2)
     lost.unlink()
     stamps = {name: path.stat().st_mtime_ns for name, path in ours.items() if name.endswith(".png")}
     resumed = launch(photos, "-o", tmp_path / "shared", *common, processes=2)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "4 image(s): 1 edited (1 file(s) written), 3 already done, 0 failed" in resumed.stdout
-    assert lost.read_bytes() == theirs["p1-png/00-a-tiger.png"].read_bytes()  # p1 is alone in its size anyway
+    assert lost.read_bytes() == theirs["p3-png/00-a-tiger.png"].read_bytes()  # with p2 again: the same arithmetic
     assert {name: path.stat().st_mtime_ns for name, path in ours.items() if name.endswith(".png")} == stamps
     assert (tmp_path / "shared/manifest.jsonl").read_bytes() == theirs["manifest.jsonl"].read_bytes()
