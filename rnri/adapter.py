@@ -190,6 +190,13 @@ def stock_noises(pipe: Any, shape: tuple[int, ...], seed: int, num_inference_ste
     ]
 
 
+def batch_noises(pipe: Any, shape: tuple[int, ...], seeds: list[int], num_inference_steps: int) -> list[torch.Tensor]:
+    """The n_i of a batch, one seed per item: item b's noises are :func:`stock_noises` of ``seeds[b]`` (``shape`` is
+    one item's, (1, C, h, w)), as a stock pipeline draws them from a list of generators, one per image."""
+    per_item = [stock_noises(pipe, shape, seed, num_inference_steps) for seed in seeds]
+    return [torch.cat(draws) for draws in zip(*per_item)] if len(seeds) > 1 else per_item[0]
+
+
 def latents_scale(scheduler: Any, num_inference_steps: int) -> float:
     """``z_T = scale * latents``, where ``latents`` is what a stock pipeline takes as ``latents=``.
 
@@ -293,6 +300,27 @@ def conditioning(pipe: Any, prompt: str, guidance_scale: float, latent_size: tup
     return Conditioning(text, added, None, guidance_scale if cfg else None)
 
 
+def batch_conditioning(
+    pipe: Any, prompts: list[str], guidance_scale: float, latent_size: tuple[int, int]
+) -> Conditioning:
+    """The conditioning of a batch, one prompt per item in order (one prompt's is :func:`conditioning`'s own).
+
+    Under classifier-free guidance the batch is [every item unconditional, every item conditional], the halves
+    :func:`unet_eps` splits; the guidance embedding (1, D), the same for every item, broadcasts over the batch.
+    """
+    conds = [conditioning(pipe, prompt, guidance_scale, latent_size) for prompt in prompts]
+    if len(conds) == 1:
+        return conds[0]
+    halves = 2 if conds[0].cfg_scale is not None else 1
+
+    def stack(parts: list[torch.Tensor]) -> torch.Tensor:
+        chunks = [part.chunk(halves) for part in parts]
+        return torch.cat([c[half] for half in range(halves) for c in chunks])
+
+    added = None if conds[0].added is None else {k: stack([c.added[k] for c in conds]) for k in conds[0].added}
+    return Conditioning(stack([c.text for c in conds]), added, conds[0].timestep_cond, conds[0].cfg_scale)
+
+
 def unet_eps(pipe: Any, cond: Conditioning) -> EpsFn:
     """``eps(z, t)`` of the pipeline's UNet under ``cond``; float32 in and out.
 
@@ -327,9 +355,12 @@ def _to_eps(scheduler: Any) -> Callable[[torch.Tensor, torch.Tensor, int], torch
     return lambda v, z, t: eps_from_v(v, z, float(acp[t]))
 
 
-def prompt_eps_fn(pipe: Any, prompt: str, guidance_scale: float, latent_size: tuple[int, int]) -> EpsFn:
-    """``eps(z, t)`` under ``prompt`` at ``guidance_scale`` for latents of ``latent_size = (h, w)``."""
-    return unet_eps(pipe, conditioning(pipe, prompt, guidance_scale, latent_size))
+def prompt_eps_fn(pipe: Any, prompt: str | list[str], guidance_scale: float, latent_size: tuple[int, int]) -> EpsFn:
+    """``eps(z, t)`` under ``prompt`` at ``guidance_scale`` for latents of ``latent_size = (h, w)``; a list of
+    prompts conditions a batch, item by item."""
+    if isinstance(prompt, str):
+        return unet_eps(pipe, conditioning(pipe, prompt, guidance_scale, latent_size))
+    return unet_eps(pipe, batch_conditioning(pipe, prompt, guidance_scale, latent_size))
 
 
 def unet_eps_fn(pipe: Any, prompt_embeds: torch.Tensor, w_emb: torch.Tensor | None) -> EpsFn:

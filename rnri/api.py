@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,7 +52,9 @@ class Inversion:
     method: str
     chain: str  # one of CHAINS: "lcm", "ddim", "euler-ancestral" or "euler"
     residuals: list[list[float]]  # per step (chain order), per iterate: ||S_i(z) - y|| / ||y||
-    unet_forwards: int  # counted by hooks on the UNet
+    unet_forwards: (
+        int  # counted by hooks on the UNet; in a batch, the calls on the whole batch (each item's evaluations)
+    )
     unet_backwards: int
     trajectory: list[torch.Tensor] = field(repr=False)  # the chain's latents [z_T, ..., clean], as the UNet sees them
     seed: int | None = None  # a stock pipeline call with this seed replays the chain; None when it cannot
@@ -79,24 +82,56 @@ def _check_prompt(pipe: Pipeline, prompt: str, allow_empty: bool = False) -> Non
         )
 
 
+def _batch_prompts(prompt: str | Sequence[str]) -> list[str]:
+    """The prompts of a batch (a list of str, one per item), or ``[prompt]``."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not isinstance(prompt, Sequence) or not prompt:
+        raise ValueError(f"prompt must be a string, or a non-empty list of them for a batch; got {prompt!r}")
+    return list(prompt)
+
+
+def _batch_seeds(seed: int | Sequence[int], items: int) -> list[int]:
+    """One seed per item: ``seed`` for every item, or a list of ``items`` seeds."""
+    seeds = [seed] * items if isinstance(seed, int) else list(seed) if isinstance(seed, Sequence) else [seed]
+    if len(seeds) != items or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seed must be an integer or a list of {items} integers (one per prompt), got {seed!r}")
+    return seeds
+
+
 def _start_latents(
-    pipe: Pipeline, image: Image.Image | None, latents: torch.Tensor | None, resolution: int
-) -> tuple[torch.Tensor, Image.Image | None]:
+    pipe: Pipeline, image: Any, latents: torch.Tensor | None, resolution: int, items: int | None
+) -> tuple[torch.Tensor, list[Image.Image | None]]:
+    """z0 (B, 4, h, w) and each item's input as RGB (None for latents); ``items``: a batch's size, None for one."""
     if (image is None) == (latents is None):
         raise ValueError("give exactly one of image= or latents=")
     if latents is not None:
-        channels = pipe.unet.config.in_channels
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[:2] != (1, channels):
+        size, channels = 1 if items is None else items, pipe.unet.config.in_channels
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[:2] != (size, channels):
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"latents must be a tensor of shape (1, {channels}, h, w), got {shape}")
+            raise ValueError(f"latents must be a tensor of shape ({size}, {channels}, h, w), got {shape}")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or infinite values")
-        return latents.to(device=pipe._execution_device, dtype=torch.float32), None
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"image must be a PIL image, got {type(image).__name__}")
-    rgb = to_rgb(image)
-    fitted = rgb.resize(fit_size(*rgb.size, resolution, pipe.vae_scale_factor), Image.Resampling.LANCZOS)
-    return adapter.encode_image(pipe, fitted), rgb
+        return latents.to(device=pipe._execution_device, dtype=torch.float32), [None] * size
+    images = [image] if items is None else _batch_images(image, items)
+    for im in images:
+        if not isinstance(im, Image.Image):
+            hint = " (a batch takes a list of prompts, one per image)" if isinstance(im, list | tuple) else ""
+            raise ValueError(f"image must be a PIL image, got {type(im).__name__}{hint}")
+    rgbs = [to_rgb(im) for im in images]
+    fit = [
+        rgb.resize(fit_size(*rgb.size, resolution, pipe.vae_scale_factor), Image.Resampling.LANCZOS) for rgb in rgbs
+    ]
+    if len({im.size for im in fit}) > 1:
+        sizes = sorted({im.size for im in fit})
+        raise ValueError(f"a batch's images must fit to one size (one aspect ratio); these fit to {sizes}")
+    return torch.cat([adapter.encode_image(pipe, im) for im in fit]), rgbs
+
+
+def _batch_images(image: Any, items: int) -> list[Any]:
+    if isinstance(image, Image.Image) or not isinstance(image, Sequence) or len(image) != items:
+        raise ValueError(f"a batch takes a list of {items} images, one per prompt, or latents ({items}, 4, h, w)")
+    return list(image)
 
 
 def _check_numbers(num_inference_steps: Any, guidance_scale: float, strength: float) -> None:
@@ -110,21 +145,21 @@ def _check_numbers(num_inference_steps: Any, guidance_scale: float, strength: fl
 
 def invert(
     pipe: Pipeline,
-    prompt: str,
+    prompt: str | Sequence[str],
     *,
-    image: Image.Image | None = None,
+    image: Image.Image | Sequence[Image.Image] | None = None,
     latents: torch.Tensor | None = None,
     method: str = "rnri",
     num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     chain: str | None = None,
     strength: float = 1.0,
     noise_correction: bool | None = None,
     resolution: int | None = None,
     callback: ProgressFn | None = None,
     **solver_options: Any,
-) -> Inversion:
+) -> Inversion | list[Inversion]:
     """Find the start latent (and noises) from which ``pipe`` regenerates ``image`` (or ``latents``) under ``prompt``
     ("" inverts unconditionally, as LEdits++ allows; a prompt that describes the image keeps more of it).
 
@@ -137,7 +172,15 @@ def invert(
     noise (LCM, Euler ancestral), chosen on the ShapeEdit benchmark (docs/solver-choice.md). It gives up replay by
     the stock pipeline from the seed (``Inversion.replayable``); ``rnri.regenerate`` replays it exactly.
     ``solver_options`` go to the method.
+
+    A batch: a list of prompts, one per item, with a list of as many images (fitting to one size) or latents
+    (B, 4, h, w), and one seed for every item or a list of them. Returns a list of Inversions, each the item's own
+    single call's (to float tolerance): the items are solved together, every UNet call on the whole batch, and
+    every step size and choice of the solver per item.
     """
+    batch = not isinstance(prompt, str)
+    prompts = _batch_prompts(prompt)
+    seeds = _batch_seeds(seed, len(prompts))
     config = make_config(method, solver_options)
     backbone = backbone_of(pipe)
     num_inference_steps = backbone.num_inference_steps if num_inference_steps is None else num_inference_steps
@@ -147,34 +190,55 @@ def invert(
     noise_correction = spec.stochastic and spec.corrects_noise if noise_correction is None else noise_correction
     if noise_correction and not spec.corrects_noise:
         raise ValueError(f"noise_correction needs a chain that injects noise; {spec.name!r} here injects none")
-    _check_prompt(pipe, prompt, allow_empty=True)
-    z0, source_image = _start_latents(pipe, image, latents, _resolution(pipe, backbone, resolution))
+    for text in prompts:
+        _check_prompt(pipe, text, allow_empty=True)
+    resolution = _resolution(pipe, backbone, resolution)
+    z0, sources = _start_latents(pipe, image, latents, resolution, len(prompts) if batch else None)
     steps = spec.make_steps(pipe.scheduler, num_inference_steps)
     start = num_inference_steps - max(1, round(strength * num_inference_steps))
-    draws = adapter.stock_noises(pipe, tuple(z0.shape), seed, num_inference_steps) if spec.stochastic else []
+    shape = (1, *z0.shape[1:])
+    draws = adapter.batch_noises(pipe, shape, seeds, num_inference_steps) if spec.stochastic else []
     noises = [draws[i] if draws and not s.is_last else None for i, s in enumerate(steps)][start:]
-    eps_fn = adapter.prompt_eps_fn(pipe, prompt, guidance_scale, tuple(z0.shape[-2:]))
+    eps_fn = adapter.prompt_eps_fn(pipe, prompts if batch else prompt, guidance_scale, tuple(z0.shape[-2:]))
     with count_unet_calls(pipe.unet) as calls:
         result = invert_chain(eps_fn, steps[start:], z0, noises, method, config, noise_correction, callback)
     replayable = adapter.is_stock_chain(pipe.scheduler, spec.name) and not noise_correction and start == 0
-    return Inversion(
-        latents=result.trajectory[0] / _latents_scale(pipe, num_inference_steps, start),
-        noises=result.noises,
-        timesteps=[s.t for s in steps[start:]],
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        method=method,
-        chain=spec.name,
-        residuals=result.residuals,
-        unet_forwards=calls.forwards,
-        unet_backwards=calls.backwards,
-        trajectory=result.trajectory,
-        seed=seed if replayable else None,
-        image_size=source_image.size if source_image else None,
-        solver_options=dict(solver_options),
-        prompt=prompt,
-        source_image=source_image,
-    )
+    scale = _latents_scale(pipe, num_inference_steps, start)
+    inversions = []
+    for b, (text, item_seed, source_image) in enumerate(zip(prompts, seeds, sources)):
+        item = _item_of(b, len(prompts))
+        trajectory = [item(z) for z in result.trajectory]
+        inversions.append(
+            Inversion(
+                latents=trajectory[0] / scale,
+                noises=[item(n) for n in result.noises],
+                timesteps=[s.t for s in steps[start:]],
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                method=method,
+                chain=spec.name,
+                residuals=result.residuals[b],
+                unet_forwards=calls.forwards,
+                unet_backwards=calls.backwards,
+                trajectory=trajectory,
+                seed=item_seed if replayable else None,
+                image_size=source_image.size if source_image else None,
+                solver_options=dict(solver_options),
+                prompt=text,
+                source_image=source_image,
+            )
+        )
+    return inversions if batch else inversions[0]
+
+
+def _item_of(b: int, items: int) -> Callable[[torch.Tensor | None], torch.Tensor | None]:
+    """Item ``b``'s slice (1, ...) of a batch's tensors, copied so that an item kept or saved alone holds no other's
+    memory; a batch of one is its own item."""
+
+    def item(x: torch.Tensor | None) -> torch.Tensor | None:
+        return x if x is None or items == 1 else x[b : b + 1].clone()
+
+    return item
 
 
 def _resolution(pipe: Pipeline, backbone: Backbone, resolution: int | None) -> int:
@@ -197,7 +261,7 @@ def _steps_of(pipe: Pipeline, inv: Inversion) -> list[Step]:
     return steps
 
 
-def _eps_fn(pipe: Pipeline, inv: Inversion, prompt: str, guidance_scale: float | None):
+def _eps_fn(pipe: Pipeline, inv: Inversion, prompt: str | list[str], guidance_scale: float | None):
     guidance_scale = inv.guidance_scale if guidance_scale is None else guidance_scale
     return adapter.prompt_eps_fn(pipe, prompt, guidance_scale, tuple(inv.latents.shape[-2:]))
 
@@ -226,8 +290,8 @@ def on_device(inv: Inversion, device: torch.device | str) -> Inversion:
 @torch.no_grad()
 def regenerate(
     pipe: Pipeline,
-    inv: Inversion,
-    prompt: str,
+    inv: Inversion | Sequence[Inversion],
+    prompt: str | Sequence[str],
     *,
     output_type: str = "pil",
     guidance_scale: float | None = None,
@@ -235,7 +299,7 @@ def regenerate(
     blend: BlendConfig | None = None,
     control: AttentionControl | None = None,
     directions: Directions | None = None,
-) -> Image.Image | torch.Tensor:
+) -> Image.Image | list[Image.Image] | torch.Tensor:
     """Run the inverted chain under ``prompt``: the source prompt reconstructs, another one edits.
 
     mask: where the edit may act (white / 1 / opaque), as an image, array or tensor of the input's aspect ratio,
@@ -244,9 +308,20 @@ def regenerate(
     branch runs beside the edit in one batched UNet call). directions: several edits, or removals, at once
     (:mod:`rnri.directions`). Returns a PIL image at the input image's size, or with ``output_type="latent"`` the
     clean latents (1, 4, h, w).
+
+    A batch: a list of inversions (made on one chain, schedule, guidance and latent size, e.g. by one batched
+    ``invert``) and a list of as many prompts; every UNet call takes the whole batch. Returns a list of images, or
+    the clean latents (B, 4, h, w). mask, control and directions take one inversion at a time.
     """
     if output_type not in ("pil", "latent"):
         raise ValueError(f"output_type must be 'pil' or 'latent', got {output_type!r}")
+    if not isinstance(inv, Inversion):
+        if mask is not None or control is not None or directions is not None:
+            raise ValueError("mask, control and directions take one inversion at a time, not a list")
+        invs, prompts = _batch_of(inv, prompt)
+        for text in prompts:
+            _check_prompt(pipe, text, allow_empty=True)
+        return _regenerate_batch(pipe, invs, prompts, output_type, guidance_scale)
     _check_prompt(pipe, prompt, allow_empty=True)  # "": unconditional, as an inversion under "" is replayed
     if (control is not None or directions is not None) and not adapter.embeds_guidance(pipe):
         raise ValueError(
@@ -273,19 +348,72 @@ def regenerate(
         )
         clean = chain[-1]
     elif blend_mask is None:
-        z_T = inv.latents * _latents_scale(pipe, inv.num_inference_steps, inv.start_step)
-        clean = sample(_eps_fn(pipe, inv, prompt, guidance_scale), steps, z_T, inv.noises)[-1]
+        clean = _sample_clean(pipe, [inv], prompt, guidance_scale)
     else:
         eps_fn = _eps_fn(pipe, inv, prompt, guidance_scale)
         clean = blended_sample(eps_fn, steps, inv.trajectory, inv.noises, blend_mask)[-1]
     if output_type == "latent":
         return clean
-    image = adapter.decode_latents(pipe, clean)
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.LANCZOS)
+    image = _decode(pipe, clean, size)
     if paste_mask is not None and (blend or BlendConfig()).paste_back and inv.source_image is not None:
         image = Image.composite(image, inv.source_image, mask_image(paste_mask, size))  # m x + (1 - m) x_src
     return image
+
+
+def _batch_of(invs: Sequence[Inversion], prompts: str | Sequence[str]) -> tuple[list[Inversion], list[str]]:
+    """A batch's inversions and prompts, checked to pair one to one and to run one chain together."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) != len(invs) or not invs:
+        raise ValueError("a list of inversions takes a list of as many prompts, one per inversion")
+    if not all(isinstance(inv, Inversion) for inv in invs):
+        raise ValueError("inv must be an rnri.Inversion or a list of them")
+    first = invs[0]
+    for inv in invs[1:]:
+        same = (inv.chain, inv.timesteps, inv.num_inference_steps, inv.guidance_scale, inv.latents.shape) == (
+            first.chain,
+            first.timesteps,
+            first.num_inference_steps,
+            first.guidance_scale,
+            first.latents.shape,
+        )
+        if not same or [n is None for n in inv.noises] != [n is None for n in first.noises]:
+            raise ValueError(
+                "a batch's inversions must share their chain, timesteps, guidance, latent size and noise "
+                "correction (as one batched invert makes them); regenerate the others apart"
+            )
+    return list(invs), list(prompts)
+
+
+def _sample_clean(
+    pipe: Pipeline, invs: list[Inversion], prompt: str | list[str], guidance_scale: float | None
+) -> torch.Tensor:
+    """The clean latents (B, 4, h, w) of the chains of ``invs`` (one or a batch) run under their prompts."""
+    invs = [on_device(inv, pipe._execution_device) for inv in invs]
+    first = invs[0]
+    steps = _steps_of(pipe, first)
+    scale = _latents_scale(pipe, first.num_inference_steps, first.start_step)
+    if len(invs) == 1:
+        z_T, noises = first.latents * scale, first.noises
+    else:
+        z_T = torch.cat([inv.latents for inv in invs]) * scale
+        noises = [
+            None if n is None else torch.cat([inv.noises[i] for inv in invs]) for i, n in enumerate(first.noises)
+        ]
+    return sample(_eps_fn(pipe, first, prompt, guidance_scale), steps, z_T, noises)[-1]
+
+
+def _regenerate_batch(
+    pipe: Pipeline, invs: list[Inversion], prompts: list[str], output_type: str, guidance_scale: float | None
+) -> list[Image.Image] | torch.Tensor:
+    clean = _sample_clean(pipe, invs, prompts, guidance_scale)
+    if output_type == "latent":
+        return clean
+    return [_decode(pipe, clean[b : b + 1], _output_size(inv, pipe.vae_scale_factor)) for b, inv in enumerate(invs)]
+
+
+def _decode(pipe: Pipeline, clean: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+    """The image of clean latents (1, 4, h, w) at ``size`` (width, height)."""
+    image = adapter.decode_latents(pipe, clean)
+    return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
 
 
 @torch.no_grad()

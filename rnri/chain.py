@@ -5,7 +5,8 @@ chain family (``rnri.samplers.lcm``, ``ddim``, ``euler``), and the functions bel
 so that the solvers, priors and masks never know which family they work on.
 
 Notation:
-    z_t         the chain's latent at timestep t, the UNet's input, shape (B, C, H, W)
+    z_t         the chain's latent at timestep t, the UNet's input, shape (B, C, H, W); each of the B items is its
+                own chain (its own prompt and noises), and every norm, step size and choice is taken per item
     eps(z, t)   the UNet's noise prediction with the prompt and guidance fixed
     n_i         the noise injected after step i, or None for the step's deterministic form
 """
@@ -27,6 +28,21 @@ EpsFn = Callable[[torch.Tensor, int], torch.Tensor]  # (z_t (B, C, H, W), t) -> 
 Step = LCMStep | DDIMStep | EulerStep  # one step map of any chain family
 
 FAMILIES: dict[type, ModuleType] = {LCMStep: lcm, DDIMStep: ddim, EulerStep: euler}  # step type -> its module
+
+
+def item_sum(x: torch.Tensor) -> torch.Tensor:
+    """The sum over each item of a batch: (B, ...) -> (B,); a vector (no batch dimension) is one item: ()."""
+    return x.flatten(1).sum(1) if x.ndim > 1 else x.sum()
+
+
+def item_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean over each item of a batch: (B, ...) -> (B,); a vector (no batch dimension) is one item: ()."""
+    return x.flatten(1).mean(1) if x.ndim > 1 else x.mean()
+
+
+def per_item(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A value per item (B,) shaped to broadcast against ``like`` (B, C, H, W): (B, 1, 1, 1)."""
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 def family(step: Step) -> ModuleType:
@@ -70,7 +86,7 @@ class ChainInversion:
 
     trajectory: list[torch.Tensor]  # [z_T, ..., z_clean] in chain order, each (B, C, H, W)
     noises: list[torch.Tensor | None]  # n_i per step, None where the step uses eps (deterministic) or is last
-    residuals: list[list[float]]  # per step, in chain order: relative residual of each iterate evaluated
+    residuals: list[list[list[float]]]  # per item, per step (chain order): relative residual of each iterate
     forwards: int  # UNet forward passes, by the solvers' own tally
     backwards: int  # UNet backward passes, by the solvers' own tally
 
@@ -85,6 +101,9 @@ __all__ = [
     "correct_noise",
     "denoise",
     "family",
+    "item_mean",
+    "item_sum",
+    "per_item",
     "predict_x0",
     "sample",
     "solve_frozen",

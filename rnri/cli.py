@@ -12,6 +12,8 @@ Nothing heavy is imported before a command needs it: ``rnri --help`` loads neith
 from __future__ import annotations
 
 import argparse
+import datetime
+import functools
 import importlib
 import json
 import logging
@@ -20,7 +22,7 @@ import re
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,8 @@ INVERSION_SUFFIX = ".safetensors"
 DISPATCH = {"bench": "rnri.bench", "eval": "rnri.evaluation"}  # subcommands owned by other modules
 COMMANDS = ("edit", "invert", "regenerate", "batch")
 MODEL_ENV = "RNRI_MODEL"
+FINISH_TIMEOUT = datetime.timedelta(days=30)  # how long processes done with their share wait for the slowest (the
+# process group's timeout; torch's default, minutes, would stop a long batch whose shares end at different times)
 log = logging.getLogger("rnri.cli")
 
 
@@ -148,7 +152,8 @@ BATCH = (
     "Invert every image in FOLDER once and regenerate it under each prompt of --targets. Outputs go to "
     "OUT/NAME-EXT/NN-PROMPT.png (a.jpg: OUT/a-jpg/, so a.png's never mix with it) plus OUT/manifest.jsonl. Finished "
     "outputs are skipped, never replaced, so an interrupted batch resumes where it stopped; a file that fails is "
-    "reported and the batch goes on (exit code 1 at the end)."
+    "reported and the batch goes on (exit code 1 at the end). Under 'accelerate launch' the images are shared out "
+    "among the processes, each on its own device, and the first writes the one manifest (docs/batch.md)."
 )
 
 
@@ -164,9 +169,24 @@ def _add_batch(p: argparse.ArgumentParser) -> None:
         help="what the images show; an image's caption file IMAGE.txt beside it takes precedence",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="images of one size inverted and regenerated together, every UNet call on all N (faster on a GPU, "
+        "memory grows with N; the outputs are batch size 1's up to float rounding) (default: 1)",
+    )
     _add_inversion_options(p)
     _add_model_options(p)
     p.set_defaults(run=run_batch)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def _add_overwrite(p: argparse.ArgumentParser) -> None:
@@ -276,28 +296,36 @@ def run_regenerate(args: argparse.Namespace) -> int:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    """rnri batch: every image of FOLDER under every target prompt, resumable, per-file errors."""
+    """rnri batch: every image of FOLDER under every target prompt, resumable, per-file errors; under accelerate
+    launch, this process's share of the images."""
     images, targets, settings = list_images(args.folder), read_prompts(args.targets), settings_of(args)
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CliError(f"cannot create the output folder {out}: {error.strerror or error}") from error
-    jobs = plan_batch(images, targets, out)
-    pending = [job for job in jobs if job.error or job.missing]  # a refused image fails on every run
-    work = any(not job.error for job in pending)
-    editor = ed.Editor(load_model(args, args.model).pipe, ed.InversionCache(capacity=1)) if work else None
-    report = BatchReport(skipped=len(jobs) - len(pending))
-    for job in _progress(pending, args.quiet):
-        try:
-            report.written += run_batch_job(editor, job, args.source, settings)
-            report.done += 1
-        except Exception as error:  # one bad file must not stop the batch
-            report.failed += 1
-            _progress_write(f"rnri: error: {job.image}: {_message(error)}")
-    write_manifest(out, jobs)
-    print(report.summary(len(jobs)))
-    return 1 if report.failed else 0
+    launch = Launch.start(args.device)
+    jobs = list(enumerate(plan_batch(images, targets, out)))
+    # Batches are cut from the whole list, whatever is done, so that an image is edited with the same others
+    # however many processes share the work and however often it was interrupted: outputs depend on --batch-size.
+    chunks = launch.share([jobs[start : start + args.batch_size] for start in range(0, len(jobs), args.batch_size)])
+    mine = [entry for chunk in chunks for entry in chunk]
+    pending = [job for _, job in mine if job.error or job.missing]  # a refused image fails on every run
+    report = BatchReport(skipped=len(mine) - len(pending))
+    pipe = functools.cache(lambda: load_model(args, args.model, launch.device).pipe)  # loaded once there is work
+    with _progress(len(pending), args.quiet or not launch.is_main) as bar:
+        for chunk in chunks:
+            owing = sum(1 for _, job in chunk if job.error or job.missing)
+            if owing:
+                run_batch_chunk(pipe, [job for _, job in chunk], args.source, settings, report)
+                bar.update(owing)
+    reports, lines = zip(*launch.gather((report, manifest_lines(out, mine))))
+    if launch.is_main:
+        report = BatchReport.total(reports)
+        write_manifest(out, [line for part in lines for line in part])
+        print(report.summary(len(jobs)), flush=True)
+    launch.finish()
+    return 1 if any(r.failed for r in reports) else 0
 
 
 def regenerate_model(inversion: str, model: str | None) -> str:
@@ -341,6 +369,19 @@ class BatchReport:
     skipped: int = 0  # images whose outputs all existed
     failed: int = 0
 
+    def fail(self, job: BatchJob, error: Exception) -> None:
+        """Count ``job`` as failed and say why, above the progress bar."""
+        self.failed += 1
+        _progress_write(f"rnri: error: {job.image}: {_message(error)}")
+
+    def add(self, done: int, written: int) -> None:
+        self.done, self.written = self.done + done, self.written + written
+
+    @classmethod
+    def total(cls, reports: Sequence[BatchReport]) -> BatchReport:
+        """The counts of all processes together."""
+        return cls(*(sum(getattr(r, name) for r in reports) for name in ("done", "written", "skipped", "failed")))
+
     def summary(self, total: int) -> str:
         return (
             f"batch: {total} image(s): {self.done} edited ({self.written} file(s) written), "
@@ -369,16 +410,129 @@ def output_folder(image: Path) -> str:
     return f"{image.stem}-{image.suffix[1:]}"
 
 
-def run_batch_job(editor: ed.Editor, job: BatchJob, source: str | None, settings: rnri.InversionSettings) -> int:
-    """Invert one image once (the editor caches it) and write each missing output; the number of files written."""
+@dataclass
+class BatchItem:
+    """A job of a batch ready to invert: its photo and source prompt read."""
+
+    job: BatchJob
+    photo: ed.Photo
+    source: str
+
+
+def run_batch_chunk(
+    pipe: Callable[[], Any],
+    jobs: list[BatchJob],
+    source: str | None,
+    settings: rnri.InversionSettings,
+    report: BatchReport,
+) -> None:
+    """Write what ``jobs`` (one --batch-size chunk of the list) still owe, photos of one size together. A batch is
+    always the chunk's whole size group, finished photos included, so that a resumed run does the arithmetic of an
+    uninterrupted one; a batch that fails is redone photo by photo, so only the bad file is reported."""
+    items = []
+    for job in jobs:
+        try:
+            items.append(batch_item(job, source))
+        except Exception as error:  # one bad file must not stop the batch
+            if job.error or job.missing:
+                report.fail(job, error)
+    by_size: dict[tuple[int, int], list[BatchItem]] = {}
+    for item in items:
+        by_size.setdefault(item.photo.image.size, []).append(item)
+    for group in by_size.values():
+        owing = [item for item in group if item.job.missing]
+        if not owing:
+            continue
+        try:
+            report.add(len(owing), edit_together(pipe(), group, settings))
+        except Exception as error:
+            if len(group) == 1:
+                report.fail(group[0].job, error)
+                continue
+            for item in owing:
+                try:
+                    report.add(1, edit_together(pipe(), [item], settings))
+                except Exception as alone:
+                    report.fail(item.job, alone)
+
+
+def batch_item(job: BatchJob, source: str | None) -> BatchItem:
+    """``job`` with its photo read and its source prompt found; a planning error, an unreadable photo or no source
+    prompt raises."""
     if job.error:
         raise CliError(job.error)
-    photo, source = read_photo(job.image), _source_prompt(job.image, source)
-    missing = job.missing
-    missing[0][1].parent.mkdir(parents=True, exist_ok=True)
-    for prompt, path in missing:
-        save_image(editor.edit(edit_request(editor, photo, source, prompt, settings, None)).image, path)
-    return len(missing)
+    photo = read_photo(job.image)
+    return BatchItem(job, photo, ed.clean_prompt(_source_prompt(job.image, source), "source prompt"))
+
+
+def edit_together(pipe: Any, items: list[BatchItem], settings: rnri.InversionSettings) -> int:
+    """Invert ``items`` (photos of one size) as one batch and regenerate them together under each target prompt that
+    one of them still owes, writing the missing outputs; the number of files written."""
+    photos = [item.photo.image for item in items]
+    invs = rnri.invert(pipe, [item.source for item in items], image=photos, **settings.invert_kwargs())
+    guidance = rnri.default_guidance(pipe, edit=True) if settings.guidance_scale is None else settings.guidance_scale
+    written = 0
+    for k, (target, _) in enumerate(items[0].job.outputs):
+        paths = [item.job.outputs[k][1] for item in items]
+        if all(path.exists() for path in paths):
+            continue
+        prompts = [ed.clean_prompt(target, "target prompt")] * len(items)
+        for image, path in zip(rnri.regenerate(pipe, invs, prompts, guidance_scale=guidance), paths):
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_image(image, path)
+                written += 1
+    return written
+
+
+@dataclass
+class Launch:
+    """This process's place among those ``accelerate launch`` started: process ``index`` of ``count`` takes every
+    count-th batch of --batch-size images; one process alone is index 0 of 1 (and accelerate is not imported)."""
+
+    index: int = 0
+    count: int = 1
+    device: str | None = None  # this process's device; None: --device's
+    state: Any = None  # accelerate's PartialState where several processes share the work
+
+    @classmethod
+    def start(cls, device: str | None) -> Launch:
+        """Join the processes accelerate launched (torch.distributed: NCCL on GPUs, gloo on the CPU); each takes its
+        own GPU unless ``device`` is "cpu" or there is none."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls(device=device)
+        import torch
+        from accelerate import PartialState
+
+        cpu = device == "cpu" or not torch.cuda.is_available()
+        state = PartialState(cpu=cpu, timeout=FINISH_TIMEOUT)
+        if state.num_processes != world:
+            raise CliError(f"accelerate started {world} processes, but they could not join ({state.distributed_type})")
+        return cls(state.process_index, state.num_processes, "cpu" if cpu else str(state.device), state)
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def share(self, chunks: list) -> list:
+        """This process's chunks of the work: every count-th by position in the whole list, the same in every process
+        and on every run (whatever is already done), so that no output is made twice, or by nobody."""
+        return chunks[self.index :: self.count]
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's ``value``, in process order (waits for all of them)."""
+        if self.state is None:
+            return [value]
+        from accelerate.utils import gather_object
+
+        return gather_object([value])
+
+    def finish(self) -> None:
+        """Wait for every process (the first has written the manifest), then leave the process group."""
+        if self.state is not None:
+            self.state.wait_for_everyone()
+            self.state.destroy_process_group()
 
 
 def _source_prompt(image: Path, default: str | None) -> str:
@@ -392,23 +546,28 @@ def _source_prompt(image: Path, default: str | None) -> str:
     return default
 
 
-def write_manifest(out: Path, jobs: list[BatchJob]) -> None:
-    """OUT/manifest.jsonl: one JSON line per output file that exists (image, target prompt, output path)."""
-    lines = [
-        json.dumps({"image": str(job.image), "target": prompt, "output": str(path.relative_to(out))})
-        for job in jobs
+def manifest_lines(out: Path, jobs: list[tuple[int, BatchJob]]) -> list[tuple[int, str]]:
+    """The manifest's lines of ``jobs`` (each with its place in the whole batch): one JSON line per output file that
+    exists (image, target prompt, output path)."""
+    return [
+        (index, json.dumps({"image": str(job.image), "target": prompt, "output": str(path.relative_to(out))}))
+        for index, job in jobs
         if not job.error
         for prompt, path in job.outputs
         if path.exists()
     ]
-    text = "".join(f"{x}\n" for x in lines)
+
+
+def write_manifest(out: Path, lines: list[tuple[int, str]]) -> None:
+    """OUT/manifest.jsonl from every process's lines, in the order of the images (a target's after the one before)."""
+    text = "".join(f"{line}\n" for _, line in sorted(lines, key=lambda entry: entry[0]))
     save_atomically(out / "manifest.jsonl", lambda tmp: Path(tmp).write_text(text), overwrite=True)  # batch's own
 
 
-def _progress(jobs: list[BatchJob], quiet: bool):
+def _progress(total: int, quiet: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(jobs, desc="rnri batch", unit="image", disable=True if quiet else None)
+    return tqdm(total=total, desc="rnri batch", unit="image", disable=True if quiet else None)
 
 
 def _progress_write(message: str) -> None:
@@ -453,10 +612,11 @@ def model_name(model: str | None) -> str:
     return model or os.environ.get(MODEL_ENV) or rnri.DEFAULT_MODEL
 
 
-def load_model(args: argparse.Namespace, model: str | None) -> ed.Resident:
-    """The pipeline of ``model`` with the speed options of ``args`` applied; what was skipped, as notes."""
+def load_model(args: argparse.Namespace, model: str | None, device: str | None = None) -> ed.Resident:
+    """The pipeline of ``model`` on ``device`` (default --device's) with the speed options of ``args`` applied; what
+    was skipped, as notes."""
     fast = ed.FastPath(channels_last=args.channels_last, compile=args.compile, cpu_offload=args.offload)
-    resident = ed.open_model(model_name(model), device=args.device, fast=fast, lora=args.lora)
+    resident = ed.open_model(model_name(model), device=device or args.device, fast=fast, lora=args.lora)
     for note in resident.notes:
         print(f"rnri: note: {note}", file=sys.stderr)
     return resident

@@ -11,7 +11,8 @@ from rnri.chain import ChainInversion, EpsFn, Step, correct_noise
 from rnri.solvers import StepProblem, get_method
 from rnri.solvers.problem import InversionError  # raised below; also the public error type
 
-ProgressFn = Callable[[int, int, list[float]], None]  # (steps done, steps in all, residuals of the step solved)
+ProgressFn = Callable[[int, int, list[float]], None]  # (steps done, steps in all, residuals of the step solved:
+# per iterate, the largest over a batch's items)
 
 
 def invert_chain(
@@ -26,7 +27,8 @@ def invert_chain(
 ) -> ChainInversion:
     """Find ``z_T`` (and, with noise correction, the noises) that the chain maps onto the clean latent ``z0``.
 
-    ``noises[i]`` is n_i of step i (None: the deterministic chain's ``eps``); ``z0`` is (B, C, H, W).
+    ``noises[i]`` is n_i of step i (None: the deterministic chain's ``eps``); ``z0`` is (B, C, H, W), and each of
+    the B items is inverted as if alone (each UNet call takes the whole batch).
     """
     solve = get_method(method).solve
     noises = list(noises)
@@ -47,29 +49,35 @@ def invert_chain(
         trajectory.insert(0, solution.z)
         residuals[i] = solution.residuals
         if callback is not None:  # reading the residuals waits for the device; only when someone listens
-            callback(done, len(steps), [r.item() for r in solution.residuals])
+            callback(done, len(steps), [r.max().item() for r in solution.residuals])
     history = read_back(method, steps, trajectory, noises, residuals)
     return ChainInversion(trajectory, noises, history, forwards, backwards)
 
 
 def read_back(
     method: str, steps: list[Step], trajectory: list[torch.Tensor], noises: list, residuals: list[list[torch.Tensor]]
-) -> list[list[float]]:
-    """The residual histories as floats, after checking that every latent and noise is finite: one device read.
+) -> list[list[list[float]]]:
+    """The residual histories as floats per item, per step, per iterate, after checking that every latent and noise
+    is finite: one device read.
 
-    Raises ``InversionError`` naming the first step whose latent or noise is NaN or infinite.
+    Raises ``InversionError`` naming the first step (and, in a batch, the item) whose latent or noise is not finite.
     """
     finite = []
     for z, noise in zip(trajectory[:-1], noises):
-        ok = torch.isfinite(z).all()
-        finite.append(ok if noise is None else ok & torch.isfinite(noise).all())
-    values = [torch.stack(finite).float()] + [torch.stack(r).float().flatten() for r in residuals if r]
-    flat = torch.cat([v.to(values[0].device) for v in values]).tolist()
-    for step, ok in zip(steps, flat[: len(steps)]):
-        if not ok:
-            raise InversionError(f"{method} produced a non-finite latent at timestep {step.t}")
-    history, at = [], len(steps)
-    for r in residuals:
-        history.append(flat[at : at + len(r)])
-        at += len(r)
+        ok = torch.isfinite(z).flatten(1).all(1)
+        finite.append(ok if noise is None else ok & torch.isfinite(noise).flatten(1).all(1))
+    values = [torch.stack(finite).float()] + [torch.stack(r).float() for r in residuals if r]  # (steps or iterates, B)
+    table = torch.cat([v.to(values[0].device) for v in values]).T.tolist()  # per item: [finite per step, residuals]
+    for item, row in enumerate(table):
+        for step, ok in zip(steps, row[: len(steps)]):
+            if not ok:
+                which = f" (item {item} of the batch)" if len(table) > 1 else ""
+                raise InversionError(f"{method} produced a non-finite latent at timestep {step.t}{which}")
+    history = []
+    for row in table:
+        at, per_step = len(steps), []
+        for r in residuals:
+            per_step.append(row[at : at + len(r)])
+            at += len(r)
+        history.append(per_step)
     return history

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rnri.chain import Step, family
+from rnri.chain import Step, family, item_mean
 
 
 def forward_prior(y: torch.Tensor, step: Step) -> tuple[torch.Tensor, float]:
@@ -22,5 +22,5 @@ def clean_prior(z0: torch.Tensor, step: Step) -> tuple[torch.Tensor, float]:
 
 
 def gaussian_nll(z: torch.Tensor, mean: torch.Tensor, var: float) -> torch.Tensor:
-    """Negative log-likelihood per element of z under ``N(mean, var I)``, the constant dropped: shape ()."""
-    return (z - mean).pow(2).mean() / (2.0 * var)
+    """Negative log-likelihood per element of z under ``N(mean, var I)``, the constant dropped, per item: (B,)."""
+    return item_mean((z - mean).pow(2)) / (2.0 * var)

@@ -148,7 +148,7 @@ def test_bad_arguments_are_value_errors(pipe, kwargs, message):
 
 
 def test_a_prompt_must_be_a_string(pipe):
-    with pytest.raises(ValueError, match="prompt must be a string, got NoneType"):
+    with pytest.raises(ValueError, match="prompt must be a string, or a non-empty list of them for a batch; got None"):
         rnri.invert(pipe, None, latents=torch.zeros(1, 4, 8, 8))
 
 

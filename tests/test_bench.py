@@ -119,6 +119,26 @@ def test_edit_latency_times_every_piece_of_an_edit(tmp_path, capsys):
     assert "| invert (rnri, slope by autograd) |" in capsys.readouterr().out
 
 
+def test_batching_bench_makes_one_unet_call_per_iterate_whatever_the_batch(tmp_path):
+    """``python -m rnri.bench.batching --size tiny``: a default inversion of B latents is 13 UNet calls of B items
+    for every B; its cost per image and images per second are measured."""
+    from rnri.bench import batching
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        argv = ["--size", "tiny", "--batches", "2", "4", "--invert-up-to", "2", "--repeats", "1"]
+        assert batching.main([*argv, "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads((tmp_path / "batching.json").read_text())
+    counted = [(c["batch"], c["calls"], c["items"]) for c in record["costs"]]
+    assert counted == [(1, 13, 13), (2, 13, 26), (4, None, None)]  # batch 4: forward only
+    assert record["costs"][0]["forward_per_item"] == 1.0 and record["costs"][2]["forward_per_item"] > 0
+    assert all(c["per_image"] > 0 and c["images_per_s"] > 0 for c in record["costs"][:2])
+    assert "| 4 |" in (tmp_path / "batching.md").read_text() and "not run" in (tmp_path / "batching.md").read_text()
+
+
 def test_family_costs_count_every_backbones_default_inversion(tmp_path):
     """``python -m rnri.bench.families --size tiny``: the same measurement as at real size, on the tiny
     architectures; counts do not depend on size (SD: 49 steps x (DDIM guess + 3) + the last step's 3)."""

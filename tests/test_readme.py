@@ -17,7 +17,7 @@ import rnri
 from rnri import cli
 
 ROOT = Path(__file__).parents[1]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "deploy.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "deploy.md", ROOT / "docs" / "batch.md"]
 APP_ENV = {"RNRI_MODEL", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "HF_HOME", "HF_TOKEN"}
 DOCKER_RUN_VALUES = {"-p", "--publish", "-v", "--volume", "-e", "--env", "--gpus", "--name", "-u", "--user", "-w"}
 
@@ -46,9 +46,9 @@ def rnri_argv(command: str) -> list[str] | None:
     words = shlex.split(command, comments=True)
     if words[:1] == ["rnri"]:
         return words[1:]
-    for start in range(len(words)):  # also inside e.g. `docker run ... rnri python -m rnri edit ...`
-        if words[start : start + 3] == ["python", "-m", "rnri"]:
-            return words[start + 3 :]
+    for start in range(len(words)):  # also inside `docker run ... python -m rnri ...`, `accelerate launch -m rnri ...`
+        if words[start : start + 2] == ["-m", "rnri"]:
+            return words[start + 2 :]
     return None
 
 
@@ -74,6 +74,24 @@ def test_documented_rnri_commands_parse(where, command):
         cli.build_parser().parse_args(argv)
     except SystemExit as error:
         pytest.fail(f"{where}: `{command}` does not parse (exit {error.code})")
+
+
+ACCELERATE_LAUNCHES = documented(lambda c: c.startswith("accelerate launch"))
+
+
+def test_the_docs_show_a_multi_gpu_launch():
+    assert any("--multi_gpu" in command for _, command in ACCELERATE_LAUNCHES)
+
+
+@pytest.mark.parametrize("where, command", ACCELERATE_LAUNCHES)
+def test_documented_accelerate_launches_parse_and_run_rnri(where, command):
+    from accelerate.commands.launch import launch_command_parser
+
+    try:
+        args = launch_command_parser().parse_args(shlex.split(command)[2:])
+    except SystemExit as error:
+        pytest.fail(f"{where}: `{command}`: accelerate refuses its options (exit {error.code})")
+    assert args.module and args.training_script == "rnri", f"{where}: `{command}` does not run -m rnri"
 
 
 def cli_section_flags(path: Path) -> set[str]:

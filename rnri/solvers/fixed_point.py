@@ -1,6 +1,7 @@
 """Fixed-point inversion (AIDI / ReNoise style): iterate ``z <- T(z)``, T the step solved with eps frozen at z.
 
-Anderson acceleration (Walker & Ni 2011, type II) mixes the last ``anderson`` iterates.
+Anderson acceleration (Walker & Ni 2011, type II) mixes the last ``anderson`` iterates, with its own weights for
+each item of a batch.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ class FixedPointConfig:
 
 
 def anderson_mix(zs: list[torch.Tensor], ts: list[torch.Tensor]) -> torch.Tensor:
-    """Anderson step from iterates ``zs`` and their images ``ts = T(zs)``: least-squares mix of residuals."""
+    """Anderson step from iterates ``zs`` and their images ``ts = T(zs)``, each (B, C, H, W), per item."""
+    items = [slice(b, b + 1) for b in range(zs[0].shape[0])]
+    return torch.cat([anderson_mix_one([z[i] for z in zs], [t[i] for t in ts]) for i in items])
+
+
+def anderson_mix_one(zs: list[torch.Tensor], ts: list[torch.Tensor]) -> torch.Tensor:
+    """Anderson step of one item (1, C, H, W): the least-squares mix of its residuals."""
     g = torch.stack([(t - z).flatten() for z, t in zip(zs, ts)], dim=1)  # (D, m) residuals
     m = g.shape[1]
     # Minimise ||g alpha|| subject to sum(alpha) = 1 via the normal equations, regularised for safety.

@@ -3,7 +3,8 @@
 It never differentiates through the UNet: with eps frozen, ``f = |T(z) - z| - lambda log q(T(z) | z_0)`` per
 element, whose gradient in z is taken as ``-sign(T(z) - z)`` (Jacobian treated as identity), and the update is
 ``z <- z - sum(f) / D / grad`` element-wise. It starts from y itself and returns the best ``T(z)`` it saw. Where
-the official code divides by a zero gradient entry, this one leaves that entry alone.
+the official code divides by a zero gradient entry, this one leaves that entry alone. On a batch, the sums and the
+best candidate are per item.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rnri.chain import solve_frozen
+from rnri.chain import item_sum, per_item, solve_frozen
 from rnri.options import option
 from rnri.priors import clean_prior
 from rnri.solvers.problem import InversionError, StepProblem, StepSolution
@@ -35,18 +36,20 @@ def solve(problem: StepProblem, config: JacobianFreeConfig) -> StepSolution:
     """The official update, element-wise with a sign 'gradient'; returns the best candidate ``T(z)``."""
     mean, var = clean_prior(problem.z0, problem.step)
     z = problem.y
-    best_z, best_score, residuals = z, float("inf"), []
+    best_z, best_score, residuals = z, torch.full((z.shape[0],), float("inf"), device=z.device), []
     for _ in range(config.iterations):
         s, eps = problem.forward(z)
         residuals.append(problem.relative_residual(s))
         candidate = solve_frozen(problem.y, eps, problem.step, problem.noise)
         log_q = -(candidate - mean).pow(2) / (2.0 * var)
         f = (candidate - z).abs() - config.prior_weight * log_q
-        if torch.isfinite(f).all() and f.mean().item() < best_score:
-            best_z, best_score = candidate, f.mean().item()
+        finite, score = torch.isfinite(f).flatten(1).all(1), f.flatten(1).mean(1)
+        better = finite & (score < best_score)
+        best_z = torch.where(per_item(better, z), candidate, best_z)
+        best_score = torch.where(better, score, best_score)
         grad = -torch.sign(candidate - z)  # d|T(z) - z| / dz with dT/dz taken as 0
         safe = torch.where(grad == 0, torch.ones_like(grad), grad)
-        z = torch.where(grad == 0, z, z - f.sum() / f.numel() / safe)
-    if best_score == float("inf"):
+        z = torch.where(grad == 0, z, z - per_item(item_sum(f) / f[0].numel(), z) / safe)
+    if torch.isinf(best_score).any().item():
         raise InversionError(f"rnri-jf saw no finite candidate (timestep {problem.step.t})")
     return StepSolution(z=best_z, eps=None, residuals=residuals, forwards=config.iterations)

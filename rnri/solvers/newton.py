@@ -7,6 +7,9 @@ fixed-point direction p, where only the slope ``grad F . p`` is needed: a forwar
 more forward and no backward (``derivative="difference"``). G is the Gaussian negative log-likelihood of z under
 the forward-process prior ``q(z_t | z_next)``, measured from its expected value so that a typical sample, not the
 mode, is the target.
+
+On a batch (B, C, H, W) every item is its own equation: F, its slope, the step length and the choice of the best
+iterate are per item, so one item's step never moves another, and a batch gives each item's single-item answer.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rnri.chain import solve_frozen
+from rnri.chain import item_mean, item_sum, per_item, solve_frozen
 from rnri.options import option
 from rnri.priors import forward_prior, gaussian_nll
 from rnri.solvers.ddim import ddim_guess
@@ -109,14 +112,14 @@ class NewtonConfig:
 
 
 def residual_norm(r: torch.Tensor, norm: str) -> torch.Tensor:
-    """Size of the residual per element: root mean square (l2) or mean absolute value (l1)."""
-    return r.pow(2).mean().sqrt() if norm == "l2" else r.abs().mean()
+    """Size of the residual per element, per item (B,): root mean square (l2) or mean absolute value (l1)."""
+    return item_mean(r.pow(2)).sqrt() if norm == "l2" else item_mean(r.abs())
 
 
 def objective(
     problem: StepProblem, z: torch.Tensor, config: NewtonConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``F(z) = ||S_i(z) - y|| + lambda G(z)`` (a scalar tensor), the relative residual of z, and eps(z)."""
+    """``F(z) = ||S_i(z) - y|| + lambda G(z)`` per item (B,), the relative residual of z (B,), and eps(z)."""
     s, eps = problem.forward(z)
     mean, var = forward_prior(problem.y, problem.step)
     g = gaussian_nll(z, mean, var)
@@ -127,10 +130,10 @@ def objective(
 
 
 def newton_update(z: torch.Tensor, f: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Minimum-norm step ``z - F grad / ||grad||^2``; z itself where the gradient is zero or not finite."""
-    grad_sq = grad.pow(2).sum()
+    """Minimum-norm step ``z - F grad / ||grad||^2`` per item; z itself where the gradient is zero or not finite."""
+    grad_sq = item_sum(grad.pow(2))
     defined = torch.isfinite(grad_sq) & (grad_sq > 0)
-    return torch.where(defined, z - (f / grad_sq.clamp_min(TINY)) * grad, z)
+    return torch.where(per_item(defined, z), z - per_item(f / grad_sq.clamp_min(TINY), z) * grad, z)
 
 
 def newton_along(
@@ -138,15 +141,15 @@ def newton_along(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Newton step on the line ``z + alpha p``: ``F + alpha grad.p = 0``, alpha in (0, max_step].
 
-    Returns the step and whether it is defined (p must descend: ``grad.p < 0``), as a boolean tensor.
+    Returns the step and whether it is defined (p must descend: ``grad.p < 0``), per item (B,).
     """
-    alpha, descends = line_step(f, (grad * p).sum(), max_step)
-    return z + alpha * p, descends
+    alpha, descends = line_step(f, item_sum(grad * p), max_step)
+    return z + per_item(alpha, z) * p, descends
 
 
 def line_step(f: torch.Tensor, slope: torch.Tensor, max_step: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The root ``alpha = -F / slope`` of the line's linear model, capped at ``max_step``, and whether the line
-    descends (``slope < 0`` and finite); alpha is meaningless where it does not."""
+    descends (``slope < 0`` and finite), each per item (B,); alpha is meaningless where it does not."""
     descends = torch.isfinite(slope) & (slope < 0)
     return (-f / slope.clamp(max=-TINY)).clamp(max=max_step), descends
 
@@ -189,7 +192,7 @@ def next_iterate(
     if config.direction == "fixed-point":  # the frozen-eps (DDIM) Jacobian as preconditioner
         p = solve_frozen(problem.y, eps, problem.step, problem.noise) - z
         along, descends = newton_along(z, f, grad, p, config.max_step)
-        step = torch.where(descends, along, step)
+        step = torch.where(per_item(descends, z), along, step)
     return z + config.damping * (step - z)
 
 
@@ -203,19 +206,19 @@ def difference_iterate(
     p = solve_frozen(problem.y, eps, problem.step, problem.noise) - z
     h = config.difference_step
     alpha, descends = line_step(f, (objective(problem, z + h * p, config)[0] - f) / h, config.max_step)
-    return z + config.damping * torch.where(descends, alpha, 1.0) * p
+    return z + config.damping * per_item(torch.where(descends, alpha, 1.0), z) * p
 
 
 def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
     """Newton iterations from the initial guess; the iterate with the smallest F is returned.
 
-    Nothing here waits for the device: the best iterate is selected with tensor ops, so on a GPU the UNet calls
-    queue back to back. Where F is never finite the returned z is NaN, which the chain reports.
+    Nothing here waits for the device: the best iterate is selected with tensor ops (per item), so on a GPU the UNet
+    calls queue back to back. Where an item's F is never finite its returned z is NaN, which the chain reports.
     """
     z, forwards = initial_guess(problem, config.init)
     by_difference = config.derivative == "difference"
     best_z, best_eps = torch.full_like(z, float("nan")), torch.full_like(z, float("nan"))
-    best_f, residuals = torch.tensor(float("inf"), device=z.device), []
+    best_f, residuals = torch.full((z.shape[0],), float("inf"), device=z.device), []
     final = problem.noise_correction and problem.step.is_last and config.final_iterations
     iterations = config.final_iterations if final else config.iterations
     for k in range(iterations + 1):
@@ -225,8 +228,9 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
         with torch.set_grad_enabled(needs_grad):
             f, residual, eps = objective(problem, z, config)
         residuals.append(residual)
-        better = f.detach() < best_f  # False for NaN
-        best_z, best_eps = torch.where(better, z.detach(), best_z), torch.where(better, eps, best_eps)
+        better = f.detach() < best_f  # per item; False for NaN
+        kept = per_item(better, z)
+        best_z, best_eps = torch.where(kept, z.detach(), best_z), torch.where(kept, eps, best_eps)
         best_f = torch.where(better, f.detach(), best_f)
         if last:
             break
@@ -234,7 +238,7 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
             with torch.no_grad():
                 z = difference_iterate(problem, z, f, eps, config)
         else:
-            (grad,) = torch.autograd.grad(f, z)
+            (grad,) = torch.autograd.grad(f.sum(), z)  # items are independent: each gets the gradient of its own F
             z = next_iterate(problem, z.detach(), f.detach(), eps, grad, config)
     if by_difference:
         return StepSolution(best_z, best_eps, residuals, forwards=forwards + 2 * iterations + 1, backwards=0)

@@ -15,7 +15,8 @@ class InversionError(FloatingPointError):
 
 @dataclass
 class StepProblem:
-    """Find the noisier latent z with ``S_i(z) = y`` for one step of the chain."""
+    """Find the noisier latent z with ``S_i(z) = y`` for one step of the chain; on a batch, one problem per item,
+    solved without mixing items (the eps_fn must treat items independently, as a UNet in eval mode does)."""
 
     eps_fn: EpsFn  # the UNet's noise prediction, prompt and guidance fixed
     step: Step
@@ -33,8 +34,9 @@ class StepProblem:
         return step_map(z, eps, self.step, self.noise), eps
 
     def relative_residual(self, s: torch.Tensor) -> torch.Tensor:
-        """``||S_i(z) - y|| / ||y||``, the number recorded in residual histories (a 0-d tensor: no device sync)."""
-        return torch.linalg.vector_norm(s - self.y) / torch.linalg.vector_norm(self.y).clamp_min(1e-12)
+        """``||S_i(z) - y|| / ||y||`` per item (B,), the numbers recorded in residual histories (no device sync)."""
+        norm = torch.linalg.vector_norm
+        return norm((s - self.y).flatten(1), dim=1) / norm(self.y.flatten(1), dim=1).clamp_min(1e-12)
 
 
 @dataclass
@@ -43,6 +45,6 @@ class StepSolution:
 
     z: torch.Tensor  # the noisier latent, (B, C, H, W)
     eps: torch.Tensor | None  # eps(z, t) when the solver evaluated it at the returned z, else None
-    residuals: list[torch.Tensor] = field(default_factory=list)  # relative residual (0-d) of each iterate evaluated
+    residuals: list[torch.Tensor] = field(default_factory=list)  # relative residual (B,) of each iterate evaluated
     forwards: int = 0  # UNet forward passes, by the solver's own tally
     backwards: int = 0  # UNet backward passes (vector-Jacobian products)
