@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -583,6 +584,7 @@ ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 demo = build(ARGS)  # module level, as Spaces and `gradio app.py` expect
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # docker stop: exit cleanly, deleting this run's files
     launch(
         demo, ARGS.host, ARGS.port, auth=auth_of(ARGS.auth), allowed_origins=ARGS.allowed_origins, mcp_server=ARGS.mcp
     )

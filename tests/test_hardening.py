@@ -21,6 +21,7 @@ import gradio as gr
 import httpx
 import numpy as np
 import pytest
+from conftest import free_port
 from gradio_client import Client
 from PIL import Image
 from test_app import CAT, edit, still_serving
@@ -348,3 +349,18 @@ def test_an_edit_queued_by_a_client_that_never_listens_is_dropped_when_its_turn_
             assert "dropped a job of session never-listens: its client is gone" in caplog.text
     finally:
         listeners.grace_s = grace
+
+
+def test_a_server_stopped_by_sigterm_deletes_its_run_folder(tmp_path):
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path), "RNRI_MODEL": "tiny", "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(free_port())], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )  # fmt: skip
+    try:
+        assert "rnri editor at" in server.stdout.readline()
+        (run,) = (tmp_path / "rnri").glob("run-*")
+        server.terminate()  # SIGTERM, as docker stop sends
+        assert server.wait(timeout=60) == 0
+        assert not run.exists()
+    finally:
+        server.kill()
