@@ -18,14 +18,13 @@ import gc
 import json
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 import rnri
 from rnri import adapter
 from rnri.bench.families import FamiliesConfig, build, time_forward
-from rnri.bench.measure import Usage, measure
+from rnri.bench.measure import Usage, add_run_arguments, measure, run_dtype
 from rnri.counting import count_unet_calls
 
 PROMPTS = ("a photo of a cat sitting on a sofa", "a red barn in a field", "two dogs in the snow", "a bowl of fruit")
@@ -131,19 +130,13 @@ def table(costs: list[BatchCost], config: BatchingConfig) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnri.bench.batching", description=__doc__.splitlines()[0])
-    p.add_argument("--size", choices=("real", "tiny"), default="real")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="default: fp16 on CUDA, else fp32")
+    add_run_arguments(p, "batching.json and batching.md")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8], help="batch sizes (1 is always measured)")
     p.add_argument("--invert-up-to", type=int, default=8, help="whole inversions only up to this batch size")
     p.add_argument("--repeats", type=int, default=2, help="timings of each forward (median)")
     p.add_argument("--strength", type=float, default=1.0, help="invert only this fraction of the chain")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--out", type=Path, default=Path("bench-out"), help="writes batching.json and batching.md here")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype = args.dtype or ("float16" if torch.device(args.device).type == "cuda" else "float32")
+    dtype = run_dtype(args)
     batches = tuple(sorted({1, *args.batches}))
     config = BatchingConfig(args.size, args.device, dtype, batches, args.invert_up_to, args.repeats, args.strength)
     costs = run(config)

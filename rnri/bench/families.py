@@ -19,7 +19,6 @@ import json
 import statistics
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ from tqdm import tqdm
 
 import rnri
 from rnri import adapter
-from rnri.bench.measure import Usage, measure
+from rnri.bench.measure import Usage, add_run_arguments, measure, run_dtype
 from rnri.bench.realsize import LCM_DREAMSHAPER_V7_UNET
 from rnri.counting import count_unet_calls
 from rnri.loading import (
@@ -247,20 +246,14 @@ def table(costs: list[FamilyCost], device: str, size: str = "real") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnri.bench.families", description=__doc__.splitlines()[0])
-    p.add_argument("--size", choices=("real", "tiny"), default="real")
+    add_run_arguments(p, "families.json and families.md")
     p.add_argument("--families", nargs="+", choices=list(REAL_SIZE), help="default: all")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="default: fp16 on CUDA, else fp32")
     p.add_argument("--repeats", type=int, default=2, help="timings of the single forward (median)")
     p.add_argument(
         "--strength", type=float, default=1.0, help="invert only this fraction of the chain (its last steps)"
     )
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--out", type=Path, default=Path("bench-out"), help="writes families.json and families.md here")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype = args.dtype or ("float16" if torch.device(args.device).type == "cuda" else "float32")
+    dtype = run_dtype(args)
     families = tuple(args.families) if args.families else tuple(REAL_SIZE)
     config = FamiliesConfig(args.size, args.device, dtype, args.repeats, families=families, strength=args.strength)
     costs = run(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import re
@@ -70,3 +71,20 @@ def measure(device: torch.device | str = "cpu") -> Iterator[Usage]:
             usage.peak_mib = grown / 1024 if grown != grown or grown > 0 else 0.0
         usage.wall_s = time.perf_counter() - start
         usage.cpu_s = time.process_time() - cpu_start
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, writes: str) -> None:
+    """The flags of every cost bench on the real architectures: their size, the device, the dtype, the threads and
+    the folder it ``writes`` its files in."""
+    parser.add_argument("--size", choices=("real", "tiny"), default="real")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="default: fp16 on CUDA, else fp32")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help=f"writes {writes} here")
+
+
+def run_dtype(args: argparse.Namespace) -> str:
+    """Apply ``--threads``; the dtype to run at (``--dtype``, else fp16 on CUDA and fp32 elsewhere)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args.dtype or ("float16" if torch.device(args.device).type == "cuda" else "float32")
