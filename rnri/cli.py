@@ -640,7 +640,7 @@ def read_options(config_type: type | None, items: list[str], owner: str) -> dict
 
 def edit_request(editor: ed.Editor, photo: ed.Photo, source: str, target: str, settings, mask: str | None):
     """One edit for the editor service: ``mask`` is None, ``"auto"`` or a mask image's path."""
-    painted = None if mask in (None, "auto") else ed.painted_region([ed.load_layer(mask)], photo.image.size)
+    painted = None if mask in (None, "auto") else ed.read_region([mask], photo.image.size)
     guidance = editor.edit_guidance if settings.guidance_scale is None else settings.guidance_scale
     choices = ed.Choices(settings, guidance, ed.LocalEdit(auto=mask == "auto"))
     source = ed.clean_prompt(source, "source prompt", required=False)

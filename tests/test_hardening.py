@@ -27,6 +27,7 @@ from PIL import Image
 from test_app import CAT, edit, still_serving
 
 import rnri.editor as ed
+from rnri.bench.measure import status_mib
 from rnri.editor import scratch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,14 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def client(url):
     return Client(url, verbose=False)
-
-
-def rss_mb() -> float:
-    """This process's resident memory (the served app runs in it), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def png(image: Image.Image) -> bytes:
@@ -75,9 +68,9 @@ def blob(url: str, app, index: int | str | None, ident: str = "stroke", kind: st
 
 
 def test_a_huge_layer_index_is_refused_without_growing_memory(app, url, client):
-    before = rss_mb()
+    before = status_mib()
     assert blob(url, app, 3 * 10**7) == 400  # Gradio 6.31 alone grows a list of 3e7 entries: 240 MB
-    assert rss_mb() - before < 50
+    assert status_mib() - before < 50
     assert blob(url, app, "-1") == 400 and blob(url, app, None, kind="secret") == 400
     assert blob(url, app, 0) == 200  # what the page sends
     still_serving(client)
@@ -95,9 +88,9 @@ def test_strokes_nobody_reads_are_bounded_in_number(app, url):
 
 
 def test_a_blob_that_decodes_large_is_refused_from_its_header(app, url):
-    before = rss_mb()
+    before = status_mib()
     assert blob(url, app, 0, data=flat_16_bit(4000, 3000)) == 400  # 12 MP: more than any canvas the page shows
-    assert rss_mb() - before < 50
+    assert status_mib() - before < 50
 
 
 def test_a_request_body_over_the_limit_is_refused_before_it_is_read(app, url):
@@ -130,19 +123,19 @@ def test_too_many_painted_layers_are_refused_before_any_is_decoded(app, tmp_path
         app.read_mask({"background": str(CAT), "layers": [str(layer)] * 8})
     big = tmp_path / "big.png"
     big.write_bytes(flat_16_bit(4510, 3000))  # the cat's aspect, 13.5 MP: more than a canvas of the page holds
-    before = rss_mb()
+    before = status_mib()
     with pytest.raises(gr.Error, match="megapixels"):
         app.read_mask({"background": str(CAT), "layers": [str(big)]})
-    assert rss_mb() - before < 50
+    assert status_mib() - before < 50
 
 
 def test_a_mask_is_checked_from_its_header_and_read_one_layer_at_a_time(tmp_path):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(flat_16_bit(6000, 4500))  # 27 MP, 16-bit: over the limit, refused before decoding
-    before = rss_mb()
+    before = status_mib()
     with pytest.raises(ed.InputError, match="24 megapixels"):
         ed.read_region([bomb], (451, 300))
-    assert rss_mb() - before < 50
+    assert status_mib() - before < 50
     with pytest.raises(ed.InputError, match="at most 4"):
         ed.read_region([bomb] * 5, (451, 300))
 

@@ -27,9 +27,11 @@ class Usage:
     peak_mib: float = float("nan")
 
 
-def _status_kib(field: str) -> float:
-    match = re.search(rf"^{field}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
-    return float(match.group(1)) if match else float("nan")
+def status_mib(field: str = "VmRSS", pid: int | str = "self") -> float:
+    """A memory line of a process's ``/proc/<pid>/status`` in MiB (``VmRSS`` resident, ``VmHWM`` its peak); NaN
+    where there is none."""
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+    return float(match.group(1)) / 1024 if match else float("nan")
 
 
 def _reset_cpu_peak() -> bool:
@@ -58,7 +60,7 @@ def measure(device: torch.device | str = "cpu") -> Iterator[Usage]:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
-        base = _status_kib("VmRSS") if _STATUS.exists() and _reset_cpu_peak() else float("nan")
+        base = status_mib("VmRSS") if _STATUS.exists() and _reset_cpu_peak() else float("nan")
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
         yield usage
@@ -67,8 +69,8 @@ def measure(device: torch.device | str = "cpu") -> Iterator[Usage]:
             torch.cuda.synchronize(device)
             usage.peak_mib = (torch.cuda.max_memory_allocated(device) - base) / 2**20
         else:
-            grown = _status_kib("VmHWM") - base  # NaN stays NaN where the high-water mark could not be reset
-            usage.peak_mib = grown / 1024 if grown != grown or grown > 0 else 0.0
+            grown = status_mib("VmHWM") - base  # NaN stays NaN where the high-water mark could not be reset
+            usage.peak_mib = grown if grown != grown or grown > 0 else 0.0
         usage.wall_s = time.perf_counter() - start
         usage.cpu_s = time.process_time() - cpu_start
 

@@ -29,15 +29,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from rnri.bench.measure import status_mib
+
 ROOT = Path(__file__).resolve().parents[2]
 CAT = ROOT / "assets" / "cat.jpg"
-
-
-def memory_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def start_server() -> tuple[subprocess.Popen, str]:
@@ -77,7 +72,7 @@ def clients(url: str, pid: int, counts: list[int]) -> list[dict]:
             "clients": n, "ok": len(times), "errors": errors,
             "median_s": statistics.median(times) if times else None,
             "p95_s": times[min(len(times) - 1, int(0.95 * len(times)))] if times else None,
-            "rss_mb": memory_mb(pid),
+            "rss_mb": status_mib("VmRSS", pid),
         })  # fmt: skip
     return rows
 
@@ -89,7 +84,7 @@ def soak(url: str, pid: int, edits: int) -> list[dict]:
     for i in tqdm(range(edits), desc="soak"):
         session.predict(handle_file(str(CAT)), "a photo of a cat", f"a photo of a tiger {i}", api_name="/edit")
         if i % 50 == 0 or i == edits - 1:
-            series.append({"edit": i + 1, "rss_mb": memory_mb(pid)})
+            series.append({"edit": i + 1, "rss_mb": status_mib("VmRSS", pid)})
     return series
 
 
@@ -128,7 +123,14 @@ def hostile(url: str, pid: int) -> list[dict]:
     rows = []
     for name, case in cases.items():
         answer = case()
-        rows.append({"case": name, "answer": answer, "peak_rss_mb": memory_mb(pid, "VmHWM"), "rss_mb": memory_mb(pid)})
+        rows.append(
+            {
+                "case": name,
+                "answer": answer,
+                "peak_rss_mb": status_mib("VmHWM", pid),
+                "rss_mb": status_mib("VmRSS", pid),
+            }
+        )
     return rows
 
 
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     server, url = start_server()
     try:
-        found = {"start_rss_mb": memory_mb(server.pid)}
+        found = {"start_rss_mb": status_mib("VmRSS", server.pid)}
         found["hostile"] = hostile(url, server.pid)
         found["clients"] = clients(url, server.pid, [int(n) for n in args.clients.split(",")])
         found["soak"] = soak(url, server.pid, args.soak)
