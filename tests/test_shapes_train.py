@@ -72,3 +72,23 @@ def test_every_stage_runs_and_exports_stock_pipelines(tmp_path):
     image = lcm("a small red circle on a gray background", num_inference_steps=4, output_type="pil").images[0]
     assert image.size == (64, 64)
     assert sd("a small red circle", num_inference_steps=2, output_type="pil").images[0].size == (64, 64)
+
+
+def test_a_run_can_start_from_shipped_pipelines(tmp_path):
+    """``--init-from``: the VAE is the shipped one and both UNets start at the shipped weights (train further)."""
+    from rnri.shapes import models
+
+    workdir, out = tmp_path / "work", tmp_path / "out"
+    small = ["--scenes", "16", "--checkpoint-every", "2", "--warmup", "1", "--init-from", str(models.MODELS_DIR)]
+    steps = ["--teacher-steps", "1", "--student-steps", "1", "--teacher-batch", "2", "--student-batch", "2"]
+    train.main(
+        ["--workdir", str(workdir), "--out", str(out), "--teacher-lr", "0", "--student-lr", "0", *small, *steps]
+    )
+    assert not (workdir / "vae-loss.png").exists()  # the VAE was taken, not trained
+    shipped = LatentConsistencyModelPipeline.from_pretrained(models.STUDENT_DIR)
+    again = LatentConsistencyModelPipeline.from_pretrained(out / "lcm")
+    for part in ("vae", "unet", "text_encoder"):  # a learning rate of 0: the shipped weights come back (fp16 UNets)
+        for (name, a), b in zip(
+            getattr(shipped, part).state_dict().items(), getattr(again, part).state_dict().values()
+        ):
+            assert torch.equal(a, b), f"{part}.{name} moved"

@@ -62,6 +62,8 @@ class TrainConfig:
     skip: int = 20  # timesteps one teacher DDIM step spans (1000 / 50 DDIM steps)
     warmup: int = 100  # steps of linear learning-rate warm-up; then a cosine down to 10%
     checkpoint_every: int = 250
+    init_from: str = ""  # a folder of exported pipelines (``lcm/``, ``sd/``, as MODELS_DIR): every stage starts from
+    # its weights instead of from scratch (the VAE is taken as it is), to train a shipped run further
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
@@ -148,8 +150,16 @@ def plot_losses(stage: Stage, path: Path) -> None:
     plt.close(fig)
 
 
+def adopt(config: TrainConfig, part: str) -> Path:
+    """Where ``part`` (e.g. ``"sd/unet"``) of the pipelines in ``config.init_from`` lies."""
+    return Path(config.init_from) / part
+
+
 def train_vae(workdir: Path, config: TrainConfig) -> None:
     """The VAE; saved to ``workdir/vae`` with the scaling factor that gives its latents unit variance."""
+    if config.init_from:  # the VAE is kept: the latents the models were trained on stay valid
+        AutoencoderKL.from_pretrained(adopt(config, "sd/vae"), dtype=torch.float32).save_pretrained(workdir / "vae")
+        return
     data = pixels(scenes(config.seed, config.vae_scenes, "train"))
     vae = models.vae()
     stage = Stage(
@@ -179,6 +189,9 @@ def train_vae(workdir: Path, config: TrainConfig) -> None:
 def train_decoder(workdir: Path, config: TrainConfig) -> None:
     """The VAE's decoder fine-tuned on posterior means (encoder frozen, so the latents and the models trained on
     them stay valid), L1 plus MSE: sharper small shapes. Saved to ``workdir/vae-decoder`` as the whole VAE."""
+    if config.init_from:
+        AutoencoderKL.from_pretrained(workdir / "vae").save_pretrained(workdir / "vae-decoder")
+        return
     data = pixels(scenes(config.seed, config.vae_scenes, "train"))
     vae = AutoencoderKL.from_pretrained(workdir / "vae")
     vae.requires_grad_(False).decoder.requires_grad_(True)
@@ -241,6 +254,9 @@ def train_teacher(workdir: Path, config: TrainConfig) -> None:
     data = torch.load(workdir / "latents.pt", weights_only=True)
     tokenizer = shapes_tokenizer()
     text, unet = models.text_encoder(tokenizer), models.unet()
+    if config.init_from:  # the shipped teacher is its EMA weights: both copies start there
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(adopt(config, "sd/unet")).float().state_dict())
+        text.load_state_dict(CLIPTextModel.from_pretrained(adopt(config, "sd/text_encoder")).float().state_dict())
     ema_text, ema_unet = copy.deepcopy(text).requires_grad_(False), copy.deepcopy(unet).requires_grad_(False)
     abar_all = models.ddim_scheduler().alphas_cumprod
     uncond = token_ids(tokenizer, [""])[0]
@@ -275,8 +291,11 @@ def train_student(workdir: Path, config: TrainConfig) -> None:
     teacher = UNet2DConditionModel.from_pretrained(workdir / "teacher" / "unet").requires_grad_(False)
     text = CLIPTextModel.from_pretrained(workdir / "teacher" / "text_encoder").requires_grad_(False)
     student = models.unet(student=True)
-    student.load_state_dict(teacher.state_dict(), strict=False)  # all but the guidance projection
-    torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)  # starts as the teacher
+    if config.init_from:  # the shipped student (its target network's weights), distilled further
+        student.load_state_dict(UNet2DConditionModel.from_pretrained(adopt(config, "lcm/unet")).float().state_dict())
+    else:
+        student.load_state_dict(teacher.state_dict(), strict=False)  # all but the guidance projection
+        torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)  # starts as the teacher
     target = copy.deepcopy(student).requires_grad_(False)
     pipe = models.lcm_pipeline(None, text, tokenizer, target)  # for its guidance embedding and boundary scalings
     abar_all = pipe.scheduler.alphas_cumprod
