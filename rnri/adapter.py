@@ -149,9 +149,9 @@ def euler_ancestral_steps(scheduler: EulerAncestralDiscreteScheduler, num_infere
     )
 
 
-def _any_size(make_steps: Callable[[Any, int], list[Step]]) -> Callable[[Any, int, tuple[int, int]], list[Step]]:
+def _any_size(make_steps: Callable[[Any, int], list[Step]]) -> Callable[..., list[Step]]:
     """``make_steps`` of a schedule that is the same at every image size (all but FLUX's dynamic shift)."""
-    return lambda scheduler, num_inference_steps, latent_size: make_steps(scheduler, num_inference_steps)
+    return lambda scheduler, num_inference_steps, latent_size=None: make_steps(scheduler, num_inference_steps)
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,8 @@ class ChainSpec:
     """A chain that a scheduler can run, as rnri step maps."""
 
     name: str  # the name ``rnri.invert(chain=...)`` takes and an ``Inversion`` records
-    make_steps: Callable[[Any, int, tuple[int, int]], list[Step]]  # (scheduler, num_inference_steps, latent size
-    # (h, w)) -> its step maps
+    make_steps: Callable[..., list[Step]]  # (scheduler, num_inference_steps, latent_size=None) -> its step maps;
+    # latent_size (h, w) matters only where the schedule shifts with the image's size (FLUX.1-dev)
     stochastic: bool  # injects the stock scheduler's noise draws, stored with the inversion
     corrects_noise: bool = True  # its steps inject noise that noise correction can re-solve
 

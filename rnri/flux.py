@@ -48,16 +48,19 @@ def image_seq_len(latent_size: tuple[int, int]) -> int:
 
 
 def flow_steps(
-    scheduler: FlowMatchEulerDiscreteScheduler, num_inference_steps: int, latent_size: tuple[int, int]
+    scheduler: FlowMatchEulerDiscreteScheduler, num_inference_steps: int, latent_size: tuple[int, int] | None = None
 ) -> list[FlowStep]:
     """The Euler steps ``FluxPipeline`` runs at ``num_inference_steps`` on latents of ``latent_size`` (the schedule's
-    shift depends on the image's size where the scheduler shifts dynamically); the scheduler is left as it was."""
+    shift depends on the image's size where the scheduler shifts dynamically, and only there may it be None); the
+    scheduler is left as it was."""
     config = scheduler.config
     if config.get("stochastic_sampling") or config.get("invert_sigmas"):
         raise ValueError("rnri runs FlowMatchEulerDiscreteScheduler without stochastic_sampling or invert_sigmas")
+    if latent_size is None and config.use_dynamic_shifting:
+        raise ValueError("this flow schedule shifts with the image's size (dynamic shifting): give latent_size")
     scheduler = type(scheduler).from_config(config)
     mu = calculate_shift(
-        image_seq_len(latent_size),
+        image_seq_len(latent_size or (0, 0)),
         config.get("base_image_seq_len", 256),
         config.get("max_image_seq_len", 4096),
         config.get("base_shift", 0.5),
