@@ -5,14 +5,20 @@ API (images, latents, batches, masks, files, guidance) works on it unchanged or 
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import noise_image
+from conftest import noise_image, serve
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+from gradio_client import Client
+from gradio_client.exceptions import AppError
 from PIL import Image
+from test_app import edit
 
 import rnri
 from rnri import adapter, flux
@@ -24,6 +30,7 @@ from rnri.priors import clean_prior, forward_prior
 from rnri.samplers import flow
 from rnri.serialize import load_inversion, save_inversion
 
+ROOT = Path(__file__).resolve().parents[1]
 PROMPT, EDIT = "a red barn", "a blue barn"
 SIZE = (8, 8)  # latent (h, w) of a 64x64 photo: 4x4 = 16 tokens
 
@@ -313,3 +320,39 @@ def test_a_flux_folder_loads_through_the_real_loader(tmp_path):
     assert isinstance(pipe, FluxPipeline) and rnri.backbone_of(pipe).name == "flux-schnell"
     inv = rnri.invert(pipe, PROMPT, latents=randn((1, 16, *SIZE), 11), method="ddim")
     assert torch.equal(rnri.regenerate(pipe, inv, EDIT, output_type="latent"), stock(pipe, inv.latents, EDIT, 4, 0))
+
+
+# --- the editor ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flux_app():
+    """app.py on the tiny FLUX pipeline (RNRI_MODEL=tiny-flux), served locally: (module, URL)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RNRI_MODEL", "tiny-flux")
+        spec = importlib.util.spec_from_file_location("app_on_flux", ROOT / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        mp.setitem(sys.modules, spec.name, module)  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+        yield module, serve(module, module.demo)
+        module.demo.close()
+
+
+def test_the_editor_edits_with_flux_and_says_which_settings_do_not_apply(flux_app):
+    """Through gradio_client: the edit and its reconstruction at the photo's size, transformer calls counted; the page
+    names the backbone and shows both guidance controls fixed at 0 with the reason; setting one is refused."""
+    module, url = flux_app
+    client = Client(url, verbose=False)
+    photo = ROOT / "assets" / "shapes-red-circle.png"  # 64x64
+    out = edit(client, photo, "a large red circle on a blue background", "a large pink heart on a blue background")
+    assert out["edited"].size == out["reconstruction"].size == Image.open(photo).size
+    assert out["inversion_unet_forwards"] > 4 and out["method"] == "rnri"
+    config = module.demo.config
+    assert any("flux-schnell backbone" in str(c["props"].get("value")) for c in config["components"])
+    for name in ("guidance_scale", "edit_guidance"):
+        (props,) = [c["props"] for c in config["components"] if c["props"].get("elem_id") == name]
+        assert props["interactive"] is False and props["value"] == 0 and "takes no guidance" in props["info"]
+    with pytest.raises(AppError, match="takes no guidance"):
+        edit(client, photo, "a red circle", "a pink heart", edit_guidance=5)
+    out = edit(client, photo, "a large red circle on a blue background", "a large red circle on a striped background")
+    assert out["edited"].size == (64, 64)  # the app keeps serving
