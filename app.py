@@ -86,7 +86,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--model",
         default=env("RNRI_MODEL", rnri.DEFAULT_MODEL),
-        help="Hub id or folder of an LCM, Stable Diffusion (1.5, 2.x, XL) or Turbo model, or 'tiny' (%(default)s)",
+        help="Hub id or folder of an LCM, Stable Diffusion (1.5, 2.x, XL), Turbo or FLUX.1 model, or 'tiny' "
+        "(%(default)s)",
     )
     p.add_argument("--lora", default=env("RNRI_LORA"), help="an LCM-LoRA (Hub id or folder) fused into --model")
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", HOST), help="address to bind (%(default)s)")

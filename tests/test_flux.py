@@ -356,3 +356,39 @@ def test_the_editor_edits_with_flux_and_says_which_settings_do_not_apply(flux_ap
         edit(client, photo, "a red circle", "a pink heart", edit_guidance=5)
     out = edit(client, photo, "a large red circle on a blue background", "a large red circle on a striped background")
     assert out["edited"].size == (64, 64)  # the app keeps serving
+
+
+# --- the real-size cost bench ----------------------------------------------------------------------------------------
+
+
+def test_the_real_architecture_is_counted_on_the_meta_device():
+    """FLUX.1's published sizes: a 12-billion-parameter transformer (11.90 B), T5-XXL's encoder (4.76 B), CLIP-L's
+    text model (123 M), the VAE (84 M); nothing is allocated."""
+    from rnri.bench import families
+
+    counted = families.flux_parameters(families.FLUX_SIZES["real"])
+    assert counted["transformer"] == pytest.approx(11.90e9, rel=2e-3)
+    assert counted["text_encoder_2 (T5)"] == pytest.approx(4.76e9, rel=2e-3)
+    assert counted["text_encoder (CLIP)"] == pytest.approx(123.1e6, rel=2e-3)
+    assert counted["vae"] == pytest.approx(83.8e6, rel=2e-3)
+
+
+def test_the_cost_bench_builds_flux_from_its_parts(tmp_path):
+    """``python -m rnri.bench.families --families flux-schnell`` at tiny size: the parts it times add up to its
+    forward estimate, and the default inversion's transformer calls are counted (15: 4 steps of RNRI, one
+    iteration, the slope by a forward difference)."""
+    from rnri.bench import families
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert families.main(["--size", "tiny", "--families", "flux-schnell", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    cost = json.loads((tmp_path / "families.json").read_text())["flux"]
+    assert (cost["forwards"], cost["backwards"], cost["forward_equivalents"], cost["blocks"]) == (15, 0, 15, [1, 1])
+    parts = cost["outside_blocks_cpu_s"] + cost["double_block_cpu_s"] + cost["single_block_cpu_s"]
+    assert cost["forward_cpu_s"] == pytest.approx(parts) and cost["inversion_cpu_s"] == pytest.approx(15 * parts)
+    tiny = rnri.load_pipeline("tiny-flux", device="cpu").transformer
+    assert cost["parameters_millions"]["transformer"] * 1e6 == pytest.approx(sum(p.numel() for p in tiny.parameters()))
+    assert "| flux-schnell (FLUX.1-schnell) | `flow` |" in (tmp_path / "families.md").read_text()
