@@ -281,8 +281,8 @@ def _output_size(inv: Inversion, vae_scale_factor: int) -> tuple[int, int]:
 
 
 def stock_latents(pipe: Pipeline, inv: Inversion) -> torch.Tensor:
-    """What the stock pipeline takes as ``latents=`` to replay ``inv``: ``inv.latents``, packed on FLUX (1, h w / 4,
-    64), as it is on every other backbone."""
+    """What the stock pipeline takes as ``latents=`` to replay ``inv``: ``inv.latents`` as it is, but on FLUX packed
+    into 2x2 patches, (1, h w / 4, 64)."""
     return adapter.stock_latents(pipe, inv.latents)
 
 

@@ -20,7 +20,6 @@ No classifier-free guidance is run (diffusers' ``true_cfg_scale`` with a negativ
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
+from rnri.chain import EpsFn
 from rnri.samplers.flow import FlowStep
 
 PATCH = 2  # FLUX packs 2x2 latent pixels into one token
@@ -129,7 +129,7 @@ def embedded_guidance(pipe: FluxPipeline, guidance_scale: float) -> float | None
     return None
 
 
-def velocity_fn(pipe: FluxPipeline, cond: FluxConditioning, latent_size: tuple[int, int]) -> Callable:
+def velocity_fn(pipe: FluxPipeline, cond: FluxConditioning, latent_size: tuple[int, int]) -> EpsFn:
     """``v(z, t)`` of the pipeline's transformer under ``cond`` for latents (B, 16, h, w) of ``latent_size``;
     float32 in and out, the transformer run in its own dtype as the stock pipeline runs it (the timestep too)."""
     transformer = pipe.transformer
