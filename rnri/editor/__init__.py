@@ -22,6 +22,7 @@ _WHERE = {
     "EditOptions": "rnri.editor.form",
     "LocalEdit": "rnri.editor.form",
     "controls": "rnri.editor.form",
+    "not_applicable": "rnri.editor.form",
     "read_form": "rnri.editor.form",
     "solver_settings": "rnri.editor.form",
     "LEVELS": "rnri.editor.process",
@@ -108,6 +109,7 @@ __all__ = [
     "load_failure",
     "load_layer",
     "load_photo",
+    "not_applicable",
     "open_model",
     "painted_region",
     "policy_for",
@@ -125,7 +127,16 @@ __all__ = [
 if TYPE_CHECKING:
     from rnri.backbones import guidance_defaults, steps_defaults
     from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey, LatestRequest
-    from rnri.editor.form import EDITOR_METHODS, Choices, EditOptions, LocalEdit, controls, read_form, solver_settings
+    from rnri.editor.form import (
+        EDITOR_METHODS,
+        Choices,
+        EditOptions,
+        LocalEdit,
+        controls,
+        not_applicable,
+        read_form,
+        solver_settings,
+    )
     from rnri.editor.models import Resident, load_failure, open_model
     from rnri.editor.process import LEVELS, configure_logging, share_cpu_politely
     from rnri.editor.regions import MAX_LAYERS, brush_layer, painted_region, read_region
