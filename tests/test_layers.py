@@ -17,6 +17,7 @@ MATH = {"rnri.chain", "rnri.priors", "rnri.inversion", "rnri.masks", "rnri.optio
 MATH |= {"rnri.counting", "rnri.lazy", "rnri.solvers", "rnri.samplers", "rnri.directions"}
 ADAPTER = {"rnri", "rnri.adapter", "rnri.images", "rnri.loading", "rnri.api", "rnri.serialize", "rnri.gpu"}
 ADAPTER |= {"rnri.spaces_support", "rnri.backbones", "rnri.attention", "rnri.control", "rnri.flux"}
+ADAPTER |= {"rnri.jsonshape"}
 EDITOR = {"rnri.editor"}
 FRONT_ENDS = {"app", "rnri.cli"}  # take the public API and the editor service, nothing below
 ENTRY_POINTS = {"rnri.__main__": {"rnri.cli"}}  # python -m rnri
