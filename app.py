@@ -27,6 +27,7 @@ import pandas as pd
 from fastapi import HTTPException
 from gradio.components.base import server
 from gradio.components.image_editor import AcceptBlobs, EditorData
+from gradio_client import Client
 from starlette.middleware import Middleware
 
 import rnri
@@ -63,7 +64,7 @@ MAX_BODY_BYTES = 31 * 2**20  # any request body: one such file and its form fiel
 MAX_EDITOR_PIXELS = 4 * 1024**2  # a canvas the page sends back: the photo shown there has sides of at most 1024
 QUEUE_SIZE = 16  # waiting requests beyond this are turned away ("queue full") instead of piling up
 SESSIONS = 256  # sessions whose state Gradio keeps (a painted mask of up to 4 MB, the inputs), the oldest dropped
-DELETE_CACHE = (300, 900)  # every 5 minutes, Gradio's files unused for 15 (uploads, served images) are deleted
+DELETE_CACHE = (300, 1800)  # every 5 minutes, Gradio's files unused for 30 (uploads, served images) are deleted
 DEBOUNCE_S = 0.4  # live edits wait for this long a pause in typing
 LOCAL = ("auto_mask", "dilation", "feather", "paste_back")  # controls in the Local edit accordion; the rest: Advanced
 OUTPUTS = ("edited", "reconstruction", "summary", "residuals", "details", "overlay")  # what /edit returns, in order
@@ -543,6 +544,8 @@ def launch(demo: gr.Blocks, host: str = HOST, port: int | None = None, block: bo
         quiet=True, prevent_thread_lock=True, app_kwargs={"middleware": [guard]}, show_error=True,
         state_session_capacity=SESSIONS, **options,
     )  # fmt: skip
+    if options.get("mcp_server") and options.get("auth"):
+        mcp_logs_in(demo, url, options["auth"])
     scope = "this machine only" if host in ed.LOOPBACK else f"the network ({host})"
     access = "password required" if options.get("auth") else "no password"
     print(f"rnri editor at {url} ({scope}; {access}; no share link)", flush=True)
@@ -567,6 +570,15 @@ def queued_jobs(demo: gr.Blocks, policy: ed.WebPolicy):
         )  # fmt: skip
 
     return count
+
+
+def mcp_logs_in(demo: gr.Blocks, url: str, auth: tuple[str, str]) -> None:
+    """Gradio 6.31's MCP tool calls go back into the app through a gradio_client of its own, made without the login:
+    under --auth every call failed ("credentials were not provided"). Here that client is made, logged in."""
+    demo.mcp_server_obj._client_instance = Client(
+        url, auth=auth, download_files=False, verbose=False, analytics_enabled=False, ssl_verify=False,
+        _skip_components=False, headers={"x-gradio-user": "mcp"},
+    )  # fmt: skip
 
 
 def auth_of(value: str | None) -> tuple[str, str] | None:

@@ -554,8 +554,8 @@ MCP_HEADERS = {"accept": "application/json, text/event-stream"}
 
 def test_under_auth_mcp_needs_the_login_and_wrong_logins_lock_the_socket_s_address_out(app, pipe):
     """With --auth, MCP's tools/list and schema answered anyone, and tools/call saved each base64 photo outside the
-    run folder before failing (290 MB after 100 calls); 300 wrong logins took 0.7 s, unhindered, and a client could
-    name any address in X-Forwarded-For."""
+    run folder before failing (290 MB after 100 calls), and failed with the login too; 300 wrong logins took 0.7 s,
+    unhindered, and a client could name any address in X-Forwarded-For."""
     resident = ed.Resident(pipe, "tiny", "tiny")
     demo = app.build_demo(app.Handlers(ed.Editor(pipe)), resident)
     url = app.launch(demo, "127.0.0.1", None, block=False, auth=("ann", "secret"), mcp_server=True)
@@ -581,12 +581,19 @@ def test_under_auth_mcp_needs_the_login_and_wrong_logins_lock_the_socket_s_addre
         assert Path(gradio.mcp.DEFAULT_TEMP_DIR).resolve() == Path(os.environ["GRADIO_TEMP_DIR"]).resolve()
         with httpx.Client() as http:
             assert http.post(url + "login", data={"username": "ann", "password": "secret"}).status_code == 200
-            tools = http.post(url + "gradio_api/mcp/", json=listing, headers=MCP_HEADERS)
+            tools = http.post(url + "gradio_api/mcp/", json=listing, headers=MCP_HEADERS)  # the page's cookie
             assert tools.status_code == 200 and '"name":"edit"' in tools.text
+        basic = {"authorization": "Basic " + base64.b64encode(b"ann:secret").decode(), **MCP_HEADERS}
+        edited = httpx.post(url + "gradio_api/mcp/", json=call, headers=basic, timeout=120)  # a fixed header
+        result = json.loads(edited.text.split("data: ", 1)[1].split("\n", 1)[0])["result"]
+        assert not result["isError"] and "'request_unet_forwards': 21" in result["content"][0]["text"]  # edited
+        wrong = {"authorization": "Basic " + base64.b64encode(b"ann:guess").decode(), **MCP_HEADERS}
+        assert httpx.post(url + "gradio_api/mcp/", json=listing, headers=wrong).status_code == 401
         wrong = {"username": "ann", "password": "guess"}
         tried = [httpx.post(url + "login", data=wrong, headers={"x-forwarded-for": f"10.9.0.{i}"}).status_code
                  for i in range(8)]  # fmt: skip
-        assert tried.count(400) == 5 and tried[5:] == [429] * 3  # one address however it names itself
+        assert tried.count(400) == 4 and tried[4:] == [429] * 4  # one address however it names itself (and the
+        assert httpx.post(url + "gradio_api/mcp/", json=listing, headers=basic).status_code == 429  # MCP try above)
     finally:
         demo.close()
 

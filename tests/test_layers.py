@@ -96,6 +96,10 @@ def test_the_editor_service_has_no_ui(name):
 PRIVATE_ALLOWED = {  # Gradio's private attributes app.py reads, and why
     "_queue": "Gradio keeps no public count of a client's queued jobs; app.queued_jobs reads its events "
     "(tests/test_hardening.py fails if they change)",
+    "_client_instance": "Gradio's MCP server calls the app back through a client it makes without the login; "
+    "app.mcp_logs_in makes it logged in under --auth (tests/test_hardening.py fails if that changes)",
+    "_skip_components": "an argument of gradio_client.Client, which Gradio's MCP server passes to the client it "
+    "makes (app.mcp_logs_in makes that one)",
 }
 
 

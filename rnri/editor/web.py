@@ -31,10 +31,12 @@ each session belongs to, so the inversion cache can bound each client's share.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import os
 import re
+import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -297,10 +299,13 @@ class WebGuard:
             return 400, "The Content-Length header is not a number."
         if int(length) > policy.max_body_bytes:
             return 413, f"The request is larger than {policy.max_body_bytes:,} bytes."
-        if MCP_ROUTES.search(path) and not _logged_in(scope, headers):
-            return 401, "Log in first: this server asks for a password (POST /login), and MCP clients too."
-        if method == "POST" and LOGIN_ROUTES.search(path) and (wait := self.logins.wait_s(client)):
+        login = (method == "POST" and LOGIN_ROUTES.search(path)) or MCP_ROUTES.search(path)
+        if login and (wait := self.logins.wait_s(client)):
             return 429, f"Too many failed logins from your address; try again in {wait:.0f} s."
+        if MCP_ROUTES.search(path) and not (logged_in := _logged_in(scope, headers)):
+            if logged_in is False:
+                self.logins.failed(client)
+            return 401, "Log in first: MCP clients send the user and password of --auth as HTTP Basic credentials."
         if method == "POST" and UPLOAD_ROUTES.search(path):
             return self.uploads.refusal(client, int(length))
         named = NAMED_ROUTES.search(path) if method == "POST" and self.endpoints is not None else None
@@ -512,15 +517,26 @@ def _stream_session(scope: Scope, stream: re.Match, listeners: Listeners) -> str
     return found[0] if found else None
 
 
-def _logged_in(scope: Scope, headers: Mapping[str, str]) -> bool:
-    """Whether a request carries a login of the app's (``--auth``). Gradio's app (``scope["app"]``) keeps ``auth``
-    (None: nobody is asked), the tokens it handed out at login, and the cookies they come back in."""
+def _logged_in(scope: Scope, headers: Mapping[str, str]) -> bool | None:
+    """Whether a request carries a login of the app's (``--auth``): the cookie of the login page, or HTTP Basic
+    credentials (a fixed header an MCP client can send); None when it carries none, False when its credentials are
+    wrong. Gradio's app (``scope["app"]``) keeps ``auth`` (user -> password; None: nobody is asked), the tokens it
+    handed out at login, and the cookies they come back in."""
     app = scope.get("app")
-    if getattr(app, "auth", None) is None:
+    users = getattr(app, "auth", None)
+    if users is None:
         return True
+    kind, _, credentials = headers.get("authorization", "").partition(" ")
+    if kind.lower() == "basic":
+        try:
+            user, _, password = base64.b64decode(credentials, validate=True).decode().partition(":")
+        except ValueError:  # not base64, not UTF-8
+            return False
+        known = users.get(user) if isinstance(users, dict) else None
+        return known is not None and secrets.compare_digest(password.encode(), str(known).encode())
     try:
         cookies = SimpleCookie(headers.get("cookie", ""))
     except CookieError:
-        return False
-    names = (f"access-token-{getattr(app, 'cookie_id', '')}", f"access-token-unsecure-{getattr(app, 'cookie_id', '')}")
-    return any(name in cookies and cookies[name].value in getattr(app, "tokens", {}) for name in names)
+        return None
+    names = [f"access-token{secure}-{getattr(app, 'cookie_id', '')}" for secure in ("", "-unsecure")]
+    return any(name in cookies and cookies[name].value in getattr(app, "tokens", {}) for name in names) or None
