@@ -460,6 +460,9 @@ def test_no_route_reads_a_server_file_a_client_names(app, url, client, tmp_path)
         assert len(answers) == 1, (route, answers)  # one wording: nothing tells what exists
         (message,) = answers
         assert "could not be read; please send it again" in message and "cat" not in message, (route, message)
+    painter = {"background": {"path": str(CAT)}, "layers": [{"path": str(CAT)}], "composite": None, "id": None}
+    read = httpx.post(url + "gradio_api/run/predict", json={"data": [painter], "fn_index": fn_index(app, "read_mask")})
+    assert "meta" in read.json()["error"]  # the image editor's files: Gradio's data model asks for their meta
     assert shown(photo).startswith("Photo 451x300")  # an upload is read, with or without its meta
     assert shown({"path": photo["path"]}).startswith("Photo 451x300")
     assert edit(client, CAT)["edited"].size == (451, 300)  # gradio_client's handle_file: uploaded, then read
@@ -587,6 +590,9 @@ def test_under_auth_mcp_needs_the_login_and_wrong_logins_lock_the_socket_s_addre
         edited = httpx.post(url + "gradio_api/mcp/", json=call, headers=basic, timeout=120)  # a fixed header
         result = json.loads(edited.text.split("data: ", 1)[1].split("\n", 1)[0])["result"]
         assert not result["isError"] and "'request_unet_forwards': 21" in result["content"][0]["text"]  # edited
+        named = {**call, "params": {"name": "edit", "arguments": {"photo": str(CAT), "source": "a", "target": "b"}}}
+        refused = httpx.post(url + "gradio_api/mcp/", json=named, headers=basic, timeout=120).text
+        assert '"isError":true' in refused and "provide a url" in refused  # MCP takes no server path at all
         wrong = {"authorization": "Basic " + base64.b64encode(b"ann:guess").decode(), **MCP_HEADERS}
         assert httpx.post(url + "gradio_api/mcp/", json=listing, headers=wrong).status_code == 401
         wrong = {"username": "ann", "password": "guess"}
