@@ -27,6 +27,7 @@ import pandas as pd
 from fastapi import HTTPException
 from gradio.components.base import server
 from gradio.components.image_editor import AcceptBlobs, EditorData
+from gradio_client import Client
 from starlette.middleware import Middleware
 
 import rnri
@@ -62,6 +63,8 @@ MAX_FILE_SIZE = "30mb"  # uploads above this are refused by the server before an
 MAX_BODY_BYTES = 31 * 2**20  # any request body: one such file and its form fields
 MAX_EDITOR_PIXELS = 4 * 1024**2  # a canvas the page sends back: the photo shown there has sides of at most 1024
 QUEUE_SIZE = 16  # waiting requests beyond this are turned away ("queue full") instead of piling up
+SESSIONS = 256  # sessions whose state Gradio keeps (a painted mask of up to 4 MB, the inputs), the oldest dropped
+DELETE_CACHE = (300, 1800)  # every 5 minutes, Gradio's files unused for 30 (uploads, served images) are deleted
 DEBOUNCE_S = 0.4  # live edits wait for this long a pause in typing
 LOCAL = ("auto_mask", "dilation", "feather", "paste_back")  # controls in the Local edit accordion; the rest: Advanced
 OUTPUTS = ("edited", "reconstruction", "summary", "residuals", "details", "overlay")  # what /edit returns, in order
@@ -131,12 +134,10 @@ def message_of(error: Exception) -> str:
 
 
 def file_of(value: Any, what: str) -> str | None:
-    """The path of a file an API client sent (a FileData dict), or None."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, dict) and value.get("path"):
-        return str(value["path"])
-    raise ed.InputError(f"The {what} could not be read; please send it again.")
+    """The file a client sent (a FileData dict), if it is one in this run's folder (``ed.sent_file``), or None. A
+    string is the server's own (Gradio's preprocessing, an example): a client's is refused by the component's data
+    model before any handler runs."""
+    return value if value is None or isinstance(value, str) else ed.sent_file(value, what)
 
 
 def shown(result: ed.EditResult | None) -> tuple:
@@ -335,7 +336,7 @@ def banner(resident: ed.Resident) -> str:
 
 def build_demo(handlers: Handlers, resident: ed.Resident) -> gr.Blocks:
     """The editor's page and events."""
-    with gr.Blocks(title="rnri editor", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
+    with gr.Blocks(title="rnri editor", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.HTML(banner(resident), visible=resident.failure is not None)
         gr.Markdown(
             f"# rnri: real-time photo editing\nInverts your photo with Regularized Newton-Raphson Inversion, then "
@@ -530,13 +531,21 @@ def launch(demo: gr.Blocks, host: str = HOST, port: int | None = None, block: bo
     argument) reach the client in words; the handlers' own are ``gr.Error`` already. ``options`` go to Gradio's
     ``launch`` (``auth``, say)."""
     origins = tuple(o.strip() for o in options.pop("allowed_origins", "").split(",") if o.strip())
-    policy = ed.policy_for(host, MAX_BODY_BYTES, on_space=bool(os.environ.get("SPACE_ID")), allowed_origins=origins)
+    on_space = bool(os.environ.get("SPACE_ID"))
+    policy = ed.policy_for(host, MAX_BODY_BYTES, on_space=on_space, allowed_origins=origins)
+    ed.trust_forwarded_for(on_space)
+    gr.mcp.DEFAULT_TEMP_DIR = os.environ.get("GRADIO_TEMP_DIR", gr.mcp.DEFAULT_TEMP_DIR)  # base64 files: the run's
     listeners = getattr(demo, "rnri_listeners", None) or ed.Listeners()
-    guard = Middleware(ed.WebGuard, policy=policy, listeners=listeners, queued=queued_jobs(demo, policy))
+    endpoints = lambda: {fn.api_name for fn in demo.fns.values()}  # noqa: E731  (read at each call: a reload)
+    guard = Middleware(ed.WebGuard, policy=policy, listeners=listeners, queued=queued_jobs(demo, policy),
+                       endpoints=endpoints)  # fmt: skip
     _, url, _ = demo.launch(
         server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE, css=CSS,
-        quiet=True, prevent_thread_lock=True, app_kwargs={"middleware": [guard]}, show_error=True, **options,
+        quiet=True, prevent_thread_lock=True, app_kwargs={"middleware": [guard]}, show_error=True,
+        state_session_capacity=SESSIONS, **options,
     )  # fmt: skip
+    if options.get("mcp_server") and options.get("auth"):
+        mcp_logs_in(demo, url, options["auth"])
     scope = "this machine only" if host in ed.LOOPBACK else f"the network ({host})"
     access = "password required" if options.get("auth") else "no password"
     print(f"rnri editor at {url} ({scope}; {access}; no share link)", flush=True)
@@ -563,6 +572,15 @@ def queued_jobs(demo: gr.Blocks, policy: ed.WebPolicy):
     return count
 
 
+def mcp_logs_in(demo: gr.Blocks, url: str, auth: tuple[str, str]) -> None:
+    """Gradio 6.31's MCP tool calls go back into the app through a gradio_client of its own, made without the login:
+    under --auth every call failed ("credentials were not provided"). Here that client is made, logged in."""
+    demo.mcp_server_obj._client_instance = Client(
+        url, auth=auth, download_files=False, verbose=False, analytics_enabled=False, ssl_verify=False,
+        _skip_components=False, headers={"x-gradio-user": "mcp"},
+    )  # fmt: skip
+
+
 def auth_of(value: str | None) -> tuple[str, str] | None:
     """``user:password`` as Gradio's ``auth``; None without one."""
     if not value:
@@ -580,7 +598,9 @@ def build(args: argparse.Namespace) -> gr.Blocks:
     fast = ed.FastPath(channels_last=args.channels_last, cpu_offload=args.offload, compile=args.compile)
     resident = ed.open_model(args.model, fast=fast, fallback=True, lora=args.lora)
     ed.use_run_folder()  # Gradio's files go to this run's folder; a new start deletes those of runs that died
-    return build_demo(Handlers(ed.Editor(resident.pipe, ed.InversionCache(capacity=16), resident.model)), resident)
+    listeners = ed.Listeners()  # who is behind each session: a client's inversions take at most 4 of the 16 places
+    cache = ed.InversionCache(capacity=16, per_owner=4, owner=listeners.client)
+    return build_demo(Handlers(ed.Editor(resident.pipe, cache, resident.model), listeners), resident)
 
 
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])

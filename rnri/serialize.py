@@ -6,8 +6,9 @@ Layout of a file:
     metadata    ``format`` = "rnri.inversion", ``version``, ``fields`` (JSON: how each field is stored, and the
                 values of the plain ones), optionally ``model`` (the pipeline the inversion was made with)
 
-A file may come from anyone: its metadata is bounded (size, JSON nesting) before it is parsed, and every value is
-checked against the range a front end accepts (``rnri.settings``) before an ``Inversion`` is handed out.
+A file may come from anyone: its metadata is bounded (size, and JSON nesting read in one linear pass,
+``rnri.jsonshape``) before it is parsed, and every value is checked against the range a front end accepts
+(``rnri.settings``) before an ``Inversion`` is handed out.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import reprlib
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from rnri.api import CHAINS, Inversion
+from rnri.jsonshape import json_shape
 from rnri.options import plain, settings_of
 from rnri.settings import InversionSettings
 
@@ -175,19 +175,13 @@ def _metadata_problem(metadata: dict[str, str]) -> str | None:
         return f"a safetensors file, but not an rnri inversion (no format={FORMAT!r})"
     if metadata.get("version") != str(VERSION):
         return f"inversion file version {_shown(metadata.get('version'))}; this rnri reads version {VERSION}"
-    depth = _nesting(metadata.get("fields", ""))
+    depth = json_shape(metadata.get("fields", "")).depth
     if depth > MAX_NESTING:
         return f"the 'fields' metadata is nested {depth} levels deep, over the {MAX_NESTING} an inversion's may be"
     model = metadata.get("model")
     if model is not None and not (0 < len(model) <= MAX_MODEL_NAME and model.isprintable()):
         return f"the 'model' metadata is no model name (printable, up to {MAX_MODEL_NAME} characters)"
     return None
-
-
-def _nesting(text: str) -> int:
-    """How deep the brackets of JSON ``text`` nest, counted without parsing it (strings are removed first)."""
-    brackets = re.sub(r"[^\[\]{}]", "", re.sub(r'"(?:[^"\\]|\\.)*"', "", text))
-    return max(accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
 
 
 def _fields_header(metadata: dict[str, str], path: str | Path) -> dict[str, Any]:

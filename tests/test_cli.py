@@ -238,6 +238,20 @@ def test_a_guidance_out_of_range_in_a_file_is_refused_before_anything_is_written
     assert err == f"rnri: error: {bad}: guidance_scale must be a number from 0 to 15, got 1e+308\n"
 
 
+@pytest.mark.timeout(60)  # a hang guard: the old nesting scan took about an hour on this file
+def test_regenerate_refuses_a_crafted_metadata_string_at_once(capsys, pipe, tmp_path):
+    """A ``fields`` metadata of ``"`` + ``\\"`` x n made the nesting check quadratic (120 KB: 101 s)."""
+    path, out = tmp_path / "inv.safetensors", tmp_path / "fox.png"
+    rnri.save_inversion(rnri.invert(pipe, "a cat", image=noise_image(64, 48), method="ddim"), path, model="tiny")
+    with safe_open(str(path), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+    metadata["fields"] = '"' + '\\"' * (2**19 - 2048)  # 1 MiB
+    save_file(tensors, str(path), metadata=metadata)
+    code, _, err = run(capsys, "regenerate", path, "--prompt", "a fox", "-o", out, *TINY)
+    assert code == 1 and not out.exists()
+    assert err.startswith(f"rnri: error: {path}: the 'fields' metadata is not valid JSON")
+
+
 @pytest.mark.parametrize("command", ["regenerate", "edit"])
 def test_non_finite_output_is_an_error_and_writes_nothing(capsys, pipe, photo, tmp_path, monkeypatch, command):
     """Where the decoder gives NaN (a diverged chain, an fp16 overflow), no black image is written with exit 0."""

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import rnri
-from rnri.serialize import InversionFileError, load_inversion, save_inversion, saved_model
+from rnri.serialize import MAX_METADATA_BYTES, InversionFileError, load_inversion, save_inversion, saved_model
 
 
 def assert_same_inversion(a: rnri.Inversion, b: rnri.Inversion) -> None:
@@ -187,3 +187,17 @@ def test_files_that_are_not_inversions(tmp_path):
     save_file({"x": torch.zeros(2)}, str(plain))
     with pytest.raises(InversionFileError, match="not an rnri inversion"):
         load_inversion(plain)
+
+
+@pytest.mark.timeout(60)  # a hang guard, not a speed claim: the old scan took about an hour on this file
+def test_a_crafted_string_in_the_metadata_is_scanned_in_one_pass(good_file, tmp_path):
+    """The nesting check removed strings with a regular expression that backtracks over an unterminated string
+    of escaped quotes: ``"`` + ``\\"`` x n took 101 s at 120 KB and about an hour at 1 MiB."""
+    crafted = '"' + '\\"' * ((MAX_METADATA_BYTES - 4096) // 2)  # 1 MiB, under the size bound
+    bad = _rewrite(good_file, tmp_path, lambda t, m: m.update(fields=crafted))
+    with pytest.raises(InversionFileError, match="'fields' metadata is not valid JSON"):
+        load_inversion(bad)
+    deep = '{"a": "[[[{\\"]]]", "b": ' + "[" * 17 + "]" * 17 + "}"  # brackets in strings are no nesting
+    bad = _rewrite(good_file, tmp_path, lambda t, m: m.update(fields=deep))
+    with pytest.raises(InversionFileError, match="nested 18 levels deep"):
+        load_inversion(bad)

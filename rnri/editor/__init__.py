@@ -39,6 +39,8 @@ _WHERE = {
     "read_region": "rnri.editor.regions",
     "MAX_LAYERS": "rnri.editor.regions",
     "use_run_folder": "rnri.editor.scratch",
+    "sent_file": "rnri.editor.scratch",
+    "trust_forwarded_for": "rnri.editor.web",
     "Listeners": "rnri.editor.web",
     "WebGuard": "rnri.editor.web",
     "client_of": "rnri.editor.web",
@@ -117,9 +119,11 @@ __all__ = [
     "read_options",
     "read_region",
     "settings_of",
+    "sent_file",
     "share_cpu_politely",
     "solver_settings",
     "steps_defaults",
+    "trust_forwarded_for",
     "use_run_folder",
     "with_method",
 ]
@@ -141,7 +145,7 @@ if TYPE_CHECKING:
     from rnri.editor.process import LEVELS, configure_logging, share_cpu_politely
     from rnri.editor.regions import MAX_LAYERS, brush_layer, painted_region, read_region
     from rnri.editor.report import Report
-    from rnri.editor.scratch import use_run_folder
+    from rnri.editor.scratch import sent_file, use_run_folder
     from rnri.editor.service import Editor, EditRequest, EditResult
     from rnri.editor.uploads import (
         MAX_PIXELS,
@@ -153,7 +157,7 @@ if TYPE_CHECKING:
         load_layer,
         load_photo,
     )
-    from rnri.editor.web import LOOPBACK, Listeners, WebGuard, WebPolicy, client_of, policy_for
+    from rnri.editor.web import LOOPBACK, Listeners, WebGuard, WebPolicy, client_of, policy_for, trust_forwarded_for
     from rnri.gpu import OFFLOAD_CHOICES, FastPath, FastPathError
     from rnri.options import add_arguments, settings_of
     from rnri.options import describe as describe_options

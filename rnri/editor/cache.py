@@ -1,12 +1,12 @@
-"""What the editor keeps between requests: inversions per session (bounded, least recently used dropped) and
-the tickets that let only the last of a burst of live edits through."""
+"""What the editor keeps between requests: inversions per session (bounded in all and per client, least recently
+used dropped) and the tickets that let only the last of a burst of live edits through."""
 
 from __future__ import annotations
 
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,16 +69,36 @@ class CachedInversion:
 
 
 class InversionCache:
-    """A least-recently-used map from ``InversionKey`` to ``CachedInversion``, bounded in entries; thread-safe."""
+    """A least-recently-used map from ``InversionKey`` to ``CachedInversion``, bounded in entries in all and per
+    owner (the client behind a session, ``owner(session)``), so one client's many sessions push out only its own
+    inversions, never every other session's; thread-safe."""
 
-    def __init__(self, capacity: int = 16) -> None:
-        self._entries = BoundedDict(capacity)
+    def __init__(
+        self, capacity: int = 16, per_owner: int | None = None, owner: Callable[[str], str] | None = None
+    ) -> None:
+        if capacity < 1 or (per_owner is not None and per_owner < 1):
+            raise ValueError(f"capacity and per_owner must be at least 1, got {capacity} and {per_owner}")
+        self.capacity, self.per_owner = capacity, per_owner or capacity
+        self.owner = owner or (lambda session: session)
+        self._entries: OrderedDict[InversionKey, CachedInversion] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()
 
     def get(self, key: InversionKey) -> CachedInversion | None:
-        return self._entries.touch(key)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+            return self._entries.get(key)
 
     def put(self, key: InversionKey, value: CachedInversion) -> None:
-        self._entries[key] = value
+        with self._lock:
+            self._entries.pop(key, None)
+            mine = self.owner(key.session)
+            same = [k for k in self._entries if self.owner(k.session) == mine]
+            for old in same[: max(0, len(same) + 1 - self.per_owner)]:
+                del self._entries[old]
+            self._entries[key] = value
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
