@@ -29,6 +29,7 @@ NOISE = (
     "Warning",  # any Python warning (UserWarning, FutureWarning, ...) printed as such
     "Traceback",
 )
+CHROMIUM = Path("/usr/bin/chromium")  # as tests/test_browser.py (importing it would skip this module without one)
 START_S = 600  # generous: a shared machine can be slow to import torch and Gradio; nothing here asserts on time
 
 
@@ -61,9 +62,11 @@ def test_the_hub_out_of_reach_is_known_at_once(monkeypatch):
 
 def test_the_app_started_offline_says_one_line_of_why_then_where_it_serves(tmp_path):
     """``python app.py`` (the default model, not cached, the Hub out of reach) falls back to the tiny model: the
-    console has the one line of why and the one line of where, nothing else."""
+    console has the one line of why and the one line of where, nothing else, and nothing more when a file that is no
+    image is uploaded in the page (Gradio printed a UserWarning per refused upload)."""
+    port = free_port()
     app = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(free_port())], cwd=ROOT, env=offline(tmp_path),
+        [sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=offline(tmp_path),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines = []
@@ -72,6 +75,7 @@ def test_the_app_started_offline_says_one_line_of_why_then_where_it_serves(tmp_p
             lines.append(line.rstrip())
             if "rnri editor at" in line:
                 break
+        upload_a_file_that_is_no_image(f"http://127.0.0.1:{port}/", tmp_path)
     finally:
         app.send_signal(signal.SIGTERM)
         rest, _ = app.communicate(timeout=START_S)
@@ -81,6 +85,28 @@ def test_the_app_started_offline_says_one_line_of_why_then_where_it_serves(tmp_p
     assert "it is not in the local Hugging Face cache and the Hub cannot be reached" in why
     assert why.endswith("running on the tiny demo model")
     assert [line for line in lines if line != why and "rnri editor at" not in line] == [], lines
+
+
+def upload_a_file_that_is_no_image(url: str, tmp_path: Path) -> None:
+    """In Debian's Chromium, as tests/test_browser.py drives it (not done where there is none or no Playwright)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return
+    if not CHROMIUM.exists():
+        return
+
+    notes = tmp_path / "notes.png"
+    notes.write_bytes(b"not an image")
+    with sync_playwright() as playwright:
+        args = ["--no-sandbox", "--disable-gpu"]
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+        page = browser.new_page()
+        page.set_default_timeout(START_S * 1000)
+        page.goto(url)
+        page.locator("#photo input[type=file]").set_input_files(str(notes))
+        page.wait_for_function("document.querySelector('#photo-hint').innerText.includes('is not an image')")
+        browser.close()
 
 
 def test_the_cli_offline_fails_in_one_line_of_its_own(tmp_path):
