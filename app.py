@@ -73,10 +73,61 @@ WELCOME = "Upload a photo, describe it, say what it should become, and press **E
 WELCOME_PHOTO = "Upload a photo (or paste one); to change only part of it, paint there under **Local edit**."
 HINT = "nothing painted: the edit acts on all of it (paint under **Local edit** to confine it)."
 PENDING = "Editing the example…"
-# The results stay in view beside the long column of settings: pressing Edit anywhere shows the progress and the edit
-# (the page's container clips instead of hiding overflow, which would stop anything sticking).
-CSS = """.gradio-container { overflow: clip !important; }
-@media (min-width: 1024px) { #results { position: sticky; top: 0; align-self: flex-start; } }"""
+REFUSED = "**Not edited.**"  # how the summary of a refused edit begins
+READY = "Ready: press **Edit**, or type the target prompt: the edit follows it as you type."
+NOTHING_TO_PAINT = "Upload a photo above: it appears here, to paint where the edit may act."
+PHONE = "(max-width: 1023px)"  # narrower, the columns stack: the result right under Edit, the settings after it
+# The results stay in view: beside the settings on a desktop (a sticky column, short enough for a laptop's window with
+# the solver's detail folded away; the page's container clips instead of hiding overflow, which would stop anything
+# sticking), right under Edit on a phone. Results smaller than their box are scaled up pixel for pixel (the page
+# script marks them ``upscaled``; the file downloaded stays the real size), under their label and buttons, not beneath.
+CSS = f"""
+.gradio-container {{ overflow: clip !important; }}
+#page-script {{ display: none; }}
+@media (min-width: 1024px) {{
+  #results {{ position: sticky; top: 8px; align-self: flex-start; }}
+}}
+@media {PHONE} {{
+  #main {{ flex-direction: column; }}
+  #inputs-column {{ display: contents; }}
+  #inputs {{ order: 1; }}
+  #results {{ order: 2; }}
+  #examples {{ order: 3; }}
+  #settings {{ order: 4; }}
+  #images {{ flex-wrap: nowrap; }}
+  #images > .block {{ min-width: 0 !important; height: 220px !important; }}
+  #results #reconstruction .image-container {{ padding-top: 4.4rem; }}  /* its label wraps to three lines there */
+  #mask-and-summary {{ flex-direction: column; }}
+  #mask-and-summary > * {{ flex: none; }}
+  #summary {{ order: -1; }}
+}}
+#results {{ min-width: 0; max-width: 100%; }}
+#results .image-container {{ padding-top: 2.4rem; }}
+#results label[data-testid="block-label"] {{ max-width: calc(100% - 4.5rem); }}
+#details-accordion {{ overflow-x: auto; }}
+#results .image-frame img.upscaled {{
+  width: 100%; height: 100%; max-width: none; object-fit: contain; image-rendering: pixelated;
+}}
+#painter .empty.wrap div {{ display: none; }}
+#painter .empty.wrap::after {{ content: {json.dumps(NOTHING_TO_PAINT)}; }}
+#examples table {{ table-layout: fixed; width: 100%; }}
+#examples td, #examples th {{ white-space: normal; overflow-wrap: anywhere; }}
+"""
+# Marks each result image that is smaller than its box both ways (CSS scales those up, pixel for pixel).
+PAGE_SCRIPT = """
+document.addEventListener('load', (event) => {
+  const img = event.target;
+  if (!(img instanceof HTMLImageElement) || !img.closest('#results .image-frame')) return;
+  const box = img.closest('.image-container');
+  img.classList.toggle('upscaled', img.naturalWidth < box.clientWidth && img.naturalHeight < box.clientHeight);
+}, true);
+"""
+# After an example is clicked: the result cleared (in the page, before the server answers) and brought into view.
+SHOW_RESULT = """
+const edited = document.querySelector('#edited');
+const box = edited && edited.getBoundingClientRect();
+if (box && (box.top < 0 || box.bottom > window.innerHeight)) edited.scrollIntoView({block: 'start'});
+"""
 HIDDEN = dict(show_progress="hidden", api_visibility="private")  # events of the page's own, with no spinner
 BRUSH = gr.Brush(colors=[("#ff00c8", 0.5)], color_mode="fixed", default_size=24)  # translucent: the photo shows
 ERASER = gr.Eraser(default_size=24)
@@ -133,6 +184,12 @@ def message_of(error: Exception) -> str:
     return f"The edit failed ({type(error).__name__}: {error}). Your inputs are kept."
 
 
+def prompts_of(source: Any, target: Any) -> tuple[str, str]:
+    """The two prompts, checked (``ed.InputError`` saying which is wrong); the source prompt may be empty."""
+    source = ed.clean_prompt(source, "source prompt (what the photo shows)", required=False)
+    return source, ed.clean_prompt(target, "target prompt (what the photo should become)")
+
+
 def file_of(value: Any, what: str) -> str | None:
     """The file a client sent (a FileData dict), if it is one in this run's folder (``ed.sent_file``), or None. A
     string is the server's own (Gradio's preprocessing, an example): a client's is refused by the component's data
@@ -140,13 +197,14 @@ def file_of(value: Any, what: str) -> str | None:
     return value if value is None or isinstance(value, str) else ed.sent_file(value, what)
 
 
-def shown(result: ed.EditResult | None) -> tuple:
-    """An edit as the outputs show it, in ``OUTPUTS`` order; nothing (None) as a cleared page."""
+def shown(result: ed.EditResult | None, limits: str | None = None) -> tuple:
+    """An edit as the outputs show it, in ``OUTPUTS`` order; nothing (None) as a cleared page. ``limits``: what the
+    model cannot draw (``ed.model_limits``), for the summary's words."""
     report = result.report if result else None
     values = {
         "edited": result.image if result else None,
         "reconstruction": result.reconstruction if result else None,
-        "summary": report.summary() if report else WELCOME,
+        "summary": report.summary(limits) if report else WELCOME,
         "residuals": pd.DataFrame(report.residual_rows() if report else [], columns=RESIDUALS),
         "details": report.details if report else None,
         "overlay": result.overlay if result else None,
@@ -157,9 +215,7 @@ def shown(result: ed.EditResult | None) -> tuple:
 def refused(message: str) -> tuple:
     """A refused edit as one consistent page: no images, the summary saying why (and a toast)."""
     gr.Warning(message)
-    return tuple(
-        f"**Not edited.** {message}" if name == "summary" else value for name, value in zip(OUTPUTS, shown(None))
-    )
+    return tuple(f"{REFUSED} {message}" if name == "summary" else value for name, value in zip(OUTPUTS, shown(None)))
 
 
 class Handlers:
@@ -184,8 +240,7 @@ class Handlers:
             painted = ed.read_region([file_of(painted, "mask")] if painted else [], loaded.image.size)
         elif painted.shape[-2:] != loaded.image.size[::-1]:
             painted = None  # painted over another photo: the page has cleared it
-        source = ed.clean_prompt(source, "source prompt (what the photo shows)", required=False)
-        target = ed.clean_prompt(target, "target prompt (what the photo should become)")
+        source, target = prompts_of(source, target)
         return ed.EditRequest(loaded, painted, source, target, ed.read_form(values, self.editor.pipe), session)
 
     def api_edit(self, photo, source, target, mask=None, request: gr.Request = None, progress=gr.Progress(), **values):  # noqa: B008
@@ -208,7 +263,7 @@ class Handlers:
             result = self.editor.edit(
                 self.request(photo, mask, source, target, session, values), progress_of(progress)
             )
-        return shown(result)
+        return shown(result, self.limits)
 
     def page_edit(self, photo, painted, source, target, request: gr.Request, progress=gr.Progress(), **values):  # noqa: B008
         """The page's Edit: as ``api_edit``, but a refused edit is shown on the page, not raised."""
@@ -218,22 +273,29 @@ class Handlers:
             edit = self.request(photo, painted, source, target, request.session_hash or "", values)
             result = self.editor.edit(edit, progress_of(progress))
         except Exception as error:
+            self.editor.forget(request.session_hash or "")  # the page shows no edit now: the next one is made
             return refused(message_of(error))
         for notice in [] if result.report.details["inversion_cached"] else result.report.details["notices"]:
             gr.Warning(notice)
-        return shown(result)
+        return shown(result, self.limits)
 
     def live_edit(self, photo, painted, source, target, request: gr.Request, **values) -> tuple:
-        """Re-edit as the target prompt is typed or the mask painted, only from a cached inversion."""
+        """Edit as the target prompt is typed or the mask painted: from the cached inversion, or inverting first when
+        there is none (before a first Edit, after a refused one); nothing while the input is incomplete."""
         if self.gone(request):
             return tuple(gr.skip() for _ in OUTPUTS)
         try:
-            result = self.editor.re_edit(
-                self.request(photo, painted, source, target, request.session_hash or "", values)
-            )
-        except Exception:  # half-typed input is normal here; Edit reports errors
+            edit = self.request(photo, painted, source, target, request.session_hash or "", values)
+            result = self.editor.re_edit(edit, invert=True)
+        except Exception:  # half-typed input is normal here; Edit reports errors, and `recheck` a stale refusal
             result = None
-        return shown(result) if result else tuple(gr.skip() for _ in OUTPUTS)
+        return shown(result, self.limits) if result else tuple(gr.skip() for _ in OUTPUTS)
+
+    @property
+    def limits(self) -> str | None:
+        """What the model draws when that is not photos ("only draws ..."), for the summary; None otherwise."""
+        limits = ed.model_limits(self.editor.model)
+        return limits.draws if limits else None
 
     async def wait_for_pause(self, request: gr.Request) -> int | dict[str, Any]:
         """A new ticket if nothing of this session came after ours within ``DEBOUNCE_S``; otherwise no change."""
@@ -256,16 +318,36 @@ class Handlers:
         return self.page_edit(photo, None, source, target, request)
 
 
-def show_photo(photo: Any) -> tuple[Any, None, str]:
-    """A new photo: checked, shown for painting (upright, downscaled as it is edited), nothing painted yet."""
+def show_photo(photo: Any) -> tuple[Any, Any, None, str | Any]:
+    """A new photo: checked, shown for painting (upright, downscaled as it is edited), nothing painted yet; one that
+    cannot be edited is taken out of the Photo box (no broken image stays there), the line under it saying why."""
     if photo is None:
-        return None, None, WELCOME_PHOTO
+        return gr.skip(), None, None, gr.skip()  # cleared by the user (``photo.clear`` says so) or after a refusal
     try:
         loaded = ed.load_photo(file_of(photo, "photo"))
     except ed.InputError as error:
-        gr.Warning(str(error))
-        return None, None, f"⚠️ {error}"
-    return {"background": loaded.image, "layers": [], "composite": None}, None, photo_line(loaded.image.size, None)
+        return None, None, None, f"⚠️ {error}"
+    return (
+        gr.skip(),
+        {"background": loaded.image, "layers": [], "composite": None},
+        None,
+        photo_line(loaded.image.size, None),
+    )
+
+
+def recheck(photo: Any, source: Any, target: Any, summary: Any) -> str | Any:
+    """A refusal the summary shows, said again for the inputs as they are now: once its cause is fixed it makes way
+    for the ready line, so no stale "Not edited" stays beside a filled-in prompt (the photo is read by
+    ``show_photo``; here only whether there is one)."""
+    if not (isinstance(summary, str) and summary.startswith(REFUSED)):
+        return gr.skip()
+    try:
+        if photo is None:
+            ed.load_photo(None)  # says to upload one
+        prompts_of(source, target)
+    except ed.InputError as error:
+        return f"{REFUSED} {error}"
+    return READY
 
 
 def read_mask(value: dict[str, Any] | None) -> tuple[Any, str | Any]:
@@ -287,7 +369,7 @@ def photo_line(size: tuple[int, int], painted: Any) -> str:
 
 def clear_mask(photo: Any) -> tuple:
     """The photo to paint on without the painted layers, nothing painted, and the line saying so."""
-    return show_photo(photo) if photo is not None else (gr.skip(), gr.skip(), gr.skip())
+    return show_photo(photo)[1:] if photo is not None else (gr.skip(), gr.skip(), gr.skip())
 
 
 def progress_of(progress: gr.Progress):
@@ -324,43 +406,63 @@ def solver_controls(method: str) -> list[dict[str, Any]]:
 
 
 def banner(resident: ed.Resident) -> str:
-    if resident.failure is None:
+    """The line atop the page whenever the model running cannot draw photos (the tiny shapes model): what it draws,
+    and why it runs (the model asked for could not be loaded) or how to run one that draws photos."""
+    limits = ed.model_limits(resident.model)
+    if limits is None and resident.failure is None:
         return ""
+    model = f"<code>{html.escape(resident.model)}</code>"
+    what = f"Running on the {model} model: " + (
+        html.escape(f"it {limits.draws}; {limits.otherwise}.") if limits else "it is not the model asked for."
+    )
+    why = (
+        f"The app {html.escape(resident.failure)}."
+        if resident.failure
+        else "Try its examples below; for your own photos start the editor on a model of photos "
+        "(<code>python app.py</code>, or <code>--model</code> with a Hub id or a folder)."
+    )
     return (
         "<div role='alert' id='model-banner' style='border:2px solid #d97706;background:#fffbeb;color:#451a03;"
-        "padding:10px 14px;border-radius:8px'><b>Running on the tiny shapes model: "
-        "it only draws coloured shapes (try its examples).</b> "
-        f"The app {html.escape(resident.failure)}.</div>"
+        f"padding:10px 14px;border-radius:8px'><b>{what}</b> {why}</div>"
     )
 
 
 def build_demo(handlers: Handlers, resident: ed.Resident) -> gr.Blocks:
-    """The editor's page and events."""
+    """The editor's page and events: the inputs and Edit, the examples, the settings, and the results beside them
+    (under Edit on a phone); each part in a column of its own (``elem_id``), so a new one has a place to go."""
     with gr.Blocks(title="rnri editor", analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
-        gr.HTML(banner(resident), visible=resident.failure is not None)
+        gr.HTML("", js_on_load=PAGE_SCRIPT, elem_id="page-script", padding=False)
+        notice = banner(resident)
+        gr.HTML(notice, visible=bool(notice), padding=False)
         gr.Markdown(
             f"# rnri: real-time photo editing\nInverts your photo with Regularized Newton-Raphson Inversion, then "
             f"regenerates it under the new prompt. Model: `{resident.model}` ({rnri.backbone_of(resident.pipe).name} "
             f"backbone) on `{resident.pipe.device}`. Change the target prompt or paint a mask and the edit updates at "
             "once."
         )
-        with gr.Row():
-            with gr.Column(scale=2):
-                photo = gr.Image(
-                    label="Photo", type="filepath", sources=["upload", "clipboard"], height=280, elem_id="photo"
-                )
-                hint = gr.Markdown(WELCOME_PHOTO, elem_id="photo-hint")
-                source = gr.Textbox(label="Source prompt", placeholder="what the photo shows: a cat", elem_id="source")
-                target = gr.Textbox(
-                    label="Target prompt", placeholder="what it should become: a tiger", elem_id="target"
-                )
-                button = gr.Button("Edit", variant="primary", elem_id="edit-button")  # above the accordions: in view
-                painter, controls = controls_of(resident)
+        with gr.Row(elem_id="main"):
+            with gr.Column(scale=2, elem_id="inputs-column"):
+                with gr.Column(elem_id="inputs"):
+                    photo, hint, source, target, button = inputs_column()
+                examples_place = gr.Column(elem_id="examples")
+                with gr.Column(elem_id="settings"):
+                    painter, controls = controls_of(resident)
             with gr.Column(scale=3, elem_id="results"):
                 outputs = outputs_column()
-        events(handlers, photo, painter, hint, source, target, button, controls, outputs)
+        cancels = events(handlers, photo, painter, hint, source, target, button, controls, outputs)
+        with examples_place:
+            examples(handlers, photo, source, target, outputs, cancels)
     demo.rnri_listeners = handlers.listeners  # the web guard counts their streams (launch)
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+
+
+def inputs_column() -> tuple:
+    """The photo, the line under it, the two prompts and Edit (above the settings: in view)."""
+    photo = gr.Image(label="Photo", type="filepath", sources=["upload", "clipboard"], height=280, elem_id="photo")
+    hint = gr.Markdown(WELCOME_PHOTO, elem_id="photo-hint")
+    source = gr.Textbox(label="Source prompt", placeholder="what the photo shows: a cat", elem_id="source")
+    target = gr.Textbox(label="Target prompt", placeholder="what it should become: a tiger", elem_id="target")
+    return photo, hint, source, target, gr.Button("Edit", variant="primary", elem_id="edit-button")
 
 
 class PainterGuard:
@@ -443,8 +545,9 @@ def controls_of(resident: ed.Resident) -> tuple[gr.ImageEditor, dict[str, gr.com
     return painter, {name: made[name] for name in ("clear", "paint_auto", *offered)}
 
 
-def events(handlers: Handlers, photo, painter, hint, source, target, button, controls, outputs) -> None:
-    """What each control does: Edit, the API's /edit, live re-edits, the mask buttons, the examples."""
+def events(handlers: Handlers, photo, painter, hint, source, target, button, controls, outputs) -> list:
+    """What each control does: Edit, the API's /edit, live edits, a stale refusal taken back, the mask buttons; the
+    events an example's click cancels."""
     clear, paint_auto = controls.pop("clear"), controls.pop("paint_auto")
     painted, ticket, mask_file = gr.State(), gr.State(), gr.Image(label="Mask file (white = edit)", visible=False)
     page = dict(inputs=[photo, painted, source, target], inputs_kwargs=controls, preprocess=False)
@@ -454,7 +557,13 @@ def events(handlers: Handlers, photo, painter, hint, source, target, button, con
     api = dict(inputs=[photo, source, target], inputs_kwargs=controls | {"mask": mask_file}, preprocess=False)
     documented = with_settings(handlers.api_edit, controls)
     gr.on([], documented, outputs=outputs, **api, **gpu, api_name="edit")
-    photo.change(show_photo, photo, [painter, painted, hint], preprocess=False, queue=False, **HIDDEN)
+    photo.change(show_photo, photo, [photo, painter, painted, hint], preprocess=False, queue=False, **HIDDEN)
+    photo.clear(lambda: WELCOME_PHOTO, None, hint, queue=False, **HIDDEN)
+    summary = outputs[OUTPUTS.index("summary")]
+    gr.on(
+        [photo.change, source.change, target.change], recheck, [photo, source, target, summary], summary,
+        preprocess=False, queue=False, **HIDDEN,
+    )  # fmt: skip
     read = painter.change(read_mask, painter, [painted, hint], queue=False, **HIDDEN)
     mask_set = [painter, painted, hint]  # set with the painter: it does not always report a value set from here
     cleared = clear.click(clear_mask, photo, mask_set, preprocess=False, queue=False, **HIDDEN)
@@ -468,7 +577,7 @@ def events(handlers: Handlers, photo, painter, hint, source, target, button, con
     for changed in (read, cleared, auto):  # a stroke, a cleared mask, the automatic one painted
         changed.success(**pause)
     re_edit = ticket.change(handlers.live_edit, outputs=outputs, **page, **gpu, trigger_mode="always_last", **HIDDEN)
-    examples(handlers, photo, source, target, outputs, cancels=[edit, re_edit])
+    return [edit, re_edit]
 
 
 def with_settings(handler: Callable, controls: dict[str, gr.components.Component]) -> Callable:
@@ -496,7 +605,9 @@ def examples(handlers: Handlers, photo, source, target, outputs, cancels) -> Non
     rows = SHAPES_EXAMPLES if handlers.editor.model == "tiny" else EXAMPLES
     found = gr.Examples(rows, [photo, source, target], outputs, handlers.edit_example, label="Examples", **caching)
     pending = [None if name != "summary" else PENDING for name in OUTPUTS]
-    found.dataset.click(None, None, outputs, js=f"() => {json.dumps(pending)}", cancels=cancels)
+    found.dataset.click(
+        None, None, outputs, js=f"() => {{ {SHOW_RESULT} return {json.dumps(pending)}; }}", cancels=cancels
+    )
     if not caching["cache_examples"]:
         found.load_input_event.then(
             handlers.edit_example, [photo, source, target], outputs, preprocess=False, concurrency_limit=1,
@@ -505,21 +616,26 @@ def examples(handlers: Handlers, photo, source, target, outputs, cancels) -> Non
 
 
 def outputs_column() -> list[gr.components.Component]:
-    """The edit, the reconstruction beside it, the mask used, what happened: in ``OUTPUTS`` order."""
+    """The edit and the reconstruction beside it, what happened and the mask used; folded away, the solver's
+    residuals and the details. In ``OUTPUTS`` order."""
     images = dict(type="pil", format="png", interactive=False, buttons=["download", "fullscreen"])
-    with gr.Row():
-        edited = gr.Image(label="Edited", elem_id="edited", **images)
-        reconstruction = gr.Image(label="Reconstruction (source prompt)", elem_id="reconstruction", **images)
-    with gr.Row():
-        overlay = gr.Image(label="Mask used (tinted: where the edit acts)", elem_id="mask-overlay", **images)
+    with gr.Row(elem_id="images"):
+        edited = gr.Image(label="Edited", elem_id="edited", height=320, **images)
+        reconstruction = gr.Image(
+            label="Reconstruction (source prompt)", elem_id="reconstruction", height=320, **images
+        )
+    with gr.Row(elem_id="mask-and-summary"):
+        overlay = gr.Image(
+            label="Mask used (tinted: where the edit acts)", elem_id="mask-overlay", height=240, **images
+        )
         summary = gr.Markdown(WELCOME, label="Summary", elem_id="summary")
-    residuals = gr.LinePlot(
-        x="step", y="residual", color="iterate", sort="-x", elem_id="residual-plot",
-        label="Solver residual per step (iterate 0: the initial guess; lower is better)",
-        x_title="step (chain order)", y_title="||S(z) - y|| / ||y||", color_title="iterate",
-    )  # fmt: skip
-    with gr.Accordion("Details", open=False, elem_id="details-accordion"):
-        details = gr.JSON(label="Details")
+    with gr.Accordion("Details: the solver, step by step", open=False, elem_id="details-accordion"):
+        residuals = gr.LinePlot(
+            x="step", y="residual", color="iterate", sort="-x", elem_id="residual-plot",
+            label="Solver residual per step (iterate 0: the initial guess; lower is better)",
+            x_title="step (chain order)", y_title="||S(z) - y|| / ||y||", color_title="iterate",
+        )  # fmt: skip
+        details = gr.JSON(label="Details (solver_notes: what the solver did, in words)", max_height=360)
     found = dict(edited=edited, reconstruction=reconstruction, summary=summary, residuals=residuals, details=details)
     return [(found | {"overlay": overlay})[name] for name in OUTPUTS]
 

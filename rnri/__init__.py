@@ -7,6 +7,7 @@ torch and diffusers before anything needs them.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from rnri.lazy import attach
@@ -70,4 +71,11 @@ if TYPE_CHECKING:
     from rnri.solvers import METHODS
 
 
+def _not_ours(record: logging.LogRecord) -> bool:
+    """False for transformers' notice, printed three times as diffusers' pipelines are imported, that an image
+    processor falls back to its PIL version without torchvision: rnri uses no image processor, so it is noise."""
+    return "requires torchvision (not installed); falling back" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_not_ours)  # before anything imports diffusers
 __getattr__, __dir__ = attach(__name__, _WHERE)

@@ -1,12 +1,20 @@
-"""Measured effect of masks on local edits: background PSNR outside the edit region, change inside it.
+"""What the editor's numbers mean on the tiny model: masks on local edits, and reconstruction in and out of its world.
 
-``python -m rnri.edit_testbeds`` prints the tables in docs/local-edits.md: on the tiny LCM pipeline (pixels, with
-the example photos) and on the analytic testbeds (latents, where the true background is known exactly).
+``python -m rnri.edit_testbeds`` prints the tables of docs/local-edits.md and docs/app.md, and the tests compare those
+pages with the functions below (``tests/test_docs.py``), so the pages cannot drift from the code:
+
+- local edits on the tiny shapes LCM (pixels, default settings): background PSNR outside a painted box and PSNR inside
+  it, against the photo, per mask (none, automatic, painted with and without paste-back), on a photo of its own world
+  and on one it was never shown;
+- reconstruction PSNR of the default inversion on held-out photos of its world (ShapeEdit's) and on the example photos
+  of the real world, which the summary's words are set by (``rnri.editor.report``);
+- masks on the analytic testbeds (latents, where the true background is known exactly).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +23,36 @@ from PIL import Image
 
 import rnri
 from rnri.analytic import FAMILIES, GaussianMixtureUNet, MixtureConfig
+from rnri.images import mask_tensor, psnr
 from rnri.masks import BlendConfig, blended_sample
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EDITS = {  # photo -> (source prompt, target prompt, painted box as fractions (left, top, right, bottom))
+    "shapes-red-circle.png": (
+        "a large red circle on a blue background",
+        "a large pink heart on a blue background",
+        (0.2, 0.2, 0.8, 0.8),
+    ),
     "cat.jpg": ("a photo of a cat", "a photo of a tiger", (0.25, 0.1, 0.75, 0.9)),
-    "coffee.jpg": ("a cup of coffee on a table", "a cup of tea on a table", (0.2, 0.15, 0.8, 0.85)),
 }
+OFF_WORLD = {  # the editor's examples of real photos, under their source prompts (app.py)
+    "cat.jpg": "a photo of a cat",
+    "astronaut.jpg": "a photo of an astronaut",
+    "coffee.jpg": "a cup of coffee on a table",
+    "rocket.jpg": "a rocket launching",
+}
+WORLD_SEED, WORLD_PHOTOS = 1, 6  # held-out shapes photos: ShapeEdit's benchmark of this seed (rnri.shapes.edits)
+
+
+@dataclass(frozen=True)
+class MaskRow:
+    """One local edit: how far the photo is kept outside the painted box and changed inside it."""
+
+    photo: str
+    mask: str  # none, auto, painted with or without paste-back
+    coverage: float  # fraction of the photo the mask covers (before dilation and feather); 1 without a mask
+    background_psnr: float  # dB outside the painted box (inf: identical)
+    inside_psnr: float  # dB inside it
 
 
 def box_mask(size: tuple[int, int], box: tuple[float, float, float, float]) -> Image.Image:
@@ -39,27 +70,63 @@ def region_psnr(a: Image.Image, b: Image.Image, region: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def pipeline_table(model: str = "tiny") -> str:
-    """Background PSNR (outside the painted box) and inside PSNR against the input, per mask mode."""
+def mask_rows(model: str = "tiny") -> list[MaskRow]:
+    """Every photo of ``EDITS`` inverted once and edited with each mask."""
     pipe = rnri.load_pipeline(model)
-    lines = ["| photo | mask | background PSNR (dB) | inside PSNR (dB) |", "|---|---|---|---|"]
+    rows = []
     for name, (source, target, box) in EDITS.items():
         photo = Image.open(ASSETS / name).convert("RGB")
         inv = rnri.invert(pipe, source, image=photo)
         painted = box_mask(photo.size, box)
         outside = np.asarray(painted) == 0
-        modes = {
-            "none": {},
-            "auto": {"mask": "auto"},
-            "painted, paste-back": {"mask": painted},
-            "painted, no paste-back": {"mask": painted, "blend": BlendConfig(paste_back=False)},
+        auto = rnri.auto_mask(pipe, inv, target)
+        masks = {
+            "none": ({}, 1.0),
+            "auto": ({"mask": auto}, float(mask_tensor(auto).mean())),
+            "painted, paste-back": ({"mask": painted}, float((~outside).mean())),
+            "painted, no paste-back": ({"mask": painted, "blend": BlendConfig(paste_back=False)}, 1 - outside.mean()),
         }
-        for label, kwargs in modes.items():
+        for label, (kwargs, coverage) in masks.items():
             edit = rnri.regenerate(pipe, inv, target, **kwargs)
-            lines.append(
-                f"| {name} | {label} | {region_psnr(edit, photo, outside):.2f} | "
-                f"{region_psnr(edit, photo, ~outside):.2f} |"
-            )
+            kept, changed = region_psnr(edit, photo, outside), region_psnr(edit, photo, ~outside)
+            rows.append(MaskRow(name, label, float(coverage), kept, changed))
+    return rows
+
+
+def mask_table(rows: list[MaskRow]) -> str:
+    lines = ["| photo | mask | mask covers | background PSNR (dB) | inside PSNR (dB) |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.photo} | {r.mask} | {r.coverage:.0%} | {r.background_psnr:.2f} | {r.inside_psnr:.2f} |")
+    return "\n".join(lines)
+
+
+def reconstruction_rows(model: str = "tiny") -> dict[str, list[float]]:
+    """Reconstruction PSNR (dB) of the default inversion, as the editor computes it: on ``WORLD_PHOTOS`` held-out
+    photos of the shapes world under their captions (``"shapes"``), and on each ``OFF_WORLD`` photo under its source
+    prompt (by file name)."""
+    from rnri.shapes.edits import shape_edit
+    from rnri.shapes.render import render
+    from rnri.shapes.world import caption
+
+    pipe = rnri.load_pipeline(model)
+
+    def rebuilt(photo: Image.Image, prompt: str) -> float:
+        return psnr(photo, rnri.regenerate(pipe, rnri.invert(pipe, prompt, image=photo), prompt))
+
+    world = [rebuilt(render(scene).image, caption(scene)) for scene, _ in shape_edit(WORLD_SEED, WORLD_PHOTOS)]
+    photos = {name: rebuilt(Image.open(ASSETS / name).convert("RGB"), prompt) for name, prompt in OFF_WORLD.items()}
+    return {"shapes": world} | {name: [value] for name, value in photos.items()}
+
+
+def reconstruction_table(rows: dict[str, list[float]]) -> str:
+    world = rows["shapes"]
+    lines = [
+        "| photos | reconstruction PSNR (dB) |",
+        "|---|---|",
+        f"| {len(world)} held-out shapes photos (ShapeEdit, seed {WORLD_SEED}) | {min(world):.2f} to "
+        f"{max(world):.2f}, median {float(np.median(world)):.2f} |",
+    ]
+    lines += [f"| {name} | {values[0]:.2f} |" for name, values in rows.items() if name != "shapes"]
     return "\n".join(lines)
 
 
@@ -90,15 +157,7 @@ def analytic_table(samples: int = 4) -> str:
             z0 = unet.sample_data(1, g, source)
             noises = [torch.randn(z0.shape, generator=g) for _ in steps[:-1]] + [None]
             eps_target = prompt_eps(unet, target)
-            inv = invert_chain(
-                prompt_eps(unet, source),
-                steps,
-                z0,
-                noises,
-                "rnri",
-                make_config("rnri", {}),
-            )
-
+            inv = invert_chain(prompt_eps(unet, source), steps, z0, noises, "rnri", make_config("rnri", {}))
             with torch.no_grad():
                 plain = sample(eps_target, steps, inv.trajectory[0], inv.noises)[-1]
                 blended = blended_sample(eps_target, steps, inv.trajectory, inv.noises, mask)[-1]
@@ -113,7 +172,9 @@ def analytic_table(samples: int = 4) -> str:
 
 
 if __name__ == "__main__":
-    print("Tiny LCM pipeline (random weights), example photos:\n")
-    print(pipeline_table())
+    print("Local edits on the tiny shapes model (trained; default settings):\n")
+    print(mask_table(mask_rows()))
+    print("\nReconstruction on the tiny shapes model, in its world and out of it (default inversion):\n")
+    print(reconstruction_table(reconstruction_rows()))
     print("\nAnalytic testbeds (latents; errors relative to the clean latent's norm in that region):\n")
     print(analytic_table())

@@ -15,6 +15,7 @@ import importlib.util
 import math
 import struct
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -353,16 +354,43 @@ def painted_on(app, photo: Path = CAT, layers=()):
     return app.read_mask({"background": str(photo), "layers": [str(p) for p in layers]})[0]
 
 
-def test_live_edit_reuses_the_cache_and_otherwise_changes_nothing(app, handlers):
+def test_live_edit_inverts_when_nothing_is_cached_then_reuses_the_cache(app, handlers):
+    """Typing a target edits before any Edit was pressed (inverting first), then re-edits from the cache; half-typed
+    input and what the page shows already change nothing."""
     request, photo = gr.Request(session_hash="live-test"), str(CAT)
-    skipped = handlers.live_edit(photo, None, SOURCE, "a tiger", request)
-    assert skipped == tuple(gr.skip() for _ in range(6))  # nothing cached: typing never starts an inversion
-    assert handlers.live_edit(None, None, SOURCE, "", request) == skipped  # half-typed input: no error either
-    handlers.page_edit(photo, None, SOURCE, "a tiger", request)
+    skipped = tuple(gr.skip() for _ in range(6))
+    assert handlers.live_edit(None, None, SOURCE, "a tiger", request) == skipped  # no photo yet: no error either
+    assert handlers.live_edit(photo, None, SOURCE, "", request) == skipped  # half-typed input
+    first = handlers.live_edit(photo, None, SOURCE, "a tiger", request)[4]
+    assert not first["inversion_cached"] and first["request_unet_forwards"] > 4  # inverted, before any Edit
     edited, _, summary, _, details, overlay = handlers.live_edit(photo, None, SOURCE, "a lion", request)
     assert details["inversion_cached"] and details["request_unet_forwards"] == 4 and edited.size == (451, 300)
     assert overlay.size == (451, 300) and details["mask"] == "none"
     assert handlers.live_edit(photo, None, SOURCE, "a lion", request) == skipped  # what the page shows already
+
+
+def test_after_a_refused_edit_typing_the_target_edits_again(app, handlers):
+    """A refusal clears the page: typing the same target as the last edit shown before it edits again (the page no
+    longer shows that edit), from the cache."""
+    request = gr.Request(session_hash="refused-then-typed")
+    handlers.page_edit(str(CAT), None, SOURCE, TARGET, request)
+    assert handlers.page_edit(str(CAT), None, SOURCE, "  ", request)[2].startswith(app.REFUSED)
+    again = handlers.live_edit(str(CAT), None, SOURCE, TARGET, request)
+    assert again[0].size == (451, 300) and again[4]["inversion_cached"]
+
+
+@pytest.mark.parametrize(
+    ("photo", "source", "target", "now"),
+    [
+        (str(CAT), SOURCE, TARGET, None),  # its cause fixed: the ready line
+        (None, SOURCE, TARGET, "Upload a photo first."),  # another cause: said instead
+        (str(CAT), SOURCE, "", "The target prompt (what the photo should become) is empty."),  # still so
+    ],
+)
+def test_a_stale_refusal_is_taken_back_once_its_cause_is_fixed(app, photo, source, target, now):
+    stale = f"{app.REFUSED} The target prompt (what the photo should become) is empty."
+    assert app.recheck(photo, source, target, stale) == (app.READY if now is None else f"{app.REFUSED} {now}")
+    assert app.recheck(str(CAT), SOURCE, "", "**Inversion** ...") == gr.skip()  # an edit's summary stays as it is
 
 
 def test_typing_is_debounced_last_request_wins(handlers):
@@ -394,11 +422,60 @@ def test_model_that_cannot_load_falls_back_to_tiny_with_a_short_banner(app, pipe
     assert resident.model == "tiny" and resident.pipe is pipe and resident.asked.endswith("no-such-model")
     banner = app.banner(resident)
     assert "tiny demo model" in banner and "no-such-model" in banner and "there is no such folder" in banner
-    assert "--model tiny" in banner and "--model /path/to/model" in banner
+    assert "--model tiny" in banner and "--model /path/to/model" in banner and "only draws coloured shapes" in banner
     for noise in ("stacktrace", "local_files_only", "model='tiny'"):
         assert noise not in banner
     offline = ed.open_model("someone/not-cached-anywhere", fallback=True)
     assert "not in the local Hugging Face cache and the Hub cannot be reached" in offline.failure
+
+
+def test_the_tiny_model_always_has_a_banner_saying_it_only_draws_shapes(app, pipe):
+    """Asked for by name (--model tiny) as much as a fallback: it cannot draw a photo, and the page says so at once."""
+    banner = app.banner(ed.Resident(pipe, "tiny", "tiny"))
+    assert "only draws coloured shapes" in banner and "coloured blobs" in banner and "python app.py" in banner
+    assert app.banner(ed.Resident(pipe, "SimianLuo/LCM_Dreamshaper_v7", "SimianLuo/LCM_Dreamshaper_v7")) == ""
+
+
+def test_off_world_photos_are_called_poor_on_the_tiny_model_and_its_own_good(client):
+    """The cat on the shapes model comes back as coloured blobs (about 16 dB): never "fair", and the words say why;
+    a photo of its own world reconstructs well and is called so."""
+    cat = edit(client, CAT, seed=21)["summary"]
+    assert "poor: this model only draws coloured shapes" in cat and "fair" not in cat and "good:" not in cat
+    shapes = edit(client, ROOT / "assets" / "shapes-red-circle.png", "a large red circle on a blue background")
+    assert "dB (good: hard to tell from the photo" in shapes["summary"] or "dB (fair" in shapes["summary"]
+    assert "poor" not in shapes["summary"] and "only draws" not in shapes["summary"]
+
+
+def test_solver_detail_is_in_the_details_in_words_not_warnings_in_the_summary(handlers):
+    """The default example: no warning lines of solver jargon in the summary (there were two); the details have a
+    note for each step where an iterate fitted worse than the one before, saying what the solver kept and what to
+    try."""
+    photo, source = str(ROOT / "assets" / "shapes-red-circle.png"), "a large red circle on a blue background"
+    request = gr.Request(session_hash="solver-notes")
+    _, _, summary, residuals, details, _ = handlers.page_edit(photo, None, source, "a large pink heart", request)
+    assert "⚠️" not in summary and "residual rose" not in summary
+    rises = [
+        step for step, rows in residuals.groupby("step", sort=False) if (rows["residual"].diff().dropna() > 0).any()
+    ]
+    assert [note.split()[2] for note in details["solver_notes"]] == rises  # "At step t=999 ..."
+    assert all("rnri kept the better one, so nothing was lost" in note for note in details["solver_notes"])
+    from rnri.editor.report import solver_notes
+
+    (kept,) = solver_notes("rnri", [[0.2, 0.3]], [999])
+    assert kept.startswith("At step t=999 iterate 1 fitted worse") and "try 2 Newton iterations" in kept
+    (last,) = solver_notes("fixed-point", [[0.2, 0.1, 0.3]], [999])
+    assert "t=999" in last and "keeps its last iterate" in last and "try fewer iterations or 'rnri'" in last
+
+
+def test_a_mask_that_reaches_every_pixel_says_so_instead_of_a_psnr_of_none(client, tmp_path):
+    """A mask over all but a 4 px border, feathered by 4 px, leaves no pixel outside its reach: no background to
+    measure, and the summary says what that means and what to do (it said "PSNR None dB")."""
+    border = box_mask(tmp_path / "almost-all.png", box=(4, 4, 447, 296))
+    out = edit(client, CAT, mask=handle_file(str(border)))
+    assert out["mask_reaches_everywhere"] and out["background_psnr_db"] is None and not out["background_identical"]
+    assert "None" not in out["summary"]
+    assert "with its edge (feather 4 px) it reaches every pixel: nothing is kept as it was" in out["summary"]
+    assert "paint less, or lower the dilation and feather" in out["summary"]
 
 
 def test_options_default_to_local_and_follow_the_environment(app, monkeypatch):
@@ -443,8 +520,9 @@ def test_a_painted_mask_keeps_the_photo_outside_it_exactly(client, tmp_path, mod
     assert np.array_equal(edited[keep], photo[keep])
     assert np.abs(edited[~keep] - photo[~keep]).mean() > 20  # the tiny model's edit is noise: it shows
     assert out["mask"] == "painted" and out["background_identical"] and out["background_psnr_db"] is None
+    assert not out["mask_reaches_everywhere"]
     assert out["mask_coverage"] == pytest.approx(150 * 100 / (451 * 300), abs=1e-3)
-    assert "**Mask**: painted, 11% of the photo · outside it: identical" in out["summary"]
+    assert "**Mask**: painted, 11% of the photo · outside it: identical to the photo" in out["summary"]
     tint = tinted(out["overlay"], CAT)
     assert tint[~keep].all() and not tint[keep & outside((130, 80, 320, 220))].any()  # feather: 3 x 4 px
 
@@ -469,12 +547,21 @@ def test_the_page_s_painted_layers_are_read_once_per_stroke_into_a_region(app, h
 
 
 def test_a_new_photo_is_checked_once_and_shown_for_painting(app, tmp_path):
-    value, painted, hint = app.show_photo(str(CAT))
-    assert value["background"].size == (451, 300) and value["layers"] == [] and painted is None
+    photo, value, painted, hint = app.show_photo(str(CAT))
+    assert photo == gr.skip() and value["background"].size == (451, 300) and value["layers"] == [] and painted is None
     assert hint.startswith("Photo 451x300, nothing painted")
-    value, painted, hint = app.show_photo(str(write(tmp_path / "notes.png", b"not an image")))
-    assert value is None and "'notes.png' is not an image" in hint
-    assert app.show_photo(None) == (None, None, app.WELCOME_PHOTO)
+    assert app.show_photo(None) == (gr.skip(), None, None, gr.skip())  # cleared: photo.clear says so
+
+
+def test_a_photo_that_cannot_be_edited_leaves_the_photo_box_with_the_reason_under_it(app, tmp_path):
+    """No broken-image icon stays in the Photo box, and no warning goes to the console (gr.Warning outside a queued
+    event is a Python warning, one per refused upload): the line under the box says why."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        photo, value, painted, hint = app.show_photo(str(write(tmp_path / "notes.png", b"not an image")))
+    assert photo is None and value is None and painted is None
+    assert hint.startswith("⚠️") and "'notes.png' is not an image" in hint
+    assert not caught, [str(w.message) for w in caught]
 
 
 def test_a_new_mask_re_edits_from_the_cached_inversion(url, tmp_path):
@@ -499,6 +586,7 @@ def test_without_paste_back_the_background_is_measured_not_identical(client, tmp
     out = edit(client, CAT, mask=handle_file(str(box_mask(tmp_path / "mask.png"))), paste_back=False)
     assert out["mask"] == "painted" and not out["background_identical"]
     assert math.isfinite(out["background_psnr_db"]) and "outside it: PSNR" in out["summary"]
+    assert f"PSNR {out['background_psnr_db']:.2f} dB against the photo" in out["summary"]
 
 
 def test_the_automatic_mask_is_shown_and_reused_while_only_the_blend_changes(url):

@@ -2,14 +2,17 @@
 
 Opens the page, uploads a photo, types both prompts, presses Edit, waits for the result (screenshots under
 artifacts/screenshots/), re-edits live as the target prompt is typed, pasted or filled in, paints a stroke and checks
-that only the painted part changed, and covers the editor's rough edges one by one: the result in view with every
-accordion open, no canvas sent with Edit, examples clicked during a live edit, a refused edit, the fallback banner,
-the photo's label.
+that only the painted part changed, and covers the editor's rough edges one by one: the result in view with the
+settings open, no canvas sent with Edit, examples clicked during a live edit, a refused edit, the fallback banner,
+the photo's label; and a new user's path at a laptop's size (1280x800) and a phone's (390x844): the tiny model's
+banner, the empty canvas, a refused upload, a refused edit taken back by typing, an example, the settings scrolled
+through, each element's box inside the window where it must be seen.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import time
@@ -91,12 +94,28 @@ def prompts(page, source: str, target: str) -> None:
     page.locator("#target textarea").fill(target)
 
 
+def summary(page) -> str:
+    return page.locator("#summary").inner_text()
+
+
+# Edit shows its progress over the outputs (live edits show none): once the edited image's tracker has shown and gone,
+# what the page shows is Edit's own result, not that of a live edit still running when it was pressed.
+WATCH_EDIT = """() => { window.editProgressSeen = false;
+  const edited = document.querySelector('#edited');
+  new MutationObserver(() => {
+    const tracker = edited.querySelector('[data-testid="status-tracker"]');
+    if (tracker && !tracker.classList.contains('hide')) window.editProgressSeen = true;
+  }).observe(edited, {attributes: true, childList: true, subtree: true}); }"""
+EDIT_DONE = f"""() => {{ const tracker = document.querySelector('#edited [data-testid="status-tracker"]');
+  return window.editProgressSeen && (!tracker || tracker.classList.contains('hide')) && {EDITED} && {EDITED}.complete
+    && document.querySelector('#summary').innerText.includes('This request'); }}"""
+
+
 def edit(page) -> None:
-    """Press Edit and wait until the result is shown."""
-    before = edited_src(page)
+    """Press Edit and wait until its own result is shown (a live edit may have shown the same image already)."""
+    page.evaluate(WATCH_EDIT)
     page.locator("#edit-button").click()
-    page.wait_for_function(f"src => {EDITED} && {EDITED}.src !== src && {EDITED}.complete", arg=before)
-    page.get_by_text("This request").wait_for()
+    page.wait_for_function(EDIT_DONE)
 
 
 def open_accordions(page, *names: str) -> None:
@@ -178,11 +197,12 @@ def test_upload_prompt_edit_and_see_the_result(page):
     prompts(page, "a photo of a cat", "a photo of a tiger")
     edit(page)
     result = page.locator("#edited img").first
+    open_accordions(page, "details-accordion")  # the solver's detail, folded away
     page.locator("#residual-plot .role-legend-label", has_text="iterate 1").wait_for(state="visible")
     shot(page, "app-edit.png")
     assert result.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [451, 300]
     assert page.locator("#reconstruction img").first.is_visible()
-    assert page.get_by_text("computed now").is_visible()
+    assert "Inversion" in summary(page)  # computed now, or by the live edit the typed target started
     assert "higher is better" in page.locator("#summary").inner_text()  # a word on what is good
 
 
@@ -196,7 +216,8 @@ def test_edit_sends_no_canvas_so_a_first_edit_is_not_slowed_by_the_browser(brows
     try:
         upload(page, COFFEE)
         prompts(page, "a cup of coffee on a table", "a cup of tea on a table")
-        quiet(page)  # the live edit the prompts asked for (nothing cached: it shows nothing) is over
+        page.get_by_text("This request").wait_for()  # the live edit the typed target started (it inverts) is shown
+        quiet(page, 3000)  # and the image editor's re-reads of its photo that came with it are over
         sent = []
         watched = re.compile(r"/upload$|component_server|queue/join")
         page.on("request", lambda r: sent.append(r.url) if watched.search(r.url) else None)
@@ -229,28 +250,47 @@ def test_a_pasted_or_autocompleted_target_prompt_re_edits_live_too(page, how):
     page.get_by_text("reused from this session's cache").wait_for()
 
 
-def test_with_every_accordion_open_pressing_edit_shows_the_progress_and_the_result(browser, url):
+def test_with_the_settings_open_pressing_edit_shows_the_progress_and_the_result(browser, url):
     """With Local edit and Advanced open the Edit button was 2000 px down and the result and its progress out of
-    view; now Edit sits above the accordions and the results stay beside whatever is scrolled to."""
+    view; now Edit sits above the accordions and the results stay beside whatever is scrolled to, whole."""
     page = open_page(browser, url, height=800)
     try:
         upload(page, CAT)
         prompts(page, "a photo of a cat", "a photo of a tiger")
-        open_accordions(page, "local-edit", "advanced", "details-accordion")
-        page.mouse.wheel(0, 10_000)  # down among the settings, as after changing one
-        page.wait_for_timeout(300)
-        before = edited_src(page)
+        open_accordions(page, "local-edit", "advanced")
+        scroll_to_the_end_of_the_settings(page)
+        page.evaluate(WATCH_EDIT)
         page.locator("#edit-button").click()  # scrolled into view, as a person would
         assert in_view(page, "#edited")  # the progress shows there at once
-        page.wait_for_function(f"src => {EDITED} && {EDITED}.src !== src && {EDITED}.complete", arg=before)
-        page.get_by_text("This request").wait_for()
-        assert in_view(page, "#edited") and in_view(page, "#edit-button")
+        page.wait_for_function(EDIT_DONE)
+        assert inside(page, "#edited") and inside(page, "#reconstruction") and in_view(page, "#edit-button")
         shot(page, "editor-all-open-after-edit-viewport.png", full_page=False)
+        open_accordions(page, "details-accordion")
         page.set_viewport_size({"width": 1280, "height": 1500})
         page.locator("#residual-plot .role-legend-label", has_text="iterate 1").wait_for(state="visible")
         shot(page, "editor-all-open-after-edit.png")
     finally:
         page.close()
+
+
+def scroll_to_the_end_of_the_settings(page) -> None:
+    """Scroll the page to its end with the mouse over the settings, as after changing the last of them."""
+    box = page.locator("#settings").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, min(box["y"] + 50, page.viewport_size["height"] - 10))
+    page.mouse.wheel(0, 20_000)
+    page.wait_for_timeout(300)
+
+
+def inside(page, selector: str) -> bool:
+    """Whether the element's whole box is inside the browser window, where it is scrolled to."""
+    box = page.locator(selector).first.bounding_box()
+    size = page.viewport_size
+    return (
+        box["x"] >= 0
+        and box["y"] >= 0
+        and box["x"] + box["width"] <= size["width"] + 0.5
+        and (box["y"] + box["height"] <= size["height"] + 0.5)
+    )
 
 
 class SlowEditor(ed.Editor):
@@ -343,7 +383,8 @@ def test_a_model_that_cannot_load_starts_on_tiny_with_a_short_visible_banner(app
         banner.wait_for(state="visible")
         shot(page, "app-fallback-banner.png", full_page=False)
         text = banner.inner_text()
-        assert "Running on the tiny shapes model" in text and "no-such-model" in text and "--model tiny" in text
+        assert "Running on the tiny model: it only draws coloured shapes" in text and "no-such-model" in text
+        assert "--model tiny" in text
         for noise in ("stacktrace", "local_files_only", "model='tiny'"):
             assert noise not in text
     finally:
@@ -359,7 +400,9 @@ def zoom(page) -> float:
 def stroke(page, dx: float, dy: float, length: float) -> tuple[float, float, float, float]:
     """Paint a horizontal stroke ``length`` screen pixels long, centred ``(dx, dy)`` from the canvas's centre;
     returns its centre line in photo pixels: (left, right, y) of the 451x300 cat, and the zoom."""
-    box = page.locator("#painter canvas").first.bounding_box()
+    canvas = page.locator("#painter canvas").first
+    canvas.scroll_into_view_if_needed()  # under the examples: below a 1500 px window once the page has scrolled
+    box = canvas.bounding_box()
     x, y = box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2 + dy
 
     def paint() -> None:
@@ -423,3 +466,106 @@ def test_paint_a_stroke_and_only_the_painted_part_changes(browser, url):
         assert whole[~near].mean() > 20 and "4 UNet forwards + 0 backwards" in page.locator("body").inner_text()
     finally:
         page.close()
+
+
+SIZES = {"desktop": (1280, 800), "phone": (390, 844)}  # a laptop's window and a phone's
+
+
+@pytest.mark.parametrize("device", SIZES)
+def test_a_new_user_s_path_keeps_the_result_in_view_and_says_what_is_wrong(app, browser, url, tmp_path, device):
+    """Fresh page to edits, as a new user on the tiny model goes, at a laptop's and a phone's size; a screenshot
+    after each step (``new-user-<device>-<step>.png``)."""
+    width, height = SIZES[device]
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    step = lambda name: shot(page, f"new-user-{device}-{name}.png", full_page=False)  # noqa: E731
+    try:
+        # The tiny model says what it draws; the empty canvas says what to do (not "select the draw tool").
+        banner = page.locator("#model-banner")
+        assert "only draws coloured shapes" in banner.inner_text() and "coloured blobs" in banner.inner_text()
+        page.wait_for_function(  # the editor mounts its empty canvas a moment after the page
+            "words => { const e = document.querySelector('#painter .empty.wrap');"
+            " return e && getComputedStyle(e, '::after').content === words; }",
+            arg=json.dumps(app.NOTHING_TO_PAINT),
+        )
+        assert not page.get_by_text("select the draw tool").is_visible()
+        step("start")
+
+        # A file that is no image: the reason under the Photo box, and no broken image left in it.
+        upload_file(page, write_bytes(tmp_path / "notes.png", b"not an image"))
+        page.wait_for_function("document.querySelector('#photo-hint').innerText.includes('is not an image')")
+        assert page.locator("#photo img").count() == 0
+        step("refused-upload")
+
+        # Edit without a target: refused; typing one takes the refusal back at once and edits (no Edit pressed).
+        upload(page, CAT)
+        page.locator("#source textarea").fill("a photo of a cat")
+        page.locator("#edit-button").click()
+        page.get_by_text("Not edited.").wait_for()
+        step("refused-edit")
+        page.locator("#target textarea").press_sequentially("a photo of a tiger", delay=30)
+        page.get_by_text("Not edited.").wait_for(state="detached")
+        page.wait_for_function(f"{EDITED} && {EDITED}.complete && {EDITED}.naturalWidth === 451")
+        page.get_by_text("This request").wait_for()
+        text = summary(page)
+        assert "computed now" in text and "poor: this model only draws coloured shapes" in text and "fair" not in text
+        assert "⚠️" not in text  # the solver's notes are in Details, in words
+        step("typed-after-refusal")
+
+        # An example (under Edit on a laptop, after the result on a phone): its result comes into view.
+        examples = page.locator("#examples table").first
+        examples.scroll_into_view_if_needed()
+        assert examples.bounding_box()["x"] + examples.bounding_box()["width"] <= width  # the table fits
+        assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing wider than the window
+        page.get_by_text("a large pink heart on a blue background").first.click()
+        page.wait_for_function(f"{EDITED} && {EDITED}.complete && {EDITED}.naturalWidth === 64")
+        page.get_by_text("This request").wait_for()
+        page.wait_for_timeout(300)  # the scroll settles
+        assert inside(page, "#edited")
+        step("example")
+        small_results_are_scaled_up_under_their_label(page)
+        if device == "phone":  # the summary under the images, the whole width of the results
+            results, said = (page.locator(s).bounding_box() for s in ("#results", "#summary"))
+            assert said["width"] >= 0.9 * results["width"] and said["y"] > page.locator("#edited").bounding_box()["y"]
+
+        # The settings open and scrolled to their end: Edit brings the result into view with it.
+        open_accordions(page, "advanced")
+        scroll_to_the_end_of_the_settings(page)
+        step("settings-scrolled")
+        edit(page)
+        assert inside(page, "#edited") and inside(page, "#edit-button")
+        step("edit-from-the-settings")
+    finally:
+        page.close()
+
+
+def small_results_are_scaled_up_under_their_label(page) -> None:
+    """A 64x64 result fills its box pixel for pixel (nearest neighbour), the file served for download stays 64x64,
+    and each label sits above its image, not over it."""
+    for output in ("#edited", "#reconstruction"):
+        img = page.locator(f"{output} img").first
+        box = img.bounding_box()
+        shown = img.evaluate(
+            "i => [i.naturalWidth, i.classList.contains('upscaled'), getComputedStyle(i).imageRendering]"
+        )
+        assert shown == [64, True, "pixelated"], (output, shown)
+        assert min(box["width"], box["height"]) >= 140  # scaled up, not a 64 px thumbnail in a large box
+        top = img.evaluate(
+            "i => { const r = i.getBoundingClientRect();"
+            " const s = Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight);"
+            " return r.top + (r.height - i.naturalHeight * s) / 2; }"
+        )  # where the picture itself starts inside the element (object-fit: contain)
+        label = page.locator(f"{output} label[data-testid='block-label']").first.bounding_box()
+        assert label["y"] + label["height"] <= top + 0.5, output
+    download = page.locator("#edited a.download-link").first.get_attribute("href")
+    assert fetched(page, download).shape == (64, 64, 3)
+
+
+def upload_file(page, path: Path) -> None:
+    page.locator("#photo input[type=file]").set_input_files(str(path))
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

@@ -32,7 +32,9 @@ _WHERE = {
     "FastPathError": "rnri.gpu",
     "OFFLOAD_CHOICES": "rnri.gpu",
     "Resident": "rnri.editor.models",
+    "hub_reachable": "rnri.editor.models",
     "load_failure": "rnri.editor.models",
+    "model_limits": "rnri.editor.models",
     "open_model": "rnri.editor.models",
     "brush_layer": "rnri.editor.regions",
     "painted_region": "rnri.editor.regions",
@@ -108,10 +110,12 @@ __all__ = [
     "example_caching",
     "guidance_defaults",
     "image_size",
+    "hub_reachable",
     "load_failure",
     "load_layer",
     "load_photo",
     "not_applicable",
+    "model_limits",
     "open_model",
     "painted_region",
     "policy_for",
@@ -141,7 +145,7 @@ if TYPE_CHECKING:
         read_form,
         solver_settings,
     )
-    from rnri.editor.models import Resident, load_failure, open_model
+    from rnri.editor.models import Resident, hub_reachable, load_failure, model_limits, open_model
     from rnri.editor.process import LEVELS, configure_logging, share_cpu_politely
     from rnri.editor.regions import MAX_LAYERS, brush_layer, painted_region, read_region
     from rnri.editor.report import Report

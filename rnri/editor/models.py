@@ -1,24 +1,49 @@
 """Opening the model a front end runs on: load it, apply the fast path, and when it cannot be had, say why in one
-line and what to do, in the front end's own terms (``--model``), instead of the loaders' walls of text."""
+line and what to do, in the front end's own terms (``--model``), instead of the loaders' walls of text. Offline, that
+is known at once: the Hub is tried once (:func:`hub_reachable`) and, unreachable, only the local cache is read, instead
+of every file being retried for half a minute."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
+import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rnri.gpu import FastPath, FastPathError, apply_fast_path
-from rnri.loading import TINY, ModelLoadError, load_pipeline
+from rnri.loading import BUILTIN_MODELS, RANDOM_MODELS, TINY, TINY_TEACHER, ModelLoadError, load_pipeline
 
 log = logging.getLogger(__name__)
 WAYS_OUT = (
     "connect to the internet once so the weights are cached (about 2 GB), pass a local folder in diffusers layout "
     "with .safetensors weights (--model /path/to/model), or run the tiny demo model (--model tiny)"
 )
+HUB_PROBE_S = 3.0  # how long the Hub's server has to take a connection before it counts as unreachable
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")  # then the proxy decides: no probe
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a model built into rnri can draw, for a banner and the report's words."""
+
+    draws: str  # completes "this model ...": "only draws coloured shapes ..."
+    otherwise: str  # what becomes of a photo outside that
+
+
+SHAPES = Limits(
+    "only draws coloured shapes on plain, striped or checkered backgrounds (the world it learned, rnri/shapes)",
+    "any other photo comes back as coloured blobs",
+)
+NOISE = Limits("has random weights (an architecture for tests)", "every image it makes is noise")
+LIMITS = {TINY: SHAPES, TINY_TEACHER: SHAPES} | dict.fromkeys(RANDOM_MODELS, NOISE)
 
 
 @dataclass(frozen=True)
@@ -43,7 +68,7 @@ def open_model(
     model when it cannot be loaded (else ``ModelLoadError`` with the short reason)."""
     asked = model if lora is None else f"{model} + {lora}"
     try:
-        with no_loading_bars():
+        with no_loading_bars(), quiet_hub(model, lora):
             pipe, running = load_pipeline(model, device=device, lora=lora), asked
     except Exception as error:  # ModelLoadError above all, but no loading failure may stop the app starting
         failure = load_failure(model, error)
@@ -81,6 +106,64 @@ def no_loading_bars() -> Iterator[None]:
                 library.enable_progress_bar()
         if not downloads:
             hub.disable_progress_bars()
+
+
+def model_limits(model: str) -> Limits | None:
+    """What ``model`` (a name ``open_model`` reports as running) can draw, when that is not photos: the tiny shapes
+    models and the random-weight architectures; None for a model of real photos."""
+    return LIMITS.get(model)
+
+
+def from_hub(name: str | None) -> bool:
+    """Whether loading ``name`` asks the Hub: not a model built from the package, not a folder here."""
+    return name is not None and name not in BUILTIN_MODELS and not Path(name).expanduser().exists()
+
+
+def hub_reachable(timeout: float = HUB_PROBE_S) -> bool:
+    """Whether the Hugging Face Hub (``HF_ENDPOINT``) takes a connection within ``timeout`` seconds: False with
+    ``HF_HUB_OFFLINE`` set, True behind a proxy (which alone knows). Name lookup and connection both count (a lookup
+    that hangs is given up on)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return True
+    url = urlsplit(constants.ENDPOINT)
+    address = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+    answered: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(answered and answered[0])
+
+
+@contextmanager
+def quiet_hub(model: str, lora: str | None = None) -> Iterator[None]:
+    """Load without the Hub's noise: huggingface_hub's deprecation of an argument diffusers passes it (nothing a user
+    can act on) is not shown, and when the Hub cannot be reached (:func:`hub_reachable`, asked once, only if ``model``
+    or ``lora`` comes from it) its offline mode is on: files come from the local cache or fail at once, where each
+    request was retried for half a minute, a warning per try."""
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE
+    if not offline and (from_hub(model) or from_hub(lora)) and not hub_reachable():
+        log.info("the Hugging Face Hub cannot be reached: reading the local cache only")
+        constants.HF_HUB_OFFLINE = True
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks", category=UserWarning)
+            yield
+    finally:
+        constants.HF_HUB_OFFLINE = offline
 
 
 def speed_up(pipe: Any, fast: FastPath) -> list[str]:

@@ -1,5 +1,6 @@
-"""How a front end sets up its process: rnri's log lines at the level a person chose (``--log-level``), library
-notices that are not the user's business kept out of the console, and CPU threads that wait without spinning."""
+"""How a front end sets up its process: rnri's log lines at the level a person chose (``--log-level``) and CPU threads
+that wait without spinning. (Library notices that are not the user's business are kept out where they arise: the
+package's ``__init__`` and ``rnri.editor.models.quiet_hub``.)"""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ import logging
 import os
 
 LEVELS = ("debug", "info", "warning", "error")
-NOT_YOURS = (  # loggers whose notices say nothing a user of rnri can act on
-    "transformers.utils.import_utils",  # "CLIPImageProcessor requires torchvision": rnri uses no image processor
-)
 
 
 def configure_logging(level: str = "warning") -> None:
-    """Send rnri's log lines to stderr at ``level`` (one of ``LEVELS``); quiet ``NOT_YOURS`` above debug."""
+    """Send rnri's log lines to stderr at ``level`` (one of ``LEVELS``)."""
     if level not in LEVELS:
         raise ValueError(f"the log level must be one of {', '.join(LEVELS)}, got {level!r}")
     logger = logging.getLogger("rnri")
@@ -24,8 +22,6 @@ def configure_logging(level: str = "warning") -> None:
         logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
-    for name in NOT_YOURS:
-        logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
 
 
 def share_cpu_politely() -> None:

@@ -112,14 +112,23 @@ class Editor:
         self._shown[request.session] = _made_of(request)
         return self._edit_from(request, cached, reused)
 
-    def re_edit(self, request: EditRequest) -> EditResult | None:
-        """Edit from the cached inversion only; None when there is none or the session already shows this edit."""
-        key = self._key(request)
-        cached = self.cache.get(key)
-        if cached is None or self._shown.get(request.session) == _made_of(request):
+    def re_edit(
+        self, request: EditRequest, invert: bool = False, progress: Progress | None = None
+    ) -> EditResult | None:
+        """Edit unless the session already shows this edit: from the cached inversion, or, with ``invert``, inverting
+        first when there is none; None when there is nothing to do."""
+        cached = self.cache.get(self._key(request))
+        if self._shown.get(request.session) == _made_of(request) or (cached is None and not invert):
             return None
+        if cached is None:
+            return self.edit(request, progress)
         self._shown[request.session] = _made_of(request)
         return self._edit_from(request, cached, True)
+
+    def forget(self, session: str) -> None:
+        """The session's page shows no edit any more (a refused one cleared it): its next edit is made, whatever
+        it is."""
+        self._shown.pop(session, None)
 
     def inversion(self, request: EditRequest, progress: Progress | None = None) -> tuple[CachedInversion, bool]:
         """The session's cached inversion for ``request`` and whether it was cached; inverts when not.
