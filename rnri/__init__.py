@@ -32,6 +32,8 @@ _WHERE = {  # public name -> the module that defines it
     "load_inversion": "rnri.serialize",
     "save_inversion": "rnri.serialize",
     "saved_model": "rnri.serialize",
+    "negative_prompt_support": "rnri.support",
+    "steering_support": "rnri.support",
 }
 __all__ = [
     "BACKBONES",
@@ -50,9 +52,11 @@ __all__ = [
     "invert",
     "load_inversion",
     "load_pipeline",
+    "negative_prompt_support",
     "regenerate",
     "save_inversion",
     "saved_model",
+    "steering_support",
     "tiny_pipeline",
 ]
 __version__ = "0.1.0"
@@ -66,6 +70,7 @@ if TYPE_CHECKING:
     from rnri.serialize import load_inversion, save_inversion, saved_model
     from rnri.settings import InversionSettings
     from rnri.solvers import METHODS
+    from rnri.support import negative_prompt_support, steering_support
 
 
 __getattr__, __dir__ = attach(__name__, _WHERE)
