@@ -12,6 +12,11 @@ from typing import TYPE_CHECKING
 from rnri.lazy import attach
 
 _WHERE = {
+    "CAPTION_MODEL": "rnri.editor.caption",
+    "CaptionOptions": "rnri.editor.caption",
+    "Captioning": "rnri.editor.caption",
+    "Suggestion": "rnri.editor.caption",
+    "open_captioning": "rnri.editor.caption",
     "BoundedDict": "rnri.editor.cache",
     "CachedInversion": "rnri.editor.cache",
     "InversionCache": "rnri.editor.cache",
@@ -67,6 +72,7 @@ _WHERE = {
     "load_photo": "rnri.editor.uploads",
 }
 __all__ = [
+    "CAPTION_MODEL",
     "EDITOR_METHODS",
     "LEVELS",
     "LOOPBACK",
@@ -76,6 +82,8 @@ __all__ = [
     "OFFLOAD_CHOICES",
     "BoundedDict",
     "CachedInversion",
+    "CaptionOptions",
+    "Captioning",
     "Choices",
     "EditOptions",
     "EditRequest",
@@ -92,6 +100,7 @@ __all__ = [
     "Photo",
     "Report",
     "Resident",
+    "Suggestion",
     "WebGuard",
     "WebPolicy",
     "add_arguments",
@@ -108,6 +117,7 @@ __all__ = [
     "load_failure",
     "load_layer",
     "load_photo",
+    "open_captioning",
     "open_model",
     "painted_region",
     "policy_for",
@@ -125,6 +135,7 @@ __all__ = [
 if TYPE_CHECKING:
     from rnri.backbones import guidance_defaults, steps_defaults
     from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey, LatestRequest
+    from rnri.editor.caption import CAPTION_MODEL, Captioning, CaptionOptions, Suggestion, open_captioning
     from rnri.editor.form import EDITOR_METHODS, Choices, EditOptions, LocalEdit, controls, read_form, solver_settings
     from rnri.editor.models import Resident, load_failure, open_model
     from rnri.editor.process import LEVELS, configure_logging, share_cpu_politely
