@@ -12,6 +12,16 @@ from typing import TYPE_CHECKING
 from rnri.lazy import attach
 
 _WHERE = {
+    "Concept": "rnri.editor.steering",
+    "MAX_CONCEPTS": "rnri.editor.steering",
+    "Steering": "rnri.editor.steering",
+    "SteeringOptions": "rnri.editor.steering",
+    "concept_columns": "rnri.editor.steering",
+    "read_concepts": "rnri.editor.steering",
+    "read_steering": "rnri.editor.steering",
+    "steering_available": "rnri.editor.steering",
+    "steering_controls": "rnri.editor.steering",
+    "Support": "rnri.support",
     "CAPTION_MODEL": "rnri.editor.caption",
     "CaptionOptions": "rnri.editor.caption",
     "Captioning": "rnri.editor.caption",
@@ -76,6 +86,7 @@ __all__ = [
     "EDITOR_METHODS",
     "LEVELS",
     "LOOPBACK",
+    "MAX_CONCEPTS",
     "MAX_LAYERS",
     "MAX_PIXELS",
     "MAX_SIDE",
@@ -85,6 +96,7 @@ __all__ = [
     "CaptionOptions",
     "Captioning",
     "Choices",
+    "Concept",
     "EditOptions",
     "EditRequest",
     "EditResult",
@@ -100,18 +112,22 @@ __all__ = [
     "Photo",
     "Report",
     "Resident",
+    "Steering",
+    "SteeringOptions",
     "Suggestion",
+    "Support",
     "WebGuard",
     "WebPolicy",
     "add_arguments",
     "brush_layer",
     "clean_prompt",
     "client_of",
+    "concept_columns",
     "configure_logging",
     "controls",
     "describe_options",
-    "explain_option",
     "example_caching",
+    "explain_option",
     "guidance_defaults",
     "image_size",
     "load_failure",
@@ -121,12 +137,16 @@ __all__ = [
     "open_model",
     "painted_region",
     "policy_for",
+    "read_concepts",
     "read_form",
     "read_options",
     "read_region",
+    "read_steering",
     "settings_of",
     "share_cpu_politely",
     "solver_settings",
+    "steering_available",
+    "steering_controls",
     "steps_defaults",
     "use_run_folder",
     "with_method",
@@ -143,6 +163,17 @@ if TYPE_CHECKING:
     from rnri.editor.report import Report
     from rnri.editor.scratch import use_run_folder
     from rnri.editor.service import Editor, EditRequest, EditResult
+    from rnri.editor.steering import (
+        MAX_CONCEPTS,
+        Concept,
+        Steering,
+        SteeringOptions,
+        concept_columns,
+        read_concepts,
+        read_steering,
+        steering_available,
+        steering_controls,
+    )
     from rnri.editor.uploads import (
         MAX_PIXELS,
         MAX_SIDE,
@@ -161,5 +192,6 @@ if TYPE_CHECKING:
     from rnri.options import read as read_options
     from rnri.settings import with_method
     from rnri.spaces_support import example_caching
+    from rnri.support import Support
 
 __getattr__, __dir__ = attach(__name__, _WHERE)

@@ -28,12 +28,14 @@ from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, Inve
 from rnri.editor.form import Choices, LocalEdit
 from rnri.editor.regions import background_psnr, overlay, region_of
 from rnri.editor.report import Report, report_of
-from rnri.editor.uploads import Photo
+from rnri.editor.steering import Steering, refuse_unsupported
+from rnri.editor.uploads import InputError, Photo
 from rnri.images import psnr
 from rnri.settings import InversionSettings
 from rnri.spaces_support import gpu_task
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all) of the inversion
+PLAIN = Steering()  # an edit steered by its target prompt alone
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class EditRequest:
     target: str  # what it should become
     choices: Choices  # the inversion's settings, the edit's guidance, the local edit
     session: str = "local"  # whose cache entries these are
+    steering: Steering = PLAIN  # negative prompt, concepts, attention control (rnri.editor.steering)
 
     @property
     def settings(self) -> InversionSettings:
@@ -107,18 +110,27 @@ class Editor:
 
     def edit(self, request: EditRequest, progress: Progress | None = None) -> EditResult:
         """Edit, inverting first unless this session's cache has the inversion."""
+        self.check_steering(request)
         cached, reused = self.inversion(request, progress)
         self._shown[request.session] = _made_of(request)
         return self._edit_from(request, cached, reused)
 
     def re_edit(self, request: EditRequest) -> EditResult | None:
         """Edit from the cached inversion only; None when there is none or the session already shows this edit."""
+        self.check_steering(request)
         key = self._key(request)
         cached = self.cache.get(key)
         if cached is None or self._shown.get(request.session) == _made_of(request):
             return None
         self._shown[request.session] = _made_of(request)
         return self._edit_from(request, cached, True)
+
+    def check_steering(self, request: EditRequest) -> None:
+        """``InputError`` with the reason where the request's steering has no place on this pipeline (before any
+        work is done)."""
+        refuse_unsupported(request.steering, self.pipe, request.choices.edit_guidance)
+        if request.steering.control is not None and not request.source:
+            raise InputError("Attention control reuses the photo's attention under its source prompt: describe it.")
 
     def inversion(self, request: EditRequest, progress: Progress | None = None) -> tuple[CachedInversion, bool]:
         """The session's cached inversion for ``request`` and whether it was cached; inverts when not.
@@ -159,16 +171,16 @@ class Editor:
         return CachedInversion(inv, reconstruction, psnr(photo.image, reconstruction), cost, rebuild, tuple(notices))
 
     def regenerate_photo(
-        self, inv: Inversion, target: str, guidance: float, mask: Any, local: LocalEdit
+        self, inv: Inversion, target: str, guidance: float, mask: Any, local: LocalEdit, steering: Steering = PLAIN
     ) -> tuple[Image.Image, Image.Image | None, Measured, list[str]]:
-        """The edit under ``target`` where ``mask`` lets it act (a region, ``"auto"``: estimated now, None: all);
-        the automatic mask when estimated now, the cost and the notices."""
+        """The edit under ``target`` where ``mask`` lets it act (a region, ``"auto"``: estimated now, None: all),
+        steered by ``steering``; the automatic mask when estimated now, the cost and the notices."""
         notices: list[str] = []
         estimated = None
         with self._lock, caught(notices, "Target prompt"), measure(self.pipe.unet) as cost:
             if isinstance(mask, str):
                 mask = estimated = auto_mask(self.pipe, inv, target, guidance_scale=guidance)
-            kwargs = dict(guidance_scale=guidance, mask=mask, blend=local.blend)
+            kwargs = dict(guidance_scale=guidance, mask=mask, blend=local.blend, **steering.regenerate_kwargs())
             edited = regenerate(self.pipe, inv, target, **kwargs)
         return edited, estimated, cost, notices
 
@@ -184,9 +196,12 @@ class Editor:
         iterations = getattr(settings.solver, "iterations", 1)
         return gpu_seconds(steps * (3 + 2 * iterations), photo.image.size, self._guided(settings.guidance_scale))
 
-    def edit_lease(self, inv: Inversion, target: str, guidance: float, mask: Any, local: LocalEdit) -> int:
-        """GPU seconds for :meth:`regenerate_photo`: the regeneration, and the automatic mask's estimate first."""
-        steps = inv.num_inference_steps * (2 if isinstance(mask, str) else 1)
+    def edit_lease(
+        self, inv: Inversion, target: str, guidance: float, mask: Any, local: LocalEdit, steering: Steering = PLAIN
+    ) -> int:
+        """GPU seconds for :meth:`regenerate_photo`: the regeneration (each of its UNet calls over the steering's
+        branches), and the automatic mask's estimate first."""
+        steps = inv.num_inference_steps * (steering.branches + (1 if isinstance(mask, str) else 0))
         return gpu_seconds(steps + 1, _image_size(inv), self._guided(guidance))
 
     def mask_lease(self, inv: Inversion, target: str, guidance: float) -> int:
@@ -208,7 +223,9 @@ class Editor:
     def _edit_from(self, request: EditRequest, cached: CachedInversion, reused: bool) -> EditResult:
         mask, how = _mask_for(request, cached)
         guidance, target = request.choices.edit_guidance, request.target
-        image, estimated, cost, notes = self.regenerate_photo(cached.inversion, target, guidance, mask, request.local)
+        image, estimated, cost, notes = self.regenerate_photo(
+            cached.inversion, target, guidance, mask, request.local, request.steering
+        )
         if estimated is not None:
             cached.auto_masks[(request.target, guidance)] = estimated
             mask = estimated
@@ -235,7 +252,7 @@ def _mask_for(request: EditRequest, cached: CachedInversion) -> tuple[Any, str]:
 def _made_of(request: EditRequest) -> tuple:
     """What an edit depends on, to tell whether a live re-edit would show what the page shows already."""
     painted = None if request.painted is None else hash(request.painted.numpy().tobytes())
-    return request.photo.digest, painted, request.source, request.target, request.choices
+    return request.photo.digest, painted, request.source, request.target, request.choices, request.steering
 
 
 @contextmanager
