@@ -71,8 +71,9 @@ class EditResult:
 
 
 # How long ZeroGPU lends a GPU to one call: the work it will do, at a pace measured on an H200 (a 512x512 inversion
-# of 13 forwards took 0.52 s in fp16, docs/results.md: 0.04 s a forward), four times over for a slice of the card or
-# a busy neighbour, plus the pipeline's move to a freshly lent GPU. A shorter lease queues sooner on ZeroGPU.
+# of 13 forwards took 0.52 s in fp16, docs/results.md: 0.04 s a forward), four times over for a slice of the card
+# (ZeroGPU's default since 2026: half an RTX Pro 6000 Blackwell, unmeasured) or a busy neighbour, plus the pipeline's
+# move to a freshly lent GPU. A shorter lease queues sooner on ZeroGPU.
 SECONDS_PER_FORWARD, LEASE_MARGIN, LEASE_OVERHEAD_S, MAX_LEASE_S = 0.04, 4, 10, 120
 
 
