@@ -34,11 +34,11 @@ def paired_bootstrap(
 ) -> PairedDifference:
     """The mean of ``b - a`` over edits (each of shape (n,), ``photos`` the photo of each edit), with a 95% interval
     from resampling photos with replacement; a seeded generator, so the same inputs give the same interval."""
-    delta = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    photos = np.asarray(photos)
-    if not (delta.shape == photos.shape and delta.ndim == 1 and len(delta)):
+    a, b, photos = np.asarray(a, dtype=float), np.asarray(b, dtype=float), np.asarray(photos)
+    if not (a.shape == b.shape == photos.shape and a.ndim == 1 and len(a)):
         shapes = f"{np.shape(a)}, {np.shape(b)}, {photos.shape}"
         raise ValueError(f"a, b and photos must be 1-d of one length, got {shapes}")
+    delta = b - a
     ids, index = np.unique(photos, return_inverse=True)
     sums, counts = np.bincount(index, weights=delta), np.bincount(index)
     draws = np.random.default_rng(seed).integers(len(ids), size=(resamples, len(ids)))  # photos drawn per resample
