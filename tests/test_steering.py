@@ -48,7 +48,7 @@ def test_every_steering_setting_is_described_once_and_named_apart_from_the_form(
 def test_the_defaults_steer_nothing_and_values_become_the_apis_objects(pipe):
     assert ed.read_steering({}, pipe, 8.5) == ed.Steering()
     assert ed.Steering().regenerate_kwargs() == {"negative_prompt": None, "control": None, "directions": None}
-    values = {"attention_control": True, "self_fraction": 0.25, "injection": "keys and values", "alignment": "replace",
+    values = {"attention_control": True, "self_fraction": 0.25, "injection": "keys-values", "alignment": "replace",
               "local_blend": False, "concept_threshold": 0.8, "concept_warmup": 0.25}  # fmt: skip
     rows = [["blue", 1.5, "add"], {"text": "red", "strength": 0.5, "mode": "remove"}, ["", 1, "add"], ["x", 0, "add"]]
     steering = ed.read_steering(values, pipe, 8.5, rows)
@@ -65,7 +65,7 @@ def test_the_defaults_steer_nothing_and_values_become_the_apis_objects(pipe):
     "values, rows, words",
     [
         ({"self_fraction": 2}, None, "Layout kept must be a number from 0 to 1"),
-        ({"injection": "values"}, None, "Self-attention from the photo must be one of maps, keys and values"),
+        ({"injection": "values"}, None, "Self-attention from the photo must be one of maps, keys-values"),
         ({"concept_threshold": 1}, None, "Concept mask must be a number from 0 to 0.99"),
         ({}, [["blue", "lots", "add"]], "Concept 1: Strength must be a number"),
         ({}, [["blue", 1, "add"], ["red", 1, "swap"]], "Concept 2: Add or remove must be one of add, remove"),

@@ -28,7 +28,7 @@ from rnri.options import Setting, check, option, settings_of
 from rnri.support import Support, negative_prompt_support, steering_support
 
 ADD, REMOVE = "add", "remove"
-INJECTIONS = {"maps": inject_maps, "keys and values": inject_keys_values}  # the names a person picks, once
+INJECTIONS = {"maps": inject_maps, "keys-values": inject_keys_values}  # the names a person picks, once
 ALIGNMENTS = {"refine": refine, "replace": replace}
 MAX_CONCEPTS = 6  # each concept is one more item of every UNet call of the edit (and the reference one more)
 CONTROL_FIELDS = ("self_fraction", "cross_fraction", "local_blend", "blend_threshold", "blend_dilation", "blend_start")
@@ -58,8 +58,8 @@ class SteeringOptions:
         False, "Attention control", "Keep the photo's layout: the edit reuses its attention (Prompt-to-Prompt)."
     )
     injection: str = option(
-        "maps", "Self-attention from the photo", "maps: its attention maps on the edit's values (P2P); keys and "
-        "values: its keys and values too (MasaCtrl), which carries more of its look.", choices=tuple(INJECTIONS),
+        "maps", "Self-attention from the photo", "maps: its attention maps on the edit's values (P2P); keys-values: "
+        "its keys and values too (MasaCtrl), which carries more of its look.", choices=tuple(INJECTIONS),
     )  # fmt: skip
     alignment: str = option(
         "refine", "Word alignment", "refine: only words both prompts share keep the photo's attention; replace: a "
