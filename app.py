@@ -86,7 +86,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--model",
         default=env("RNRI_MODEL", rnri.DEFAULT_MODEL),
-        help="Hub id or folder of an LCM, Stable Diffusion (1.5, 2.x, XL) or Turbo model, or 'tiny' (%(default)s)",
+        help="Hub id or folder of an LCM, Stable Diffusion (1.5, 2.x, XL), Turbo or FLUX.1 model, or 'tiny' "
+        "(%(default)s)",
     )
     p.add_argument("--lora", default=env("RNRI_LORA"), help="an LCM-LoRA (Hub id or folder) fused into --model")
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", HOST), help="address to bind (%(default)s)")
@@ -292,9 +293,11 @@ def progress_of(progress: gr.Progress):
     return lambda done, total: progress((done, total), desc="Inverting", unit="steps")
 
 
-def widget(name: str, setting: Any) -> gr.components.Component:
-    """The control of one setting, as its description says: a checkbox, a choice, a slider or a number box."""
-    opt, common = setting.option, dict(label=setting.option.label, info=setting.option.help, elem_id=name)
+def widget(name: str, setting: Any, fixed: str | None = None) -> gr.components.Component:
+    """The control of one setting, as its description says: a checkbox, a choice, a slider or a number box; with
+    ``fixed`` (why the model does not use it), shown at its default and not editable."""
+    opt, common = setting.option, dict(label=setting.option.label, info=fixed or setting.option.help, elem_id=name)
+    common |= {"interactive": False} if fixed else {}
     if setting.kind is bool:
         return gr.Checkbox(setting.default, **common)
     if opt.choices:
@@ -421,7 +424,7 @@ class PainterGuard:
 def controls_of(resident: ed.Resident) -> tuple[gr.ImageEditor, dict[str, gr.components.Component]]:
     """The brush over the photo and the settings' controls in their accordions, by the ``/edit`` parameter names in
     the order offered (and the two mask buttons)."""
-    offered, made = ed.controls(resident.pipe), {}
+    offered, fixed, made = ed.controls(resident.pipe), ed.not_applicable(resident.pipe), {}
     # Open: Gradio's image editor drops the first change it reports; mounted from the start that is the photo
     # arriving, whereas mounted later (a closed accordion opened) it was the user's first stroke, lost.
     with gr.Accordion("Local edit: paint where the photo may change", open=True, elem_id="local-edit"):
@@ -433,9 +436,9 @@ def controls_of(resident: ed.Resident) -> tuple[gr.ImageEditor, dict[str, gr.com
         with gr.Row():
             made["clear"] = gr.Button("Clear mask", size="sm", elem_id="clear-mask")
             made["paint_auto"] = gr.Button("Paint over the automatic mask", size="sm", elem_id="paint-auto")
-        made |= {name: widget(name, setting) for name, setting in offered.items() if name in LOCAL}
+        made |= {name: widget(name, setting, fixed.get(name)) for name, setting in offered.items() if name in LOCAL}
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
-        made |= {name: widget(name, setting) for name, setting in offered.items() if name not in LOCAL}
+        made |= {name: widget(name, s, fixed.get(name)) for name, s in offered.items() if name not in LOCAL}
     return painter, {name: made[name] for name in ("clear", "paint_auto", *offered)}
 
 

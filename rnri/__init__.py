@@ -1,5 +1,5 @@
 """rnri: real-time image inversion and editing on diffusion models (Regularized Newton-Raphson): LCM and LCM-LoRA,
-Stable Diffusion 1.5 / 2.x / SDXL with DDIM, SD-Turbo and SDXL-Turbo.
+Stable Diffusion 1.5 / 2.x / SDXL with DDIM, SD-Turbo and SDXL-Turbo, FLUX.1-schnell and -dev.
 
 The names below are imported on first use (PEP 562), so that ``import rnri`` (and ``rnri --help``) does not load
 torch and diffusers before anything needs them.
@@ -16,6 +16,7 @@ _WHERE = {  # public name -> the module that defines it
     "auto_mask": "rnri.api",
     "invert": "rnri.api",
     "regenerate": "rnri.api",
+    "stock_latents": "rnri.api",
     "InversionError": "rnri.inversion",
     "BACKBONES": "rnri.backbones",
     "Backbone": "rnri.backbones",
@@ -57,12 +58,13 @@ __all__ = [
     "save_inversion",
     "saved_model",
     "steering_support",
+    "stock_latents",
     "tiny_pipeline",
 ]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from rnri.api import Inversion, auto_mask, invert, regenerate
+    from rnri.api import Inversion, auto_mask, invert, regenerate, stock_latents
     from rnri.backbones import BACKBONES, DEFAULT_MODEL, Backbone, backbone_of, default_guidance
     from rnri.inversion import InversionError
     from rnri.loading import BUILTIN_MODELS, ModelLoadError, load_pipeline, tiny_pipeline

@@ -1,9 +1,11 @@
 """Turning a stock diffusers pipeline into the step maps and noise predictor of the math layer.
 
-Pipelines: ``LatentConsistencyModelPipeline``, ``StableDiffusionPipeline`` and ``StableDiffusionXLPipeline`` (as
-``from_pretrained`` or ``AutoPipelineForText2Image`` make them). The chain family follows from the scheduler
-(:data:`SCHEDULER_CHAINS`); guidance from the UNet: an LCM guidance embedding where the UNet takes one
-(``time_cond_proj_dim``), else classifier-free guidance with both branches in one batched call.
+Pipelines: ``LatentConsistencyModelPipeline``, ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline`` and
+``FluxPipeline`` (as ``from_pretrained`` or ``AutoPipelineForText2Image`` make them). The chain family follows from the
+scheduler (:data:`SCHEDULER_CHAINS`); guidance from the UNet: an LCM guidance embedding where the UNet takes one
+(``time_cond_proj_dim``), else classifier-free guidance with both branches in one batched call. FLUX's transformer
+(its packed latents, its two text encoders, its embedded guidance) is adapted in :mod:`rnri.flux`; everything here
+that depends on the denoiser asks :func:`denoiser`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from diffusers import (
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
     LatentConsistencyModelPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
@@ -29,11 +33,12 @@ from diffusers.schedulers import LCMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from rnri import flux
 from rnri.chain import DDIMStep, EpsFn, EulerStep, LCMStep, Step
 from rnri.samplers.euler import ancestral_sigmas
 from rnri.samplers.vp import eps_from_v
 
-PIPELINES = (LatentConsistencyModelPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline)
+PIPELINES = (LatentConsistencyModelPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline, FluxPipeline)
 PREDICTION_TYPES = ("epsilon", "v_prediction")  # v is turned into eps before the chain sees it
 
 
@@ -42,6 +47,26 @@ def check_pipeline(pipe: Any) -> None:
     if not isinstance(pipe, PIPELINES):
         names = ", ".join(p.__name__ for p in PIPELINES)
         raise ValueError(f"rnri runs on {names} (or AutoPipelineForText2Image of those); got {type(pipe).__name__}")
+
+
+def denoiser(pipe: Any) -> torch.nn.Module:
+    """The network every step evaluates: the UNet, or FLUX's transformer (what hooks count and what is timed)."""
+    return pipe.transformer if flux.is_flux(pipe) else pipe.unet
+
+
+def latent_channels(pipe: Any) -> int:
+    """Channels of the latents rnri takes and gives, (B, C, h, w): 4 for Stable Diffusion's VAE, 16 for FLUX's."""
+    return pipe.transformer.config.in_channels // flux.PATCH**2 if flux.is_flux(pipe) else pipe.unet.config.in_channels
+
+
+def pixel_multiple(pipe: Any) -> int:
+    """Image sides must be multiples of this: the VAE's factor (8), times FLUX's 2x2 patches (16)."""
+    return pipe.image_processor.config.vae_scale_factor
+
+
+def latent_multiple(pipe: Any) -> int:
+    """Latent sides must be multiples of this: 1, or 2 for FLUX's 2x2 patches."""
+    return pixel_multiple(pipe) // pipe.vae_scale_factor
 
 
 # --- chains: the step maps of each scheduler -----------------------------------------------------------------
@@ -124,25 +149,32 @@ def euler_ancestral_steps(scheduler: EulerAncestralDiscreteScheduler, num_infere
     )
 
 
+def _any_size(make_steps: Callable[[Any, int], list[Step]]) -> Callable[..., list[Step]]:
+    """``make_steps`` of a schedule that is the same at every image size (all but FLUX's dynamic shift)."""
+    return lambda scheduler, num_inference_steps, latent_size=None: make_steps(scheduler, num_inference_steps)
+
+
 @dataclass(frozen=True)
 class ChainSpec:
     """A chain that a scheduler can run, as rnri step maps."""
 
     name: str  # the name ``rnri.invert(chain=...)`` takes and an ``Inversion`` records
-    make_steps: Callable[[Any, int], list[Step]]  # (scheduler, num_inference_steps) -> its step maps
+    make_steps: Callable[..., list[Step]]  # (scheduler, num_inference_steps, latent_size=None) -> its step maps;
+    # latent_size (h, w) matters only where the schedule shifts with the image's size (FLUX.1-dev)
     stochastic: bool  # injects the stock scheduler's noise draws, stored with the inversion
     corrects_noise: bool = True  # its steps inject noise that noise correction can re-solve
 
 
 # Per scheduler, the chains it runs; the first is the one the stock pipeline runs (and replays).
 SCHEDULER_CHAINS: dict[type, tuple[ChainSpec, ...]] = {
-    LCMScheduler: (ChainSpec("lcm", lcm_steps, True), ChainSpec("ddim", lcm_steps, False)),
-    DDIMScheduler: (ChainSpec("ddim", ddim_steps, False),),
+    LCMScheduler: (ChainSpec("lcm", _any_size(lcm_steps), True), ChainSpec("ddim", _any_size(lcm_steps), False)),
+    DDIMScheduler: (ChainSpec("ddim", _any_size(ddim_steps), False),),
     EulerAncestralDiscreteScheduler: (
-        ChainSpec("euler-ancestral", euler_ancestral_steps, True),
-        ChainSpec("euler", euler_ancestral_steps, False),
+        ChainSpec("euler-ancestral", _any_size(euler_ancestral_steps), True),
+        ChainSpec("euler", _any_size(euler_ancestral_steps), False),
     ),
-    EulerDiscreteScheduler: (ChainSpec("euler", euler_steps, False, corrects_noise=False),),
+    EulerDiscreteScheduler: (ChainSpec("euler", _any_size(euler_steps), False, corrects_noise=False),),
+    FlowMatchEulerDiscreteScheduler: (ChainSpec("flow", flux.flow_steps, False),),  # noise correction: samplers/flow
 }
 CHAINS = tuple(dict.fromkeys(spec.name for specs in SCHEDULER_CHAINS.values() for spec in specs))
 
@@ -183,7 +215,7 @@ def stock_noises(pipe: Any, shape: tuple[int, ...], seed: int, num_inference_ste
     dtype; the last step's draw (LCM: none; Euler ancestral: one scaled by ``sigma_up = 0``) is never used.
     """
     generator = torch.Generator().manual_seed(seed)
-    device, dtype = pipe._execution_device, pipe.unet.dtype
+    device, dtype = pipe._execution_device, denoiser(pipe).dtype
     return [
         randn_tensor(shape, generator=generator, device=device, dtype=dtype).float()
         for _ in range(num_inference_steps - 1)
@@ -201,8 +233,11 @@ def latents_scale(scheduler: Any, num_inference_steps: int) -> float:
     """``z_T = scale * latents``, where ``latents`` is what a stock pipeline takes as ``latents=``.
 
     The stock pipeline starts its scheduler at ``init_noise_sigma * latents`` and gives the UNet
-    ``scale_model_input`` of that: 1 on LCM and DDIM schedules, ``sigma_max / sqrt(1 + sigma_0^2)`` (or 1) on Euler's.
+    ``scale_model_input`` of that: 1 on LCM and DDIM schedules, ``sigma_max / sqrt(1 + sigma_0^2)`` (or 1) on Euler's;
+    1 on a flow (FLUX starts at ``latents`` itself).
     """
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        return 1.0
     scheduler = _fresh(scheduler, num_inference_steps)
     start = torch.tensor(1.0) * scheduler.init_noise_sigma
     return float(scheduler.scale_model_input(start, scheduler.timesteps[0]))
@@ -237,9 +272,14 @@ def prompt_embeddings(
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
-    options = {"device": pipe._execution_device, "num_images_per_prompt": 1, "do_classifier_free_guidance": negative}
-    with torch.no_grad():  # SD and LCM: 2 tensors; SDXL: 4, the pooled ones added (zeros for no negative prompt)
-        encoded = pipe.encode_prompt(prompt, negative_prompt=negative_prompt, **options)
+    options = {"device": pipe._execution_device, "num_images_per_prompt": 1}
+    with torch.no_grad():
+        if flux.is_flux(pipe):  # T5's hidden states, CLIP's pooled embedding (and zero text ids, made again later)
+            text, pooled, _ = pipe.encode_prompt(prompt, max_sequence_length=max_sequence_length(pipe), **options)
+            encoded = (text, None, pooled)
+        else:  # SD and LCM: 2 tensors; SDXL: 4, the pooled ones added (zeros for no negative prompt)
+            cfg = {"do_classifier_free_guidance": negative, "negative_prompt": negative_prompt}
+            encoded = pipe.encode_prompt(prompt, **cfg, **options)
     cache[key] = PromptEmbeddings(*encoded)  # the negatives are None without guidance
     while len(cache) > PROMPT_CACHE_SIZE:
         cache.popitem(last=False)
@@ -251,8 +291,17 @@ def encode_prompt(pipe: Any, prompt: str) -> torch.Tensor:
     return prompt_embeddings(pipe, prompt).text
 
 
+def max_sequence_length(pipe: Any) -> int:
+    """The T5 tokens a FLUX prompt is padded (and cut) to: the backbone's (schnell 256, dev 512)."""
+    from rnri.backbones import backbone_of  # backbones asks this module what a pipeline is
+
+    return backbone_of(pipe).max_sequence_length
+
+
 def prompt_overflow(pipe: Any, prompt: str) -> int:
-    """How many of ``prompt``'s tokens the text encoder cannot take (0 when it fits)."""
+    """How many of ``prompt``'s tokens the text encoder cannot take (0 when it fits); FLUX's is T5's."""
+    if flux.is_flux(pipe):
+        return max(0, len(pipe.tokenizer_2(prompt, truncation=False).input_ids) - max_sequence_length(pipe))
     tokens = pipe.tokenizer(prompt, truncation=False).input_ids
     return max(0, len(tokens) - pipe.tokenizer.model_max_length)
 
@@ -265,8 +314,9 @@ def guidance_embedding(pipe: Any, guidance_scale: float) -> torch.Tensor:
 
 
 def embeds_guidance(pipe: Any) -> bool:
-    """Whether the UNet takes guidance as an embedding (an LCM); otherwise guidance is classifier-free."""
-    return pipe.unet.config.time_cond_proj_dim is not None
+    """Whether the UNet takes guidance as an LCM's embedding; otherwise guidance is classifier-free (False for FLUX,
+    whose transformer has its own kind of guidance embedding, :func:`rnri.flux.embedded_guidance`)."""
+    return not flux.is_flux(pipe) and pipe.unet.config.time_cond_proj_dim is not None
 
 
 @dataclass(frozen=True)
@@ -375,10 +425,22 @@ def prompt_eps_fn(
     negative_prompt: str | None = None,
 ) -> EpsFn:
     """``eps(z, t)`` under ``prompt`` at ``guidance_scale`` for latents of ``latent_size = (h, w)``; a list of
-    prompts conditions a batch, item by item; ``negative_prompt``: CFG's unconditional branch (None: the empty one)."""
+    prompts conditions a batch, item by item; ``negative_prompt``: CFG's unconditional branch (None: the empty one).
+    On FLUX, the velocity ``v(z, t)`` that the flow chain steps with."""
+    if flux.is_flux(pipe):
+        return flux.velocity_fn(pipe, flux_conditioning(pipe, prompt, guidance_scale), latent_size)
     if isinstance(prompt, str):
         return unet_eps(pipe, conditioning(pipe, prompt, guidance_scale, latent_size, negative_prompt))
     return unet_eps(pipe, batch_conditioning(pipe, prompt, guidance_scale, latent_size, negative_prompt))
+
+
+def flux_conditioning(pipe: Any, prompt: str | list[str], guidance_scale: float) -> flux.FluxConditioning:
+    """FLUX's conditioning for a prompt, or a batch's prompts item by item (each padded to one length)."""
+    guidance = flux.embedded_guidance(pipe, guidance_scale)
+    encoded = [prompt_embeddings(pipe, text) for text in ([prompt] if isinstance(prompt, str) else prompt)]
+    return flux.FluxConditioning(
+        torch.cat([e.text for e in encoded]), torch.cat([e.pooled for e in encoded]), guidance
+    )
 
 
 def unet_eps_fn(pipe: Any, prompt_embeds: torch.Tensor, w_emb: torch.Tensor | None) -> EpsFn:
@@ -404,21 +466,29 @@ def _vae_precision(pipe: Any) -> Iterator[torch.dtype]:
             vae.to(torch.float16)
 
 
+def _vae_shift(pipe: Any) -> float:
+    """The VAE's ``shift_factor``: FLUX's latents are centred on it before scaling; 0 for Stable Diffusion's."""
+    return pipe.vae.config.get("shift_factor") or 0.0
+
+
 @torch.no_grad()
 def encode_image(pipe: Any, image: Image.Image) -> torch.Tensor:
-    """Deterministic latents (1, 4, H/8, W/8) of an RGB image: the posterior mean times the VAE scaling factor."""
+    """Deterministic latents (1, C, H/8, W/8) of an RGB image: the posterior mean, less the VAE's shift factor
+    (FLUX's), times its scaling factor."""
     with _vae_precision(pipe) as dtype:
         pixels = pipe.image_processor.preprocess(image).to(device=pipe._execution_device, dtype=dtype)
-        latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+        mean = pipe.vae.encode(pixels).latent_dist.mean
+        latents = (mean - _vae_shift(pipe)) * pipe.vae.config.scaling_factor
     return latents.float().contiguous()  # conv outputs can come channels-last; a saved inversion loads contiguous
 
 
 @torch.no_grad()
 def decode_latents(pipe: Any, latents: torch.Tensor) -> Image.Image:
-    """The RGB image of clean latents (1, 4, h, w); runs the pipeline's safety checker when it has one.
+    """The RGB image of clean latents (1, C, h, w); runs the pipeline's safety checker when it has one.
     ``ValueError`` where the decoded pixels are not all finite."""
     with _vae_precision(pipe) as dtype:
-        pixels = pipe.vae.decode(latents.to(dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        unscaled = latents.to(dtype) / pipe.vae.config.scaling_factor + _vae_shift(pipe)
+        pixels = pipe.vae.decode(unscaled, return_dict=False)[0]
     if not torch.isfinite(pixels).all():  # postprocessing would write them as black pixels, silently
         raise ValueError("the decoded image has NaN or infinite values (the chain diverged); no image was made")
     nsfw = None
@@ -431,6 +501,14 @@ def decode_latents(pipe: Any, latents: torch.Tensor) -> Image.Image:
 
 
 def native_resolution(pipe: Any) -> int:
-    """The long side, in pixels, of the images the UNet was built for."""
+    """The long side, in pixels, of the images the denoiser was built for (FLUX: its pipeline's default size)."""
+    if flux.is_flux(pipe):
+        return pipe.default_sample_size * pipe.vae_scale_factor
     size = pipe.unet.config.sample_size
     return (size if isinstance(size, int) else max(size)) * pipe.vae_scale_factor
+
+
+def stock_latents(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+    """A start latent (B, C, h, w) in the form the stock pipeline takes as ``latents=``: FLUX's packed into 2x2
+    patches, (B, h w / 4, 4 C); every other pipeline's as it is."""
+    return flux.stock_latents(latents) if flux.is_flux(pipe) else latents

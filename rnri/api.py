@@ -1,7 +1,7 @@
 """The public API: ``invert`` a photo on a stock diffusers pipeline, ``regenerate`` it under any prompt (DESIGN.md s5).
 
 Pipelines: LCM (and LCM-LoRA), Stable Diffusion 1.5 / 2.x / SDXL with DDIM, SD-Turbo and SDXL-Turbo with Euler
-schedulers; defaults per backbone in ``rnri.backbones``.
+schedulers, FLUX.1-schnell and -dev on their rectified flow; defaults per backbone in ``rnri.backbones``.
 """
 
 from __future__ import annotations
@@ -37,25 +37,25 @@ from rnri.masks import (
 from rnri.solvers import make_config
 from rnri.support import negative_prompt_support, steering_support
 
-CHAINS = adapter.CHAINS  # "lcm", "ddim", "euler-ancestral", "euler"; which a pipeline runs: its scheduler's
-Pipeline = Any  # a stock LatentConsistencyModelPipeline, StableDiffusionPipeline or StableDiffusionXLPipeline
+CHAINS = adapter.CHAINS  # "lcm", "ddim", "euler-ancestral", "euler", "flow"; which a pipeline runs: its scheduler's
+Pipeline = Any  # a stock LatentConsistencyModelPipeline, StableDiffusion(XL)Pipeline or FluxPipeline
 
 
 @dataclass
 class Inversion:
     """Everything regeneration needs, and what the inversion cost."""
 
-    latents: torch.Tensor  # z_T, the start latent as a stock pipeline takes it (latents=), (1, 4, h, w), float32
+    latents: torch.Tensor  # z_T, the start latent, (1, C, h, w), float32: as a stock pipeline takes it (latents=),
+    # but FLUX's is unpacked (stock_latents packs it)
     noises: list[torch.Tensor | None]  # n_i per step; None where the step uses eps (deterministic) or is last
-    timesteps: list[int]  # the inverted steps' timesteps, noisiest first
+    timesteps: list[int] | list[float]  # the inverted steps' timesteps, noisiest first (a flow's: 1000 sigma)
     num_inference_steps: int  # the schedule the timesteps come from (more than len(timesteps) when strength < 1)
     guidance_scale: float
     method: str
-    chain: str  # one of CHAINS: "lcm", "ddim", "euler-ancestral" or "euler"
+    chain: str  # one of CHAINS: "lcm", "ddim", "euler-ancestral", "euler" or "flow"
     residuals: list[list[float]]  # per step (chain order), per iterate: ||S_i(z) - y|| / ||y||
-    unet_forwards: (
-        int  # counted by hooks on the UNet; in a batch, the calls on the whole batch (each item's evaluations)
-    )
+    unet_forwards: int  # counted by hooks on the UNet (FLUX: the transformer); in a batch, the calls on the whole
+    # batch (each item's evaluations)
     unet_backwards: int
     trajectory: list[torch.Tensor] = field(repr=False)  # the chain's latents [z_T, ..., clean], as the UNet sees them
     seed: int | None = None  # a stock pipeline call with this seed replays the chain; None when it cannot
@@ -103,14 +103,20 @@ def _batch_seeds(seed: int | Sequence[int], items: int) -> list[int]:
 def _start_latents(
     pipe: Pipeline, image: Any, latents: torch.Tensor | None, resolution: int, items: int | None
 ) -> tuple[torch.Tensor, list[Image.Image | None]]:
-    """z0 (B, 4, h, w) and each item's input as RGB (None for latents); ``items``: a batch's size, None for one."""
+    """z0 (B, C, h, w) and each item's input as RGB (None for latents); ``items``: a batch's size, None for one."""
     if (image is None) == (latents is None):
         raise ValueError("give exactly one of image= or latents=")
     if latents is not None:
-        size, channels = 1 if items is None else items, pipe.unet.config.in_channels
+        size, channels, multiple = (
+            1 if items is None else items,
+            adapter.latent_channels(pipe),
+            adapter.latent_multiple(pipe),
+        )
         if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[:2] != (size, channels):
             shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"latents must be a tensor of shape ({size}, {channels}, h, w), got {shape}")
+        if latents.shape[-2] % multiple or latents.shape[-1] % multiple:
+            raise ValueError(f"latents' h and w must be multiples of {multiple} here, got {tuple(latents.shape)}")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or infinite values")
         return latents.to(device=pipe._execution_device, dtype=torch.float32), [None] * size
@@ -121,7 +127,8 @@ def _start_latents(
             raise ValueError(f"image must be a PIL image, got {type(im).__name__}{hint}")
     rgbs = [to_rgb(im) for im in images]
     fit = [
-        rgb.resize(fit_size(*rgb.size, resolution, pipe.vae_scale_factor), Image.Resampling.LANCZOS) for rgb in rgbs
+        rgb.resize(fit_size(*rgb.size, resolution, adapter.pixel_multiple(pipe)), Image.Resampling.LANCZOS)
+        for rgb in rgbs
     ]
     if len({im.size for im in fit}) > 1:
         sizes = sorted({im.size for im in fit})
@@ -131,7 +138,7 @@ def _start_latents(
 
 def _batch_images(image: Any, items: int) -> list[Any]:
     if isinstance(image, Image.Image) or not isinstance(image, Sequence) or len(image) != items:
-        raise ValueError(f"a batch takes a list of {items} images, one per prompt, or latents ({items}, 4, h, w)")
+        raise ValueError(f"a batch takes a list of {items} images, one per prompt, or latents ({items}, C, h, w)")
     return list(image)
 
 
@@ -165,9 +172,11 @@ def invert(
     ("" inverts unconditionally, as LEdits++ allows; a prompt that describes the image keeps more of it).
 
     image: a PIL image of any size and mode, fitted to ``resolution`` (default: the backbone's, else the model's
-    native size) with the aspect ratio kept. latents: (1, 4, h, w), already scaled by the VAE scaling factor.
+    native size) with the aspect ratio kept. latents: (1, C, h, w), already scaled by the VAE scaling factor
+    (C = 4; FLUX: 16, unpacked, ``(mean - shift_factor) * scaling_factor``, h and w even).
     num_inference_steps and guidance_scale default to the backbone's (``rnri.backbone_of(pipe)``: LCM 4 and 8.5,
-    Stable Diffusion 50 and 1, Turbo 4 and 0). chain: one the scheduler runs (default: the stock pipeline's).
+    Stable Diffusion 50 and 1, Turbo 4 and 0, FLUX.1-schnell 4 and 0, FLUX.1-dev 28 and 3.5). chain: one the
+    scheduler runs (default: the stock pipeline's).
     strength in (0, 1]: the fraction of the chain to invert (the last steps). noise_correction: store the noises
     that make every step but the last exact (ReNoise's correction); None, the default: on where the chain injects
     noise (LCM, Euler ancestral), chosen on the ShapeEdit benchmark (docs/solver-choice.md). It gives up replay by
@@ -175,7 +184,7 @@ def invert(
     ``solver_options`` go to the method.
 
     A batch: a list of prompts, one per item, with a list of as many images (fitting to one size) or latents
-    (B, 4, h, w), and one seed for every item or a list of them. Returns a list of Inversions, each the item's own
+    (B, C, h, w), and one seed for every item or a list of them. Returns a list of Inversions, each the item's own
     single call's (to float tolerance): the items are solved together, every UNet call on the whole batch, and
     every step size and choice of the solver per item.
     """
@@ -195,13 +204,13 @@ def invert(
         _check_prompt(pipe, text, allow_empty=True)
     resolution = _resolution(pipe, backbone, resolution)
     z0, sources = _start_latents(pipe, image, latents, resolution, len(prompts) if batch else None)
-    steps = spec.make_steps(pipe.scheduler, num_inference_steps)
+    steps = spec.make_steps(pipe.scheduler, num_inference_steps, tuple(z0.shape[-2:]))
     start = num_inference_steps - max(1, round(strength * num_inference_steps))
     shape = (1, *z0.shape[1:])
     draws = adapter.batch_noises(pipe, shape, seeds, num_inference_steps) if spec.stochastic else []
     noises = [draws[i] if draws and not s.is_last else None for i, s in enumerate(steps)][start:]
     eps_fn = adapter.prompt_eps_fn(pipe, prompts if batch else prompt, guidance_scale, tuple(z0.shape[-2:]))
-    with count_unet_calls(pipe.unet) as calls:
+    with count_unet_calls(adapter.denoiser(pipe)) as calls:
         result = invert_chain(eps_fn, steps[start:], z0, noises, method, config, noise_correction, callback)
     replayable = adapter.is_stock_chain(pipe.scheduler, spec.name) and not noise_correction and start == 0
     scale = _latents_scale(pipe, num_inference_steps, start)
@@ -253,7 +262,7 @@ def _latents_scale(pipe: Pipeline, num_inference_steps: int, start: int) -> floa
 
 def _steps_of(pipe: Pipeline, inv: Inversion) -> list[Step]:
     spec = adapter.chain_spec(pipe.scheduler, inv.chain)
-    steps = spec.make_steps(pipe.scheduler, inv.num_inference_steps)[inv.start_step :]
+    steps = spec.make_steps(pipe.scheduler, inv.num_inference_steps, tuple(inv.latents.shape[-2:]))[inv.start_step :]
     if [s.t for s in steps] != inv.timesteps:
         raise ValueError(
             f"this pipeline's scheduler gives timesteps {[s.t for s in steps]}, "
@@ -276,6 +285,12 @@ def _eps_fn(
 def _output_size(inv: Inversion, vae_scale_factor: int) -> tuple[int, int]:
     """(width, height) of regenerated images: the input's, or the latents' times the VAE factor."""
     return inv.image_size or (inv.latents.shape[-1] * vae_scale_factor, inv.latents.shape[-2] * vae_scale_factor)
+
+
+def stock_latents(pipe: Pipeline, inv: Inversion) -> torch.Tensor:
+    """What the stock pipeline takes as ``latents=`` to replay ``inv``: ``inv.latents`` as it is, but on FLUX packed
+    into 2x2 patches, (1, h w / 4, 64)."""
+    return adapter.stock_latents(pipe, inv.latents)
 
 
 def on_device(inv: Inversion, device: torch.device | str) -> Inversion:
@@ -317,11 +332,11 @@ def regenerate(
     (:mod:`rnri.directions`). negative_prompt: what the edit steers away from, in classifier-free guidance's
     unconditional branch instead of the empty prompt; only where the edit runs CFG (``ValueError`` with the reason
     elsewhere: :func:`rnri.support.negative_prompt_support`). Returns a PIL image at the input image's size, or with
-    ``output_type="latent"`` the clean latents (1, 4, h, w).
+    ``output_type="latent"`` the clean latents (1, C, h, w), scaled as ``invert`` takes them (FLUX's unpacked).
 
     A batch: a list of inversions (made on one chain, schedule, guidance and latent size, e.g. by one batched
     ``invert``) and a list of as many prompts; every UNet call takes the whole batch. Returns a list of images, or
-    the clean latents (B, 4, h, w). mask, control and directions take one inversion at a time.
+    the clean latents (B, C, h, w). mask, control and directions take one inversion at a time.
     """
     if output_type not in ("pil", "latent"):
         raise ValueError(f"output_type must be 'pil' or 'latent', got {output_type!r}")
@@ -416,7 +431,7 @@ def _sample_clean(
     guidance_scale: float | None,
     negative_prompt: str | None = None,
 ) -> torch.Tensor:
-    """The clean latents (B, 4, h, w) of the chains of ``invs`` (one or a batch) run under their prompts."""
+    """The clean latents (B, C, h, w) of the chains of ``invs`` (one or a batch) run under their prompts."""
     invs = [on_device(inv, pipe._execution_device) for inv in invs]
     first = invs[0]
     steps = _steps_of(pipe, first)
@@ -446,7 +461,7 @@ def _regenerate_batch(
 
 
 def _decode(pipe: Pipeline, clean: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-    """The image of clean latents (1, 4, h, w) at ``size`` (width, height)."""
+    """The image of clean latents (1, C, h, w) at ``size`` (width, height)."""
     image = adapter.decode_latents(pipe, clean)
     return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
 

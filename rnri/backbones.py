@@ -3,7 +3,7 @@ to its steps, guidance and resolution (README, "Backbones"). Front ends ask :fun
 pipeline they hold (or :func:`guidance_defaults` and :func:`steps_defaults` for a help text) instead of writing a
 number down.
 
-A pipeline's backbone follows from its scheduler and UNet config alone (:func:`backbone_of`), so a model loaded
+A pipeline's backbone follows from its scheduler and denoiser config alone (:func:`backbone_of`), so a model loaded
 any way (``rnri.load_pipeline``, ``from_pretrained``, ``AutoPipelineForText2Image``) gets the same defaults.
 Importing this module loads nothing (``rnri --help`` reads the table): diffusers is imported when a pipeline is
 looked at.
@@ -25,8 +25,10 @@ class Backbone:
     num_inference_steps: int  # sampling steps of the chain
     guidance_scale: float  # guidance of sampling and edits
     inversion_guidance_scale: float  # guidance the inversion (and so a faithful reconstruction) runs at
-    resolution: int | None = None  # long side photos are fitted to; None: the UNet's native size
+    resolution: int | None = None  # long side photos are fitted to; None: the denoiser's native size
     description: str = ""  # how it is recognised and what it is, for the README and the editor
+    takes_guidance: bool = True  # False: no guidance of any kind (FLUX.1-schnell); guidance above 1 is refused
+    max_sequence_length: int | None = None  # T5 tokens a prompt is padded to (FLUX); None: no T5 encoder
 
 
 LCM = Backbone(
@@ -52,7 +54,26 @@ TURBO = Backbone(
     description="EulerDiscreteScheduler or EulerAncestralDiscreteScheduler with trailing spacing: SD-Turbo, "
     "SDXL-Turbo (512 px, no guidance)",
 )
-BACKBONES = (LCM, LCM_LORA, STABLE_DIFFUSION, TURBO)
+FLUX_SCHNELL = Backbone(
+    "flux-schnell",
+    4,
+    0.0,
+    0.0,
+    description="FluxPipeline whose transformer has no guidance embedding: FLUX.1-schnell (timestep-distilled, "
+    "no guidance, 1024 px native, T5 prompts of 256 tokens as it was trained)",
+    takes_guidance=False,
+    max_sequence_length=256,
+)
+FLUX_DEV = Backbone(
+    "flux-dev",
+    28,
+    3.5,
+    3.5,
+    description="FluxPipeline whose transformer embeds guidance: FLUX.1-dev (guidance-distilled: guidance is an "
+    "input of one call, no CFG batch; 1024 px native, T5 prompts of 512 tokens)",
+    max_sequence_length=512,
+)
+BACKBONES = (LCM, LCM_LORA, STABLE_DIFFUSION, TURBO, FLUX_SCHNELL, FLUX_DEV)
 
 
 def backbone_of(pipe: Any) -> Backbone:
@@ -60,15 +81,18 @@ def backbone_of(pipe: Any) -> Backbone:
 
     LCMScheduler: :data:`LCM` where the UNet takes a guidance embedding, else :data:`LCM_LORA`. Euler schedulers
     with ``timestep_spacing="trailing"`` (as the Turbo models ship): :data:`TURBO`. Every other supported scheduler
-    (DDIM; Euler with other spacings, as SDXL base ships): :data:`STABLE_DIFFUSION`.
+    (DDIM; Euler with other spacings, as SDXL base ships): :data:`STABLE_DIFFUSION`. ``FluxPipeline``:
+    :data:`FLUX_DEV` where its transformer embeds guidance, else :data:`FLUX_SCHNELL`.
     """
     from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler
 
-    from rnri import adapter
+    from rnri import adapter, flux
 
     adapter.check_pipeline(pipe)
     scheduler = pipe.scheduler
     adapter.scheduler_chains(scheduler)  # refuses unsupported schedulers
+    if flux.is_flux(pipe):
+        return FLUX_DEV if pipe.transformer.config.guidance_embeds else FLUX_SCHNELL
     if isinstance(scheduler, LCMScheduler):
         return LCM if adapter.embeds_guidance(pipe) else LCM_LORA
     sigma_schedule = isinstance(scheduler, EulerDiscreteScheduler | EulerAncestralDiscreteScheduler)
@@ -86,10 +110,10 @@ def default_guidance(pipe: Any, edit: bool = False) -> float:
 
 def guidance_defaults(edit: bool = False) -> str:
     """Every backbone's default guidance (the inversion's, or with ``edit`` the edit's), for a help text:
-    ``"lcm 8.5, lcm-lora 1, stable-diffusion 1, turbo 0"``."""
+    ``"lcm 8.5, lcm-lora 1, stable-diffusion 1, turbo 0, flux-schnell 0, flux-dev 3.5"``."""
     return ", ".join(f"{b.name} {b.guidance_scale if edit else b.inversion_guidance_scale:g}" for b in BACKBONES)
 
 
 def steps_defaults() -> str:
-    """Every backbone's default steps, for a help text: ``"lcm 4, lcm-lora 4, stable-diffusion 50, turbo 4"``."""
+    """Every backbone's default steps, for a help text: ``"lcm 4, lcm-lora 4, stable-diffusion 50, turbo 4, ..."``."""
     return ", ".join(f"{b.name} {b.num_inference_steps}" for b in BACKBONES)

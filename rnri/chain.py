@@ -1,13 +1,14 @@
 """Sampling as a chain of step maps (DESIGN.md section 1), whatever the sampler.
 
 The chain is ``z_{i+1} = S_i(z_i)``; the last map returns the clean latent. Each step is a frozen dataclass of one
-chain family (``rnri.samplers.lcm``, ``ddim``, ``euler``), and the functions below apply that family's math to it,
-so that the solvers, priors and masks never know which family they work on.
+chain family (``rnri.samplers.lcm``, ``ddim``, ``euler``, ``flow``), and the functions below apply that family's math
+to it, so that the solvers, priors and masks never know which family they work on.
 
 Notation:
     z_t         the chain's latent at timestep t, the UNet's input, shape (B, C, H, W); each of the B items is its
                 own chain (its own prompt and noises), and every norm, step size and choice is taken per item
-    eps(z, t)   the UNet's noise prediction with the prompt and guidance fixed
+    eps(z, t)   the denoiser's prediction with the prompt and guidance fixed: a UNet's noise, or on a rectified
+                flow (FLUX) the transformer's velocity; each family's step map reads its own kind
     n_i         the noise injected after step i, or None for the step's deterministic form
 """
 
@@ -19,15 +20,16 @@ from types import ModuleType
 
 import torch
 
-from rnri.samplers import ddim, euler, lcm
+from rnri.samplers import ddim, euler, flow, lcm
 from rnri.samplers.ddim import DDIMStep
 from rnri.samplers.euler import EulerStep
+from rnri.samplers.flow import FlowStep
 from rnri.samplers.lcm import LCMStep, denoise, predict_x0
 
-EpsFn = Callable[[torch.Tensor, int], torch.Tensor]  # (z_t (B, C, H, W), t) -> eps (B, C, H, W)
-Step = LCMStep | DDIMStep | EulerStep  # one step map of any chain family
+EpsFn = Callable[[torch.Tensor, float], torch.Tensor]  # (z_t (B, C, H, W), t) -> eps (B, C, H, W)
+Step = LCMStep | DDIMStep | EulerStep | FlowStep  # one step map of any chain family
 
-FAMILIES: dict[type, ModuleType] = {LCMStep: lcm, DDIMStep: ddim, EulerStep: euler}  # step type -> its module
+FAMILIES: dict[type, ModuleType] = {LCMStep: lcm, DDIMStep: ddim, EulerStep: euler, FlowStep: flow}  # type -> module
 
 
 def item_sum(x: torch.Tensor) -> torch.Tensor:
@@ -96,6 +98,7 @@ __all__ = [
     "DDIMStep",
     "EpsFn",
     "EulerStep",
+    "FlowStep",
     "LCMStep",
     "Step",
     "correct_noise",

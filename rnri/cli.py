@@ -232,7 +232,7 @@ def _add_inversion_options(p: argparse.ArgumentParser) -> None:
 def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None) -> None:
     g = p.add_argument_group("model and speed")
     default_model = f"${MODEL_ENV}, else {rnri.DEFAULT_MODEL}"
-    model_kinds = "an LCM, Stable Diffusion (1.5, 2.x, XL) or Turbo model"
+    model_kinds = "an LCM, Stable Diffusion (1.5, 2.x, XL), Turbo or FLUX.1 model"
     g.add_argument(
         "--model", help=model_help or f"Hub id or folder of {model_kinds}, or 'tiny' (default: {default_model})"
     )

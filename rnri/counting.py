@@ -1,5 +1,5 @@
-"""Counting UNet evaluations from the outside, by hooks on the module, so no solver can miscount itself; and
-timing a block of work."""
+"""Counting denoiser evaluations (a UNet's, or FLUX's transformer's: ``rnri.adapter.denoiser``) from the outside, by
+hooks on the module, so no solver can miscount itself; and timing a block of work."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def _output_tensor(output) -> torch.Tensor | None:
 
 @contextmanager
 def count_unet_calls(unet: nn.Module) -> Iterator[UNetCalls]:
-    """Count forward and backward passes of ``unet`` inside the ``with`` block."""
+    """Count forward and backward passes of ``unet`` (any denoiser module: a UNet, FLUX's transformer) inside the
+    ``with`` block; outputs may be a tensor, a tuple (``return_dict=False``) or an output object with ``.sample``."""
     calls = UNetCalls()
 
     def on_backward(grad: torch.Tensor) -> None:

@@ -8,6 +8,7 @@ already loads fp16 on CUDA. Prompt embeddings are cached by ``rnri.adapter.encod
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,12 +82,19 @@ def apply_fast_path(pipe: LatentConsistencyModelPipeline, config: FastPath, *, w
     """Apply ``config`` to ``pipe`` in place (it changes the resident pipeline for every caller)."""
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
+    from rnri import adapter  # diffusers loads with it: front ends import this module before they need it
+    from rnri.flux import is_flux
+
     device = execution_device(pipe)
     applied, skipped = [], []
-    processor = AttnProcessor2_0() if config.sdpa else AttnProcessor()
-    pipe.unet.set_attn_processor(processor)
-    pipe.vae.set_attn_processor(processor)
-    applied.append("sdpa" if config.sdpa else "classic attention")
+    if is_flux(pipe):  # its transformer's attention has its own processor (SDPA already); TAESD has 4 channels
+        skipped += [f"{knob} (not for FLUX)" for knob, on in _unet_knobs(config).items() if on]
+        config = dataclasses.replace(config, channels_last=False, preview_vae=None)
+    else:
+        processor = AttnProcessor2_0() if config.sdpa else AttnProcessor()
+        pipe.unet.set_attn_processor(processor)
+        pipe.vae.set_attn_processor(processor)
+        applied.append("sdpa" if config.sdpa else "classic attention")
     if config.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
@@ -99,16 +107,30 @@ def apply_fast_path(pipe: LatentConsistencyModelPipeline, config: FastPath, *, w
     if config.compile:
         compile_unet(pipe, config)
         applied.append("compile")
-    preview = load_preview_vae(config.preview_vae, device, pipe.unet.dtype) if config.preview_vae else None
+    preview = (
+        load_preview_vae(config.preview_vae, device, adapter.denoiser(pipe).dtype) if config.preview_vae else None
+    )
     if preview is not None:
         applied.append("preview_vae")
     seconds = warm_up_pipeline(pipe) if config.compile and warm_up else None
     return FastPipeline(pipe, applied, skipped, preview, seconds)
 
 
+def _unet_knobs(config: FastPath) -> dict[str, bool]:
+    """The knobs made for a UNet pipeline's modules, and whether each is asked for."""
+    return {
+        "classic attention": not config.sdpa,
+        "channels_last": config.channels_last,
+        "preview_vae": bool(config.preview_vae),
+    }
+
+
 def compile_unet(pipe: LatentConsistencyModelPipeline, config: FastPath) -> None:
-    """``torch.compile`` the UNet's forward; hooks (UNet counting, CPU offload) stay outside the compiled graph."""
-    unet = pipe.unet
+    """``torch.compile`` the denoiser's forward (the UNet, FLUX's transformer); hooks (call counting, CPU offload)
+    stay outside the compiled graph."""
+    from rnri import adapter
+
+    unet = adapter.denoiser(pipe)
     if getattr(unet.forward, "_rnri_compiled", False):
         return
     try:
@@ -121,7 +143,9 @@ def compile_unet(pipe: LatentConsistencyModelPipeline, config: FastPath) -> None
 
 def warm_up_pipeline(pipe: LatentConsistencyModelPipeline, resolution: int | None = None) -> float:
     """One inversion and one regeneration at ``resolution`` (default: native) so compilation happens now."""
-    side = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    from rnri import adapter
+
+    side = resolution or adapter.native_resolution(pipe)
     image = Image.new("RGB", (side, side), (128, 128, 128))
     try:
         with stopwatch(execution_device(pipe)) as warm_up:

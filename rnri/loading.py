@@ -1,7 +1,7 @@
 """Loading pipelines: from the Hub or a folder (safetensors only), optionally with an LCM-LoRA; the tiny shapes
 models shipped in the package (``"tiny"``: the LCM student, ``"tiny-teacher"``: the latent-diffusion teacher with
 DDIM, see ``rnri.shapes``); or small seeded random ones built from configs (the ``"tiny-*"`` architectures of
-:data:`RANDOM_MODELS`, for tests that need an architecture only and for cost benches).
+:data:`RANDOM_MODELS` and :data:`FLUX_MODELS`, for tests that need an architecture only and for cost benches).
 
 Any pipeline ``AutoPipelineForText2Image`` makes that rnri runs on is accepted (``rnri.adapter.PIPELINES``). Its
 scheduler decides the chain family; one rnri cannot invert (Stable Diffusion 1.5 and 2.x ship PNDM) is replaced
@@ -10,6 +10,7 @@ by ``DDIMScheduler.from_config``, and ``lora=`` loads an LCM-LoRA and sets ``LCM
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from diffusers import (
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
     LatentConsistencyModelPipeline,
     LCMScheduler,
     StableDiffusionPipeline,
@@ -30,7 +34,15 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from tokenizers import pre_tokenizers
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
 
 from rnri import adapter
 from rnri.backbones import DEFAULT_MODEL  # defined where importing it loads nothing (rnri --help)
@@ -65,14 +77,15 @@ def load_pipeline(
     *,
     lora: str | None = None,
 ) -> Any:
-    """A resident pipeline: a Hub id or local folder (fp16 on CUDA, fp32 elsewhere), ``"tiny"`` (the shapes LCM
-    shipped in the package), ``"tiny-teacher"`` (its latent-diffusion teacher, DDIM) or a ``"tiny-*"`` random-weight
-    architecture; ``lora``: an LCM-LoRA (Hub id or folder, safetensors) fused into it, with ``LCMScheduler``.
+    """A resident pipeline: a Hub id or local folder (fp16 on CUDA, bf16 for FLUX, fp32 elsewhere), ``"tiny"`` (the
+    shapes LCM shipped in the package), ``"tiny-teacher"`` (its latent-diffusion teacher, DDIM) or a ``"tiny-*"``
+    random-weight architecture; ``lora``: an LCM-LoRA (Hub id or folder, safetensors) fused into it, with
+    ``LCMScheduler``.
 
     Loaded once per (model, lora, device, dtype) and kept; later calls return the same object.
     """
     device = torch.device(device) if device is not None else default_device()
-    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    dtype = dtype or default_dtype(model, device)
     key = (model, lora, str(device), dtype)
     with _LOCK:
         if key not in _RESIDENT:
@@ -88,13 +101,15 @@ def _build(model: str, dtype: torch.dtype) -> Any:
         return _from_pretrained(str(TINY_DIR if model == TINY else TEACHER_DIR), dtype)
     if model in RANDOM_MODELS:
         return build_random(RANDOM_MODELS[model])
+    if model in FLUX_MODELS:
+        return build_flux(FLUX_MODELS[model])
     return _from_pretrained(model, dtype)
 
 
 def frozen_on(pipe: Any, device: torch.device | str, dtype: torch.dtype) -> Any:
     """``pipe`` with its weights frozen (the solvers need gradients in the latent only), no progress bars, on
     ``device`` in ``dtype``."""
-    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+    for name in ("unet", "transformer", "vae", "text_encoder", "text_encoder_2"):
         module = getattr(pipe, name, None)
         if module is not None:
             module.requires_grad_(False)
@@ -314,4 +329,106 @@ RANDOM_MODELS: dict[str, Architecture] = {
         StableDiffusionXLPipeline, TINY_SDXL_UNET, TINY_VAE, TINY_TEXT, euler_ancestral_scheduler, TINY_SDXL_TEXT_2
     ),
 }
-BUILTIN_MODELS = (TINY, TINY_TEACHER, *RANDOM_MODELS)  # what load_pipeline builds from the package: no download
+
+# --- FLUX ----------------------------------------------------------------------------------------------------------
+
+
+def is_flux_model(model: str) -> bool:
+    """Whether ``model`` names a FLUX pipeline, without downloading anything: a folder's ``model_index.json`` says
+    ``FluxPipeline``; a Hub id (or a folder without that file) has "flux" in its name (FLUX.1-schnell, -dev and
+    their fine-tunes do)."""
+    index = Path(model) / "model_index.json"
+    if index.is_file():
+        return json.loads(index.read_text()).get("_class_name") == FluxPipeline.__name__
+    return "flux" in model.lower()
+
+
+def default_dtype(model: str, device: torch.device) -> torch.dtype:
+    """fp32 off CUDA; on CUDA bf16 for FLUX (released in bf16: its T5 and transformer overflow fp16), else fp16."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if is_flux_model(model) else torch.float16
+
+
+def flow_scheduler(guidance_embeds: bool = False) -> FlowMatchEulerDiscreteScheduler:
+    """FLUX.1-schnell's scheduler (no shift), or with ``guidance_embeds`` FLUX.1-dev's (shift 3, dynamic: mu grows
+    with the image's token count)."""
+    if guidance_embeds:
+        return FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    return FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+
+
+def tiny_t5_tokenizer() -> T5Tokenizer:
+    """A T5 (Unigram) tokenizer made in code: the printable ASCII characters, each also as a word start ("▁a");
+    pad, end and unknown tokens as T5's (ids 0, 1, 2); no sentinel tokens. Nothing is downloaded."""
+    chars = [chr(c) for c in range(33, 127)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [("\u2581" + c, -2.5) for c in chars] + [(c, -3.0) for c in chars]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+@dataclass(frozen=True)
+class FluxArchitecture:
+    """A FLUX pipeline's architecture, to build with seeded random weights: config keyword arguments per component."""
+
+    transformer: dict[str, Any]  # FluxTransformer2DModel; guidance_embeds makes it a dev (guidance-distilled) model
+    vae: dict[str, Any]  # AutoencoderKL with 16 latent channels, shift and scaling factors
+    clip: dict[str, Any]  # CLIPTextConfig of the pooled-prompt encoder (hidden size = pooled_projection_dim)
+    t5: dict[str, Any]  # T5Config of the text encoder (d_model = joint_attention_dim)
+    default_sample_size: int = 8  # the pipeline's native latent side (FluxPipeline's is 128: 1024 px)
+
+
+def build_flux(architecture: FluxArchitecture, seed: int = 0) -> FluxPipeline:
+    """A FLUX pipeline of ``architecture`` with seeded random weights, the byte-level CLIP tokenizer and the tiny T5
+    tokenizer; nothing is downloaded. Components are drawn in the order transformer, VAE, CLIP, T5."""
+    guided = architecture.transformer.get("guidance_embeds", False)
+    clip_tokenizer, t5_tokenizer = tiny_tokenizer(), tiny_t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = FluxTransformer2DModel(**architecture.transformer)
+        vae = AutoencoderKL(**architecture.vae)
+        clip = CLIPTextModel(_text_config(clip_tokenizer, architecture.clip))
+        t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), **architecture.t5))
+    for module in (transformer, vae, clip, t5):
+        module.eval()  # as from_pretrained leaves them: T5's dropout (0.1) would make every encoding differ
+    pipe = FluxPipeline(flow_scheduler(guided), vae, clip, clip_tokenizer, t5, t5_tokenizer, transformer)
+    pipe.default_sample_size = architecture.default_sample_size  # the stock attribute its default height comes from
+    return pipe
+
+
+TINY_FLUX_TRANSFORMER: dict[str, Any] = {  # FLUX.1's layout at a tiny width: 1 double- and 1 single-stream block
+    "patch_size": 1,
+    "in_channels": 64,  # 16 latent channels x 2x2 patches
+    "num_layers": 1,
+    "num_single_layers": 1,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 32,
+    "pooled_projection_dim": 32,
+    "axes_dims_rope": (4, 6, 6),  # sums to attention_head_dim
+}
+TINY_FLUX_VAE: dict[str, Any] = TINY_VAE | {  # FLUX's VAE: 16 channels, no quant convs, its shift and scale
+    "latent_channels": 16,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+    "scaling_factor": 0.3611,
+    "shift_factor": 0.1159,
+}
+TINY_T5: dict[str, Any] = {
+    "d_model": 32,
+    "d_ff": 64,
+    "d_kv": 8,
+    "num_layers": 2,
+    "num_heads": 4,
+    "relative_attention_num_buckets": 8,
+    "feed_forward_proj": "gated-gelu",  # T5 v1.1's, as FLUX's T5-XXL
+}
+
+# FLUX's offline stand-ins, by the name ``load_pipeline`` takes: schnell's layout and dev's (guidance embedded).
+FLUX_MODELS: dict[str, FluxArchitecture] = {
+    "tiny-flux": FluxArchitecture(TINY_FLUX_TRANSFORMER, TINY_FLUX_VAE, TINY_TEXT, TINY_T5),
+    "tiny-flux-dev": FluxArchitecture(
+        TINY_FLUX_TRANSFORMER | {"guidance_embeds": True}, TINY_FLUX_VAE, TINY_TEXT, TINY_T5
+    ),
+}
+BUILTIN_MODELS = (TINY, TINY_TEACHER, *RANDOM_MODELS, *FLUX_MODELS)  # what load_pipeline builds: no download

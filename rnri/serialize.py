@@ -248,8 +248,8 @@ def _check(inv: Inversion) -> None:
 def _check_schedule(inv: Inversion) -> int:
     """The timesteps, step count, guidance, seed and chain; the number of inverted steps."""
     t = inv.timesteps
-    if not isinstance(t, list) or not t or not all(_is_int(x) and x >= 0 for x in t):
-        raise ValueError("timesteps must be a non-empty list of non-negative integers")
+    if not isinstance(t, list) or not t or not all((_is_int(x) or isinstance(x, float)) and 0 <= x <= 1e4 for x in t):
+        raise ValueError("timesteps must be a non-empty list of non-negative integers (a flow's: numbers)")
     if any(a <= b for a, b in zip(t, t[1:])):
         raise ValueError(f"timesteps must decrease (noisiest first), got {_shown(t)}")
     _check_setting("num_inference_steps", inv.num_inference_steps, low=len(t))

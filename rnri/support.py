@@ -3,8 +3,9 @@ a negative prompt, attention control or directions from, and a front end disable
 
 - A **negative prompt** replaces the empty prompt in classifier-free guidance's unconditional branch, so it exists
   only where the edit runs CFG: a UNet without a guidance embedding at a guidance scale over 1 (Stable Diffusion and
-  SDXL at their edit guidance 7.5, LCM-LoRA above 1). An LCM embeds its guidance (no unconditional branch); Turbo
-  edits at guidance 0 and LCM-LoRA at 1, where the stock pipelines run no CFG either.
+  SDXL at their edit guidance 7.5, LCM-LoRA above 1). An LCM and FLUX.1-dev embed their guidance and FLUX.1-schnell
+  takes none (no unconditional branch); Turbo edits at guidance 0 and LCM-LoRA at 1, where the stock pipelines run
+  no CFG either.
 - **Attention control and directions** (concepts) run on the LCM chain with a guidance embedding for now
   (``rnri.control``): every branch shares one guidance embedding, which a CFG batch has no place for.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rnri import adapter
+from rnri import adapter, flux
 from rnri.backbones import backbone_of
 
 
@@ -30,11 +31,12 @@ def negative_prompt_support(pipe: Any, guidance_scale: float | None = None) -> S
     """Whether an edit at ``guidance_scale`` (None: the backbone's edit guidance) has an unconditional branch for a
     negative prompt to replace."""
     backbone = backbone_of(pipe)
-    if adapter.embeds_guidance(pipe):
+    if adapter.embeds_guidance(pipe) or flux.is_flux(pipe):
+        how = "takes its guidance as an embedding" if backbone.takes_guidance else "takes no guidance"
         return Support(
             False,
-            f"A negative prompt needs classifier-free guidance; this {backbone.name} model takes its guidance as an "
-            "embedding, so no unconditional branch runs.",
+            f"A negative prompt needs classifier-free guidance; this {backbone.name} model {how}, so no "
+            "unconditional branch runs.",
         )
     guidance = backbone.guidance_scale if guidance_scale is None else guidance_scale
     if guidance <= 1.0:

@@ -93,13 +93,18 @@ def test_a_page_table_and_the_apis_table_read_alike(pipe):
 
 
 def test_which_controls_apply_follows_the_backbone_and_the_edit_guidance(pipe, teacher):
-    lcm = ed.steering_available(pipe)
-    assert not lcm["negative_prompt"].applies and "embedding" in lcm["negative_prompt"].reason
-    assert all(lcm[name].applies for name in ("attention_control", "self_fraction", "concepts", "concept_warmup"))
-    sd = ed.steering_available(teacher)
-    assert sd["negative_prompt"].applies and not ed.steering_available(teacher, 1.0)["negative_prompt"].applies
-    assert not sd["attention_control"].applies and "LCM models" in sd["concepts"].reason
-    assert set(sd) == {*ed.steering_controls(), "concepts"}
+    lcm = ed.steering_not_applicable(pipe)
+    assert list(lcm) == ["negative_prompt"] and "embedding" in lcm["negative_prompt"]
+    sd = ed.steering_not_applicable(teacher)
+    assert set(sd) == {*ed.steering_controls(), "concepts"} - {"negative_prompt"}
+    assert "LCM models" in sd["concepts"] == sd["attention_control"]
+    assert "negative_prompt" in ed.steering_not_applicable(teacher, 1.0)  # no CFG at guidance 1
+
+
+@pytest.mark.parametrize("model, how", [("tiny-flux", "takes no guidance"), ("tiny-flux-dev", "as an embedding")])
+def test_flux_has_no_place_for_a_negative_prompt_nor_for_control(model, how):
+    found = ed.steering_not_applicable(rnri.load_pipeline(model, device="cpu"))
+    assert how in found["negative_prompt"] and "LCM models" in found["attention_control"]
 
 
 @pytest.mark.parametrize(

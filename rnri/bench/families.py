@@ -9,6 +9,15 @@ inversion's time by the forward's (CPU time on a CPU, wall time on a GPU). The t
 but one layer, and the VAE is tiny: neither runs in an inversion from latents. ``--size tiny`` runs the same on the
 tiny architectures (what the tests do); ``--strength`` inverts only the last steps of each chain, the same work per
 step as the default inversion's, for the 50-step Stable Diffusion chain on a slow CPU.
+
+FLUX.1-schnell (``flux-schnell``) is another matter: its transformer has 11.9 billion parameters, 48 GB in fp32, more
+than such a machine holds, and CPU bf16 is slower still. So the real architecture is built on the meta device (no
+memory) to count every component's parameters and weight memory; one double-stream and one single-stream block are
+built at real width and timed at the real sequence length of the default (1024x1024: 4096 image tokens and 256 text
+tokens), as is the transformer without its blocks; a forward is estimated as that plus 19 double and 38 single
+blocks. The default inversion's transformer calls are counted by hooks on the tiny FLUX pipeline (the same chain and
+solver: the count does not depend on width), and the inversion is estimated as that many forwards. Peak memory is the
+bf16 weights plus the activations of one block's forward, measured in fp32 and halved.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import gc
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,14 +36,20 @@ from diffusers import LatentConsistencyModelPipeline, StableDiffusionPipeline, S
 from tqdm import tqdm
 
 import rnri
-from rnri import adapter
+from rnri import adapter, flux
 from rnri.bench.measure import Usage, add_run_arguments, measure, run_dtype
 from rnri.bench.realsize import LCM_DREAMSHAPER_V7_UNET
 from rnri.counting import count_unet_calls
 from rnri.loading import (
+    FLUX_MODELS,
     RANDOM_MODELS,
+    TINY_FLUX_TRANSFORMER,
+    TINY_FLUX_VAE,
+    TINY_T5,
+    TINY_TEXT,
     TINY_VAE,
     Architecture,
+    build_flux,
     build_random,
     ddim_scheduler,
     euler_ancestral_scheduler,
@@ -244,27 +260,274 @@ def table(costs: list[FamilyCost], device: str, size: str = "real") -> str:
     return "\n".join(lines)
 
 
+# --- FLUX.1 at real size, block by block --------------------------------------------------------------------------
+
+FLUX_TRANSFORMER: dict[str, Any] = TINY_FLUX_TRANSFORMER | {  # black-forest-labs/FLUX.1-schnell's transformer
+    "num_layers": 19,  # double-stream blocks: image and text tokens each with their own weights, joint attention
+    "num_single_layers": 38,  # single-stream blocks on the concatenated sequence
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,  # width 3072
+    "joint_attention_dim": 4096,  # T5-XXL's width
+    "pooled_projection_dim": 768,  # CLIP ViT-L's
+    "axes_dims_rope": (16, 56, 56),
+}
+T5_XXL: dict[str, Any] = TINY_T5 | {  # google/t5-v1_1-xxl's encoder, FLUX's text_encoder_2
+    "vocab_size": 32128,
+    "d_model": 4096,
+    "d_ff": 10240,
+    "d_kv": 64,
+    "num_layers": 24,
+    "num_heads": 64,
+    "relative_attention_num_buckets": 32,
+}
+CLIP_L: dict[str, Any] = {  # openai/clip-vit-large-patch14's text encoder, FLUX's text_encoder
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+}
+FLUX_VAE: dict[str, Any] = TINY_FLUX_VAE | {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2}
+
+
+@dataclass(frozen=True)
+class FluxSize:
+    """FLUX's architecture at one size, as config keyword arguments, and the photo side it is measured at."""
+
+    transformer: dict[str, Any]
+    t5: dict[str, Any]
+    clip: dict[str, Any]
+    vae: dict[str, Any]
+    side: int  # pixels
+
+
+FLUX_SIZES = {  # --size: the real one at its default 1024 px; the tiny one (tests) at its 64
+    "real": FluxSize(FLUX_TRANSFORMER, T5_XXL, CLIP_L, FLUX_VAE, 1024),
+    "tiny": FluxSize(TINY_FLUX_TRANSFORMER, TINY_T5 | {"vocab_size": 192}, TINY_TEXT, TINY_FLUX_VAE, 64),
+}
+
+
+@dataclass
+class FluxCost:
+    """FLUX.1-schnell's default inversion at real size, from its parts."""
+
+    backbone: str
+    machine_dtype: str  # the dtype the blocks were timed in
+    side: int  # pixels of the (square) photo
+    image_tokens: int  # 2x2 latent patches
+    text_tokens: int  # T5 tokens (schnell: 256)
+    blocks: tuple[int, int]  # double- and single-stream blocks of the transformer
+    parameters_millions: dict[str, float]  # per component, counted on the meta device
+    weights_gib: dict[str, float]  # per component in bf16, as the pipeline loads on CUDA
+    double_block_cpu_s: float  # one double-stream block's forward at full length, fp32, CPU time
+    single_block_cpu_s: float
+    outside_blocks_cpu_s: float  # the transformer without its blocks (embedders, final norm and projection)
+    forward_cpu_s: float  # estimate: outside + 19 double + 38 single blocks
+    forwards: int  # the default inversion's transformer calls, counted by hooks on tiny-flux
+    backwards: int
+    forward_equivalents: float  # forwards + 2 backwards (a backward costs about two forwards); the solver's own
+    # arithmetic on a (1, 16, 128, 128) latent is negligible next to a 12-billion-parameter forward
+    inversion_cpu_s: float  # estimate: forward_equivalents x forward_cpu_s
+    block_activation_gib: float  # the largest block forward's added peak, fp32 measured, halved for bf16
+    peak_gib: float  # estimate: all bf16 weights resident + one block's activations (no graph: no backward)
+
+
+def parameters_on_meta(build: Callable[[], torch.nn.Module]) -> int:
+    """Parameters of the module ``build`` makes, made on the meta device (no memory, no time)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build().parameters())
+
+
+def flux_parameters(size: FluxSize) -> dict[str, int]:
+    """FLUX.1-schnell's components' parameter counts."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    return {
+        "transformer": parameters_on_meta(lambda: FluxTransformer2DModel(**size.transformer)),
+        "text_encoder_2 (T5)": parameters_on_meta(lambda: T5EncoderModel(T5Config(**size.t5))),
+        "text_encoder (CLIP)": parameters_on_meta(lambda: CLIPTextModel(CLIPTextConfig(**size.clip))),
+        "vae": parameters_on_meta(lambda: AutoencoderKL(**size.vae)),
+    }
+
+
+def flux_inputs(
+    transformer: dict[str, Any], image_tokens: int, text_tokens: int, config: FamiliesConfig
+) -> dict[str, torch.Tensor]:
+    """Random inputs of one block: image and text hidden states, the time embedding, the rotary frequencies."""
+    from diffusers.models.transformers.transformer_flux import FluxPosEmbed
+
+    width = transformer["num_attention_heads"] * transformer["attention_head_dim"]
+    g, dtype = torch.Generator().manual_seed(config.seed), getattr(torch, config.dtype)
+    side = int(image_tokens**0.5)
+    ids = torch.cat([torch.zeros(text_tokens, 3), flux.image_ids((2 * side, 2 * side), "cpu", torch.float32)])
+    rotary = FluxPosEmbed(theta=10000, axes_dim=transformer["axes_dims_rope"])(ids)
+    return {
+        "hidden_states": torch.randn(1, image_tokens, width, generator=g).to(config.device, dtype),
+        "encoder_hidden_states": torch.randn(1, text_tokens, width, generator=g).to(config.device, dtype),
+        "temb": torch.randn(1, width, generator=g).to(config.device, dtype),
+        "image_rotary_emb": tuple(r.to(config.device) for r in rotary),
+    }
+
+
+def time_block(block: torch.nn.Module, inputs: dict[str, torch.Tensor], config: FamiliesConfig) -> Usage:
+    """One forward of ``block`` (after a warm-up on the first 64 text and image tokens), with the memory it added."""
+    text = inputs["encoder_hidden_states"].shape[1]
+    short = inputs | {
+        "hidden_states": inputs["hidden_states"][:, :64],
+        "encoder_hidden_states": inputs["encoder_hidden_states"][:, :64],
+    }
+    keep = torch.cat([torch.arange(min(64, text)), text + torch.arange(short["hidden_states"].shape[1])])
+    short["image_rotary_emb"] = tuple(r[keep] for r in inputs["image_rotary_emb"])  # text tokens come first
+    with torch.no_grad():
+        block(**short)
+        with measure(config.device) as usage:
+            block(**inputs)
+    return usage
+
+
+def flux_blocks(size: FluxSize, config: FamiliesConfig, tokens: tuple[int, int]) -> tuple[Usage, Usage, Usage]:
+    """One double-stream block, one single-stream block and the transformer without blocks, each built at the size's
+    width and timed on ``tokens = (image, text)`` tokens."""
+    from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
+
+    dtype, heads, head_dim = (getattr(torch, config.dtype), *(size.transformer[k] for k in FLUX_HEADS))
+    inputs = flux_inputs(size.transformer, *tokens, config)
+    timed = []
+    for kind in (FluxTransformerBlock, FluxSingleTransformerBlock):
+        torch.manual_seed(config.seed)
+        block = kind(dim=heads * head_dim, num_attention_heads=heads, attention_head_dim=head_dim)
+        timed.append(time_block(block.to(config.device, dtype), inputs, config))
+        del block
+        gc.collect()
+    return timed[0], timed[1], time_outside_blocks(size, config, tokens)
+
+
+FLUX_HEADS = ("num_attention_heads", "attention_head_dim")
+
+
+def time_outside_blocks(size: FluxSize, config: FamiliesConfig, tokens: tuple[int, int]) -> Usage:
+    """One forward of the transformer with no blocks: its embedders, final norm and projection."""
+    from diffusers import FluxTransformer2DModel
+
+    (image_tokens, text_tokens), dtype = tokens, getattr(torch, config.dtype)
+    torch.manual_seed(config.seed)
+    shell = FluxTransformer2DModel(**(size.transformer | {"num_layers": 0, "num_single_layers": 0}))
+    shell = shell.to(config.device, dtype)
+    side, g = int(image_tokens**0.5), torch.Generator().manual_seed(config.seed)
+    kwargs = {
+        "hidden_states": torch.randn(1, image_tokens, size.transformer["in_channels"], generator=g),
+        "encoder_hidden_states": torch.randn(1, text_tokens, size.transformer["joint_attention_dim"], generator=g),
+        "pooled_projections": torch.randn(1, size.transformer["pooled_projection_dim"], generator=g),
+        "timestep": torch.ones(1),
+        "img_ids": flux.image_ids((2 * side, 2 * side), "cpu", torch.float32),
+        "txt_ids": torch.zeros(text_tokens, 3),
+    }
+    kwargs = {k: v.to(config.device, dtype) for k, v in kwargs.items()}
+    with torch.no_grad(), measure(config.device) as usage:
+        shell(**kwargs)
+    return usage
+
+
+def flux_inversion_calls(config: FamiliesConfig) -> tuple[int, int]:
+    """The default inversion's transformer forwards and backwards, counted by hooks on the tiny FLUX pipeline."""
+    pipe = frozen_on(build_flux(FLUX_MODELS["tiny-flux"], config.seed), "cpu", torch.float32)
+    z0 = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(config.seed))
+    with count_unet_calls(pipe.transformer) as calls:
+        rnri.invert(pipe, PROMPT, latents=z0)
+    return calls.forwards, calls.backwards
+
+
+def measure_flux(config: FamiliesConfig, bar: tqdm) -> FluxCost:
+    """FLUX.1-schnell's default inversion at its default size, from its parts (see the module's docstring)."""
+    from rnri.backbones import FLUX_SCHNELL
+
+    size = FLUX_SIZES[config.size]
+    tokens = ((size.side // 16) ** 2, FLUX_SCHNELL.max_sequence_length)
+    bar.set_description("flux-schnell: parameters")
+    parameters = flux_parameters(size)
+    bar.set_description("flux-schnell: one block of each kind")
+    double, single, outside = flux_blocks(size, config, tokens)
+    blocks = size.transformer["num_layers"] * double.cpu_s + size.transformer["num_single_layers"] * single.cpu_s
+    forward = outside.cpu_s + blocks
+    forwards, backwards = flux_inversion_calls(config)
+    weights = {name: 2 * n / 2**30 for name, n in parameters.items()}
+    scale = 0.5 if config.dtype == "float32" else 1.0  # fp32 activations measured, bf16 on CUDA
+    activation = max(double.peak_mib, single.peak_mib) / 1024 * scale
+    return FluxCost(
+        backbone="flux-schnell (FLUX.1-schnell)",
+        machine_dtype=config.dtype,
+        side=size.side,
+        image_tokens=tokens[0],
+        text_tokens=tokens[1],
+        blocks=(size.transformer["num_layers"], size.transformer["num_single_layers"]),
+        parameters_millions={name: n / 1e6 for name, n in parameters.items()},
+        weights_gib=weights,
+        double_block_cpu_s=double.cpu_s,
+        single_block_cpu_s=single.cpu_s,
+        outside_blocks_cpu_s=outside.cpu_s,
+        forward_cpu_s=forward,
+        forwards=forwards,
+        backwards=backwards,
+        forward_equivalents=forwards + 2 * backwards,
+        inversion_cpu_s=(forwards + 2 * backwards) * forward,
+        block_activation_gib=activation,
+        peak_gib=sum(weights.values()) + activation,
+    )
+
+
+def flux_table(cost: FluxCost) -> str:
+    """Markdown: FLUX's row, with how each figure was had."""
+    transformer = cost.parameters_millions["transformer"]
+    return "\n".join(
+        [
+            f"FLUX.1-schnell at {cost.side}x{cost.side} ({cost.image_tokens} image + {cost.text_tokens} text tokens), "
+            f"batch 1, {cost.machine_dtype}: parameters on the meta device; one block of each kind timed (CPU time) "
+            f"and scaled by the block counts ({cost.blocks[0]} double, {cost.blocks[1]} single); calls counted on "
+            "tiny-flux; memory: bf16 weights + one block's activations.",
+            "",
+            "| backbone | chain | transformer M params | all M params | steps | transformer calls (fwd+bwd) | "
+            "double / single block s (CPU) | forward s (CPU, est.) | inversion s (CPU, est.) | forward-equivalents | "
+            "bf16 weights GiB (transformer / all) | peak GiB (est.) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| {cost.backbone} | `flow` | {transformer:.0f} | {sum(cost.parameters_millions.values()):.0f} | 4 | "
+            f"{cost.forwards}+{cost.backwards} | {cost.double_block_cpu_s:.1f} / {cost.single_block_cpu_s:.1f} | "
+            f"{cost.forward_cpu_s:.0f} | {cost.inversion_cpu_s:.0f} | **{cost.forward_equivalents:.0f}** | "
+            f"{cost.weights_gib['transformer']:.1f} / {sum(cost.weights_gib.values()):.1f} | {cost.peak_gib:.1f} |",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnri.bench.families", description=__doc__.splitlines()[0])
     add_run_arguments(p, "families.json and families.md")
-    p.add_argument("--families", nargs="+", choices=list(REAL_SIZE), help="default: all")
+    p.add_argument("--families", nargs="+", choices=[*REAL_SIZE, "flux-schnell"], help="default: all")
     p.add_argument("--repeats", type=int, default=2, help="timings of the single forward (median)")
     p.add_argument(
         "--strength", type=float, default=1.0, help="invert only this fraction of the chain (its last steps)"
     )
     args = p.parse_args(argv)
     dtype = run_dtype(args)
-    families = tuple(args.families) if args.families else tuple(REAL_SIZE)
+    families = tuple(args.families) if args.families else (*REAL_SIZE, "flux-schnell")
+    with_flux = "flux-schnell" in families
+    families = tuple(f for f in families if f != "flux-schnell")
     config = FamiliesConfig(args.size, args.device, dtype, args.repeats, families=families, strength=args.strength)
     costs = run(config)
+    with tqdm(total=1, file=sys.stderr) as bar:
+        flux_cost = measure_flux(config, bar) if with_flux else None
     args.out.mkdir(parents=True, exist_ok=True)
     from rnri.bench import machine  # the CPU in words; imported late: rnri.bench imports the whole bench
 
     meta = {"command": "python -m rnri.bench.families " + " ".join(argv or sys.argv[1:]), "machine": machine()}
     record = {**meta, "config": asdict(config), "costs": [asdict(c) for c in costs]}
+    record["flux"] = asdict(flux_cost) if flux_cost else None
+    text = "\n\n".join(
+        ([table(costs, args.device, args.size)] if costs else []) + ([flux_table(flux_cost)] if flux_cost else [])
+    )
     (args.out / "families.json").write_text(json.dumps(record, indent=1))
-    (args.out / "families.md").write_text(table(costs, args.device, args.size) + "\n")
-    print(table(costs, args.device, args.size))
+    (args.out / "families.md").write_text(text + "\n")
+    print(text)
     return 0
 
 

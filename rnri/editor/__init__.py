@@ -19,7 +19,7 @@ _WHERE = {
     "concept_columns": "rnri.editor.steering",
     "read_concepts": "rnri.editor.steering",
     "read_steering": "rnri.editor.steering",
-    "steering_available": "rnri.editor.steering",
+    "steering_not_applicable": "rnri.editor.steering",
     "steering_controls": "rnri.editor.steering",
     "Support": "rnri.support",
     "CAPTION_MODEL": "rnri.editor.caption",
@@ -37,6 +37,7 @@ _WHERE = {
     "EditOptions": "rnri.editor.form",
     "LocalEdit": "rnri.editor.form",
     "controls": "rnri.editor.form",
+    "not_applicable": "rnri.editor.form",
     "read_form": "rnri.editor.form",
     "solver_settings": "rnri.editor.form",
     "LEVELS": "rnri.editor.process",
@@ -133,6 +134,7 @@ __all__ = [
     "load_failure",
     "load_layer",
     "load_photo",
+    "not_applicable",
     "open_captioning",
     "open_model",
     "painted_region",
@@ -145,7 +147,7 @@ __all__ = [
     "settings_of",
     "share_cpu_politely",
     "solver_settings",
-    "steering_available",
+    "steering_not_applicable",
     "steering_controls",
     "steps_defaults",
     "use_run_folder",
@@ -156,7 +158,16 @@ if TYPE_CHECKING:
     from rnri.backbones import guidance_defaults, steps_defaults
     from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey, LatestRequest
     from rnri.editor.caption import CAPTION_MODEL, Captioning, CaptionOptions, Suggestion, open_captioning
-    from rnri.editor.form import EDITOR_METHODS, Choices, EditOptions, LocalEdit, controls, read_form, solver_settings
+    from rnri.editor.form import (
+        EDITOR_METHODS,
+        Choices,
+        EditOptions,
+        LocalEdit,
+        controls,
+        not_applicable,
+        read_form,
+        solver_settings,
+    )
     from rnri.editor.models import Resident, load_failure, open_model
     from rnri.editor.process import LEVELS, configure_logging, share_cpu_politely
     from rnri.editor.regions import MAX_LAYERS, brush_layer, painted_region, read_region
@@ -171,8 +182,8 @@ if TYPE_CHECKING:
         concept_columns,
         read_concepts,
         read_steering,
-        steering_available,
         steering_controls,
+        steering_not_applicable,
     )
     from rnri.editor.uploads import (
         MAX_PIXELS,

@@ -66,6 +66,19 @@ def controls(pipe: Any) -> dict[str, Setting]:
     return found | settings_of(BlendConfig)
 
 
+def not_applicable(pipe: Any) -> dict[str, str]:
+    """The form's settings that do nothing on ``pipe``'s backbone, each with the reason: front ends show them fixed
+    at their default, and a request that sets them otherwise is refused (never silently ignored)."""
+    backbone = backbone_of(pipe)
+    if backbone.takes_guidance:
+        return {}
+    reason = (
+        f"Not used by the {backbone.name} backbone: it is timestep-distilled and takes no guidance "
+        "(no guidance embedding, no classifier-free guidance)."
+    )
+    return {"guidance_scale": reason, "edit_guidance": reason}
+
+
 def solver_settings(method: str) -> dict[str, Setting]:
     """The options ``method`` takes that the editor offers (an empty dict for ddim)."""
     from rnri.solvers import get_method
@@ -86,6 +99,9 @@ def read_form(values: Mapping[str, Any], pipe: Any) -> Choices:
         except ValueError as error:
             raise InputError(str(error)) from error
 
+    for name, reason in not_applicable(pipe).items():
+        if value(name) != offered[name].default:
+            raise InputError(f"{offered[name].option.label}: {reason}")
     method = value("method")
     options = {name: value(name, setting) for name, setting in solver_settings(method).items()}
     settings = with_method(InversionSettings(**{name: value(name) for name in INVERSION_FIELDS}), method, options)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from rnri.adapter import embeds_guidance
+from rnri.adapter import denoiser, embeds_guidance
 from rnri.api import Inversion, auto_mask, invert, regenerate
 from rnri.backbones import backbone_of, default_guidance
 from rnri.counting import Measured, measure
@@ -30,6 +30,7 @@ from rnri.editor.regions import background_psnr, overlay, region_of
 from rnri.editor.report import Report, report_of
 from rnri.editor.steering import Steering, refuse_unsupported
 from rnri.editor.uploads import InputError, Photo
+from rnri.flux import is_flux
 from rnri.images import psnr
 from rnri.settings import InversionSettings
 from rnri.spaces_support import gpu_task
@@ -165,9 +166,9 @@ class Editor:
             if progress is not None:
                 progress(done, total)
 
-        with self._lock, caught(notices, "Source prompt"), measure(self.pipe.unet) as cost:
+        with self._lock, caught(notices, "Source prompt"), measure(denoiser(self.pipe)) as cost:
             inv = invert(self.pipe, source, image=photo.image, callback=on_step, **settings.invert_kwargs())
-        with self._lock, caught([], "Source prompt"), measure(self.pipe.unet) as rebuild:
+        with self._lock, caught([], "Source prompt"), measure(denoiser(self.pipe)) as rebuild:
             reconstruction = regenerate(self.pipe, inv, source)
         return CachedInversion(inv, reconstruction, psnr(photo.image, reconstruction), cost, rebuild, tuple(notices))
 
@@ -178,7 +179,7 @@ class Editor:
         steered by ``steering``; the automatic mask when estimated now, the cost and the notices."""
         notices: list[str] = []
         estimated = None
-        with self._lock, caught(notices, "Target prompt"), measure(self.pipe.unet) as cost:
+        with self._lock, caught(notices, "Target prompt"), measure(denoiser(self.pipe)) as cost:
             if isinstance(mask, str):
                 mask = estimated = auto_mask(self.pipe, inv, target, guidance_scale=guidance)
             kwargs = dict(guidance_scale=guidance, mask=mask, blend=local.blend, **steering.regenerate_kwargs())
@@ -210,8 +211,9 @@ class Editor:
         return gpu_seconds(inv.num_inference_steps + 1, _image_size(inv), self._guided(guidance))
 
     def _guided(self, guidance: float | None) -> bool:
-        """Whether the UNet runs both CFG branches (a backbone without a guidance embedding, guidance over 1)."""
-        return not embeds_guidance(self.pipe) and (guidance is None or guidance > 1)
+        """Whether the UNet runs both CFG branches (a backbone without a guidance embedding, guidance over 1; FLUX
+        never: dev embeds its guidance, schnell takes none)."""
+        return not (embeds_guidance(self.pipe) or is_flux(self.pipe)) and (guidance is None or guidance > 1)
 
     def _key(self, request: EditRequest) -> InversionKey:
         settings = request.settings

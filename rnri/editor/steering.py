@@ -9,8 +9,8 @@
 Every setting is described once (``rnri.options``): the attention control's and the concepts' own on their config
 dataclasses, the rest below; :func:`steering_controls` lists them by the ``/edit`` parameter names a page and the
 API show, :func:`read_steering` reads raw values back into a checked :class:`Steering`, and
-:func:`steering_available` says for each control whether the pipeline has a place for it and, when not, why (a page
-disables it with that line).
+:func:`steering_not_applicable` names the controls the pipeline has no place for, each with the reason (a page
+disables them with that line, as the form's ``not_applicable``).
 Changing any of them re-edits from the cached inversion: none is part of the inversion.
 """
 
@@ -25,7 +25,7 @@ from rnri.attention import AttentionControl, inject_keys_values, inject_maps, re
 from rnri.directions import Direction, Directions
 from rnri.editor.uploads import InputError, clean_prompt
 from rnri.options import Setting, check, option, settings_of
-from rnri.support import Support, negative_prompt_support, steering_support
+from rnri.support import negative_prompt_support, steering_support
 
 ADD, REMOVE = "add", "remove"
 INJECTIONS = {"maps": inject_maps, "keys-values": inject_keys_values}  # the names a person picks, once
@@ -114,11 +114,15 @@ def concept_columns() -> dict[str, Setting]:
     return settings_of(Concept)
 
 
-def steering_available(pipe: Any, edit_guidance: float | None = None) -> dict[str, Support]:
-    """For each steering control (and ``"concepts"``, the rows): whether ``pipe`` has a place for it at
-    ``edit_guidance`` (None: the backbone's), and why not; a page disables a control with its reason."""
+def steering_not_applicable(pipe: Any, edit_guidance: float | None = None) -> dict[str, str]:
+    """The steering controls (and ``"concepts"``, the rows) that ``pipe`` has no place for at ``edit_guidance`` (None:
+    the backbone's), each with the reason, as ``rnri.editor.not_applicable`` gives the form's: a page shows them
+    disabled with that line, and a request that sets them is refused (:func:`read_steering`)."""
     negative, steering = negative_prompt_support(pipe, edit_guidance), steering_support(pipe)
-    return {name: negative if name == "negative_prompt" else steering for name in [*steering_controls(), "concepts"]}
+    found = {} if negative.applies else {"negative_prompt": negative.reason}
+    if not steering.applies:
+        found |= {name: steering.reason for name in [*steering_controls(), "concepts"] if name != "negative_prompt"}
+    return found
 
 
 def read_steering(values: Mapping[str, Any], pipe: Any, edit_guidance: float, concepts: Any = None) -> Steering:
