@@ -55,6 +55,6 @@ def steering_support(pipe: Any) -> Support:
         return Support(True)
     return Support(
         False,
-        "Attention control and concepts run on LCM models with a guidance embedding for now; this model is "
+        "Attention control and concepts (directions) run on LCM pipelines with a guidance embedding for now; this is "
         f"{backbone_of(pipe).name} ({type(pipe).__name__} with {type(pipe.scheduler).__name__}).",
     )

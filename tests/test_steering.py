@@ -97,22 +97,22 @@ def test_which_controls_apply_follows_the_backbone_and_the_edit_guidance(pipe, t
     assert list(lcm) == ["negative_prompt"] and "embedding" in lcm["negative_prompt"]
     sd = ed.steering_not_applicable(teacher)
     assert set(sd) == {*ed.steering_controls(), "concepts"} - {"negative_prompt"}
-    assert "LCM models" in sd["concepts"] == sd["attention_control"]
+    assert "LCM pipelines" in sd["concepts"] == sd["attention_control"]
     assert "negative_prompt" in ed.steering_not_applicable(teacher, 1.0)  # no CFG at guidance 1
 
 
 @pytest.mark.parametrize("model, how", [("tiny-flux", "takes no guidance"), ("tiny-flux-dev", "as an embedding")])
 def test_flux_has_no_place_for_a_negative_prompt_nor_for_control(model, how):
     found = ed.steering_not_applicable(rnri.load_pipeline(model, device="cpu"))
-    assert how in found["negative_prompt"] and "LCM models" in found["attention_control"]
+    assert how in found["negative_prompt"] and "LCM pipelines" in found["attention_control"]
 
 
 @pytest.mark.parametrize(
     "model, values, rows, words",
     [
         ("tiny", {"negative_prompt": "red"}, None, "takes its guidance as an embedding"),
-        ("tiny-teacher", {"attention_control": True}, None, "run on LCM models"),
-        ("tiny-teacher", {}, [["blue", 1, "add"]], "run on LCM models"),
+        ("tiny-teacher", {"attention_control": True}, None, "run on LCM pipelines"),
+        ("tiny-teacher", {}, [["blue", 1, "add"]], "run on LCM pipelines"),
     ],
 )
 def test_unsupported_steering_is_refused_with_the_reason_before_any_work(model, values, rows, words):

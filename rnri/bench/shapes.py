@@ -434,7 +434,7 @@ def twins(caption: bool, negative: bool) -> list[Variant]:
 
 def paired_markdown(variants: list[Variant], edit_rows: list[EditRow], groups: list) -> str:
     """Each row after the first against the first, edit by edit: mean difference [95% interval, photos resampled]."""
-    from rnri.bench.paired import paired_bootstrap
+    from rnri.bench.paired_edits import paired_bootstrap
 
     photos = np.array([i for i, (_, edits) in enumerate(groups) for _ in edits])
     metrics = ("success", "preservation", "background_psnr", "target_psnr")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnri.bench.paired import paired_bootstrap
+from rnri.bench.paired_edits import paired_bootstrap
 from rnri.bench.shapes import paired_markdown, run, source_attribute, twins
 from rnri.shapes.edits import shape_edit
 
