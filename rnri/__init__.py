@@ -34,6 +34,8 @@ _WHERE = {  # public name -> the module that defines it
     "load_inversion": "rnri.serialize",
     "save_inversion": "rnri.serialize",
     "saved_model": "rnri.serialize",
+    "negative_prompt_support": "rnri.support",
+    "steering_support": "rnri.support",
 }
 __all__ = [
     "BACKBONES",
@@ -52,9 +54,11 @@ __all__ = [
     "invert",
     "load_inversion",
     "load_pipeline",
+    "negative_prompt_support",
     "regenerate",
     "save_inversion",
     "saved_model",
+    "steering_support",
     "stock_latents",
     "tiny_pipeline",
 ]
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
     from rnri.serialize import load_inversion, save_inversion, saved_model
     from rnri.settings import InversionSettings
     from rnri.solvers import METHODS
+    from rnri.support import negative_prompt_support, steering_support
 
 
 def _not_ours(record: logging.LogRecord) -> bool:

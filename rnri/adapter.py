@@ -248,7 +248,8 @@ def latents_scale(scheduler: Any, num_inference_steps: int) -> float:
 
 @dataclass(frozen=True)
 class PromptEmbeddings:
-    """A prompt encoded by the pipeline's text encoder(s); the negative ones are the empty prompt's."""
+    """A prompt encoded by the pipeline's text encoder(s); the negative ones are the negative prompt's (by default
+    the empty prompt's)."""
 
     text: torch.Tensor  # encoder hidden states (1, L, E)
     negative: torch.Tensor | None = None  # (1, L, E), under classifier-free guidance
@@ -260,11 +261,14 @@ _PROMPT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # text e
 PROMPT_CACHE_SIZE = 32  # prompts kept per text encoder
 
 
-def prompt_embeddings(pipe: Any, prompt: str, negative: bool = False) -> PromptEmbeddings:
-    """``prompt`` (and with ``negative``, the empty prompt) through the pipeline's own ``encode_prompt``, cached per
-    text encoder (least recently used dropped)."""
+def prompt_embeddings(
+    pipe: Any, prompt: str, negative: bool = False, negative_prompt: str | None = None
+) -> PromptEmbeddings:
+    """``prompt`` (and with ``negative``, ``negative_prompt``, else the empty prompt) through the pipeline's own
+    ``encode_prompt``, cached per text encoder (least recently used dropped)."""
     cache = _PROMPT_CACHE.setdefault(pipe.text_encoder, OrderedDict())
-    key = (prompt, negative)
+    negative_prompt = (negative_prompt or None) if negative else None  # "": the stock unconditional branch
+    key = (prompt, negative, negative_prompt)
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
@@ -273,8 +277,9 @@ def prompt_embeddings(pipe: Any, prompt: str, negative: bool = False) -> PromptE
         if flux.is_flux(pipe):  # T5's hidden states, CLIP's pooled embedding (and zero text ids, made again later)
             text, pooled, _ = pipe.encode_prompt(prompt, max_sequence_length=max_sequence_length(pipe), **options)
             encoded = (text, None, pooled)
-        else:  # SD and LCM: 2 tensors; SDXL: 4, the pooled ones added
-            encoded = pipe.encode_prompt(prompt, do_classifier_free_guidance=negative, **options)
+        else:  # SD and LCM: 2 tensors; SDXL: 4, the pooled ones added (zeros for no negative prompt)
+            cfg = {"do_classifier_free_guidance": negative, "negative_prompt": negative_prompt}
+            encoded = pipe.encode_prompt(prompt, **cfg, **options)
     cache[key] = PromptEmbeddings(*encoded)  # the negatives are None without guidance
     while len(cache) > PROMPT_CACHE_SIZE:
         cache.popitem(last=False)
@@ -330,16 +335,20 @@ def sdxl_time_ids(pipe: Any, latent_size: tuple[int, int], dtype: torch.dtype) -
     return torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype, device=pipe._execution_device)
 
 
-def conditioning(pipe: Any, prompt: str, guidance_scale: float, latent_size: tuple[int, int]) -> Conditioning:
+def conditioning(
+    pipe: Any, prompt: str, guidance_scale: float, latent_size: tuple[int, int], negative_prompt: str | None = None
+) -> Conditioning:
     """The UNet's conditioning for ``prompt`` at ``guidance_scale``, for latents of ``latent_size = (h, w)``.
 
     As the stock pipelines: an LCM's guidance goes in its embedding; otherwise classifier-free guidance is on when
-    ``guidance_scale > 1``, against the empty prompt (zeros on SDXL, whose config forces them).
+    ``guidance_scale > 1``, against ``negative_prompt`` in the unconditional branch, else the empty prompt (zeros on
+    SDXL, whose config forces them). Where there is no unconditional branch the negative prompt is the caller's to
+    refuse (``rnri.support.negative_prompt_support``).
     """
     if embeds_guidance(pipe):
         return Conditioning(encode_prompt(pipe, prompt), timestep_cond=guidance_embedding(pipe, guidance_scale))
     cfg = guidance_scale > 1.0
-    e = prompt_embeddings(pipe, prompt, negative=cfg)
+    e = prompt_embeddings(pipe, prompt, negative=cfg, negative_prompt=negative_prompt)
     text = torch.cat([e.negative, e.text]) if cfg else e.text
     added = None
     if e.pooled is not None:
@@ -350,14 +359,18 @@ def conditioning(pipe: Any, prompt: str, guidance_scale: float, latent_size: tup
 
 
 def batch_conditioning(
-    pipe: Any, prompts: list[str], guidance_scale: float, latent_size: tuple[int, int]
+    pipe: Any,
+    prompts: list[str],
+    guidance_scale: float,
+    latent_size: tuple[int, int],
+    negative_prompt: str | None = None,
 ) -> Conditioning:
     """The conditioning of a batch, one prompt per item in order (one prompt's is :func:`conditioning`'s own).
 
     Under classifier-free guidance the batch is [every item unconditional, every item conditional], the halves
     :func:`unet_eps` splits; the guidance embedding (1, D), the same for every item, broadcasts over the batch.
     """
-    conds = [conditioning(pipe, prompt, guidance_scale, latent_size) for prompt in prompts]
+    conds = [conditioning(pipe, prompt, guidance_scale, latent_size, negative_prompt) for prompt in prompts]
     if len(conds) == 1:
         return conds[0]
     halves = 2 if conds[0].cfg_scale is not None else 1
@@ -404,14 +417,21 @@ def _to_eps(scheduler: Any) -> Callable[[torch.Tensor, torch.Tensor, int], torch
     return lambda v, z, t: eps_from_v(v, z, float(acp[t]))
 
 
-def prompt_eps_fn(pipe: Any, prompt: str | list[str], guidance_scale: float, latent_size: tuple[int, int]) -> EpsFn:
+def prompt_eps_fn(
+    pipe: Any,
+    prompt: str | list[str],
+    guidance_scale: float,
+    latent_size: tuple[int, int],
+    negative_prompt: str | None = None,
+) -> EpsFn:
     """``eps(z, t)`` under ``prompt`` at ``guidance_scale`` for latents of ``latent_size = (h, w)``; a list of
-    prompts conditions a batch, item by item. On FLUX, the velocity ``v(z, t)`` that the flow chain steps with."""
+    prompts conditions a batch, item by item; ``negative_prompt``: CFG's unconditional branch (None: the empty one).
+    On FLUX, the velocity ``v(z, t)`` that the flow chain steps with."""
     if flux.is_flux(pipe):
         return flux.velocity_fn(pipe, flux_conditioning(pipe, prompt, guidance_scale), latent_size)
     if isinstance(prompt, str):
-        return unet_eps(pipe, conditioning(pipe, prompt, guidance_scale, latent_size))
-    return unet_eps(pipe, batch_conditioning(pipe, prompt, guidance_scale, latent_size))
+        return unet_eps(pipe, conditioning(pipe, prompt, guidance_scale, latent_size, negative_prompt))
+    return unet_eps(pipe, batch_conditioning(pipe, prompt, guidance_scale, latent_size, negative_prompt))
 
 
 def flux_conditioning(pipe: Any, prompt: str | list[str], guidance_scale: float) -> flux.FluxConditioning:

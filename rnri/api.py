@@ -35,6 +35,7 @@ from rnri.masks import (
     threshold_mask,
 )
 from rnri.solvers import make_config
+from rnri.support import negative_prompt_support, steering_support
 
 CHAINS = adapter.CHAINS  # "lcm", "ddim", "euler-ancestral", "euler", "flow"; which a pipeline runs: its scheduler's
 Pipeline = Any  # a stock LatentConsistencyModelPipeline, StableDiffusion(XL)Pipeline or FluxPipeline
@@ -270,9 +271,15 @@ def _steps_of(pipe: Pipeline, inv: Inversion) -> list[Step]:
     return steps
 
 
-def _eps_fn(pipe: Pipeline, inv: Inversion, prompt: str | list[str], guidance_scale: float | None):
+def _eps_fn(
+    pipe: Pipeline,
+    inv: Inversion,
+    prompt: str | list[str],
+    guidance_scale: float | None,
+    negative_prompt: str | None = None,
+):
     guidance_scale = inv.guidance_scale if guidance_scale is None else guidance_scale
-    return adapter.prompt_eps_fn(pipe, prompt, guidance_scale, tuple(inv.latents.shape[-2:]))
+    return adapter.prompt_eps_fn(pipe, prompt, guidance_scale, tuple(inv.latents.shape[-2:]), negative_prompt)
 
 
 def _output_size(inv: Inversion, vae_scale_factor: int) -> tuple[int, int]:
@@ -314,6 +321,7 @@ def regenerate(
     blend: BlendConfig | None = None,
     control: AttentionControl | None = None,
     directions: Directions | None = None,
+    negative_prompt: str | None = None,
 ) -> Image.Image | list[Image.Image] | torch.Tensor:
     """Run the inverted chain under ``prompt``: the source prompt reconstructs, another one edits.
 
@@ -321,8 +329,10 @@ def regenerate(
     or ``"auto"`` (:func:`auto_mask`); outside it the source chain is followed, and with ``blend.paste_back``
     the original pixels are put back. control: reuse the source's attention (:mod:`rnri.attention`; the source
     branch runs beside the edit in one batched UNet call). directions: several edits, or removals, at once
-    (:mod:`rnri.directions`). Returns a PIL image at the input image's size, or with ``output_type="latent"`` the
-    clean latents (1, C, h, w), scaled as ``invert`` takes them (FLUX's unpacked).
+    (:mod:`rnri.directions`). negative_prompt: what the edit steers away from, in classifier-free guidance's
+    unconditional branch instead of the empty prompt; only where the edit runs CFG (``ValueError`` with the reason
+    elsewhere: :func:`rnri.support.negative_prompt_support`). Returns a PIL image at the input image's size, or with
+    ``output_type="latent"`` the clean latents (1, C, h, w), scaled as ``invert`` takes them (FLUX's unpacked).
 
     A batch: a list of inversions (made on one chain, schedule, guidance and latent size, e.g. by one batched
     ``invert``) and a list of as many prompts; every UNet call takes the whole batch. Returns a list of images, or
@@ -330,19 +340,20 @@ def regenerate(
     """
     if output_type not in ("pil", "latent"):
         raise ValueError(f"output_type must be 'pil' or 'latent', got {output_type!r}")
+    if negative_prompt:
+        _check_negative_prompt(pipe, inv, negative_prompt, guidance_scale)
     if not isinstance(inv, Inversion):
         if mask is not None or control is not None or directions is not None:
             raise ValueError("mask, control and directions take one inversion at a time, not a list")
         invs, prompts = _batch_of(inv, prompt)
         for text in prompts:
             _check_prompt(pipe, text, allow_empty=True)
-        return _regenerate_batch(pipe, invs, prompts, output_type, guidance_scale)
+        return _regenerate_batch(pipe, invs, prompts, output_type, guidance_scale, negative_prompt)
     _check_prompt(pipe, prompt, allow_empty=True)  # "": unconditional, as an inversion under "" is replayed
-    if (control is not None or directions is not None) and not adapter.embeds_guidance(pipe):
-        raise ValueError(
-            "attention control and directions run on LCM pipelines with a guidance embedding for now; "
-            f"this pipeline is {type(pipe).__name__} with {type(pipe.scheduler).__name__}"
-        )
+    if control is not None or directions is not None:
+        support = steering_support(pipe)
+        if not support.applies:
+            raise ValueError(support.reason)
     if control is not None and not inv.prompt:
         raise ValueError("attention control needs the inversion's source prompt, which this inversion does not record")
     for term in directions.terms if directions is not None else ():
@@ -363,9 +374,9 @@ def regenerate(
         )
         clean = chain[-1]
     elif blend_mask is None:
-        clean = _sample_clean(pipe, [inv], prompt, guidance_scale)
+        clean = _sample_clean(pipe, [inv], prompt, guidance_scale, negative_prompt)
     else:
-        eps_fn = _eps_fn(pipe, inv, prompt, guidance_scale)
+        eps_fn = _eps_fn(pipe, inv, prompt, guidance_scale, negative_prompt)
         clean = blended_sample(eps_fn, steps, inv.trajectory, inv.noises, blend_mask)[-1]
     if output_type == "latent":
         return clean
@@ -373,6 +384,21 @@ def regenerate(
     if paste_mask is not None and (blend or BlendConfig()).paste_back and inv.source_image is not None:
         image = Image.composite(image, inv.source_image, mask_image(paste_mask, size))  # m x + (1 - m) x_src
     return image
+
+
+def _check_negative_prompt(
+    pipe: Pipeline, inv: Inversion | Sequence[Inversion], negative_prompt: Any, guidance_scale: float | None
+) -> None:
+    """A negative prompt is a string, refused where the edit runs no classifier-free guidance."""
+    if not isinstance(negative_prompt, str):
+        raise ValueError(f"negative_prompt must be a string, got {type(negative_prompt).__name__}")
+    first = inv if isinstance(inv, Inversion) else (inv[0] if inv else None)
+    if guidance_scale is None and isinstance(first, Inversion):
+        guidance_scale = first.guidance_scale
+    support = negative_prompt_support(pipe, guidance_scale)
+    if not support.applies:
+        raise ValueError(support.reason)
+    _check_prompt(pipe, negative_prompt)
 
 
 def _batch_of(invs: Sequence[Inversion], prompts: str | Sequence[str]) -> tuple[list[Inversion], list[str]]:
@@ -399,7 +425,11 @@ def _batch_of(invs: Sequence[Inversion], prompts: str | Sequence[str]) -> tuple[
 
 
 def _sample_clean(
-    pipe: Pipeline, invs: list[Inversion], prompt: str | list[str], guidance_scale: float | None
+    pipe: Pipeline,
+    invs: list[Inversion],
+    prompt: str | list[str],
+    guidance_scale: float | None,
+    negative_prompt: str | None = None,
 ) -> torch.Tensor:
     """The clean latents (B, C, h, w) of the chains of ``invs`` (one or a batch) run under their prompts."""
     invs = [on_device(inv, pipe._execution_device) for inv in invs]
@@ -413,13 +443,18 @@ def _sample_clean(
         noises = [
             None if n is None else torch.cat([inv.noises[i] for inv in invs]) for i, n in enumerate(first.noises)
         ]
-    return sample(_eps_fn(pipe, first, prompt, guidance_scale), steps, z_T, noises)[-1]
+    return sample(_eps_fn(pipe, first, prompt, guidance_scale, negative_prompt), steps, z_T, noises)[-1]
 
 
 def _regenerate_batch(
-    pipe: Pipeline, invs: list[Inversion], prompts: list[str], output_type: str, guidance_scale: float | None
+    pipe: Pipeline,
+    invs: list[Inversion],
+    prompts: list[str],
+    output_type: str,
+    guidance_scale: float | None,
+    negative_prompt: str | None = None,
 ) -> list[Image.Image] | torch.Tensor:
-    clean = _sample_clean(pipe, invs, prompts, guidance_scale)
+    clean = _sample_clean(pipe, invs, prompts, guidance_scale, negative_prompt)
     if output_type == "latent":
         return clean
     return [_decode(pipe, clean[b : b + 1], _output_size(inv, pipe.vae_scale_factor)) for b, inv in enumerate(invs)]

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 from torch import nn
 
+from rnri.options import option
+
 STOCK_PROCESSORS = (AttnProcessor, AttnProcessor2_0)  # what a controlled layer may replace (same math, same weights)
 
 
@@ -131,14 +133,29 @@ ALIGNERS: dict[str, Aligner] = {"refine": refine, "replace": replace}  # names f
 class AttentionControl:
     """How an edit reuses the source's attention; fractions count the chain's steps from the first (noisiest)."""
 
-    self_fraction: float = 0.5  # share of the steps whose self-attention is injected from the source (structure)
-    cross_fraction: float = 0.75  # share of the steps whose shared words' cross-attention maps are the source's
+    self_fraction: float = option(  # share of the steps whose self-attention is injected from the source (structure)
+        0.5, "Layout kept", "Share of the steps whose self-attention is the photo's: more keeps its layout.",
+        low=0, high=1, step=0.05,
+    )  # fmt: skip
+    cross_fraction: float = option(  # share of the steps whose shared words' cross-attention maps are the source's
+        0.75, "Words kept in place", "Share of the steps in which the words both prompts share attend where they did "
+        "in the photo.", low=0, high=1, step=0.05,
+    )  # fmt: skip
     inject: SelfInjection = inject_maps  # inject_maps (P2P: source maps, edit values) or inject_keys_values (MasaCtrl)
     align: Aligner = refine  # refine (shared tokens) or replace (also swapped words of equal token count)
-    local_blend: bool = True  # keep the source chain outside the cross-attention maps of the edited words
-    blend_threshold: float = 0.3  # a cell is edited where the edited words' map reaches this share of its maximum
-    blend_dilation: int = 1  # latent cells the local blend's region grows by before thresholding (P2P: one map cell)
-    blend_start: float = 0.0  # share of the steps before the local blend begins
+    local_blend: bool = option(  # keep the source chain outside the cross-attention maps of the edited words
+        True, "Local blend", "Edit only where the changed words attend; elsewhere the photo's chain is followed."
+    )
+    blend_threshold: float = option(  # a cell is edited where the edited words' map reaches this share of its maximum
+        0.3, "Local blend threshold", "Share of its maximum the changed words' attention must reach where the edit "
+        "acts.", low=0.05, high=0.95, step=0.05,
+    )  # fmt: skip
+    blend_dilation: int = option(  # latent cells the local blend's region grows by before thresholding (P2P: one)
+        1, "Local blend growth", "Latent cells the local blend's region grows by.", low=0, high=4, step=1
+    )
+    blend_start: float = option(  # share of the steps before the local blend begins
+        0.0, "Local blend start", "Share of the steps before the local blend begins.", low=0, high=1, step=0.05
+    )
     max_tokens: int = 1024  # layers with more queries (latent cells) than this run uncontrolled (P2P: 32x32)
 
     def __post_init__(self) -> None:

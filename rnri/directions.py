@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rnri.options import option
+
 
 @dataclass(frozen=True)
 class Direction:
@@ -39,8 +41,13 @@ class Directions:
 
     terms: tuple[Direction, ...]  # the edits, at least one
     reference: str | None = ""  # c_ref: "" (LEdits++'s unconditional); None: the prompt given to regenerate
-    threshold: float | None = 0.9  # quantile of the implicit masks (LEdits++'s lambda); None: no mask, act everywhere
-    warmup: float = 0.0  # share of the first steps in which the directions do not act
+    threshold: float | None = option(  # quantile of the implicit masks (LEdits++'s lambda); None: act everywhere
+        0.9, "Concept mask", "Quantile both a concept's attention and its effect must reach where it acts "
+        "(LEdits++'s lambda); 0 acts everywhere.", low=0, high=0.99, step=0.01,
+    )  # fmt: skip
+    warmup: float = option(  # share of the first steps in which the directions do not act
+        0.0, "Concept warm-up", "Share of the first steps in which the concepts do not act.", low=0, high=1, step=0.05
+    )
 
     def __post_init__(self) -> None:
         if not self.terms:

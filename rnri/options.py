@@ -186,7 +186,7 @@ def explain(setting: Setting) -> str:
         accepts = f"one of {', '.join(opt.choices)}" if opt.choices else "a string"
     else:
         accepts = ("a whole number" if setting.kind is int else "a number") + _range(opt.low, opt.high)
-    default = "the backbone's" if setting.default is None else plain_default(setting.default)
+    default = "the backbone's" if setting.default is None else plain_default(setting.default) or "empty"
     return f"{opt.label}. {opt.help} Takes {accepts}; default {default}."
 
 

@@ -17,7 +17,7 @@ MATH = {"rnri.chain", "rnri.priors", "rnri.inversion", "rnri.masks", "rnri.optio
 MATH |= {"rnri.counting", "rnri.lazy", "rnri.solvers", "rnri.samplers", "rnri.directions"}
 ADAPTER = {"rnri", "rnri.adapter", "rnri.images", "rnri.loading", "rnri.api", "rnri.serialize", "rnri.gpu"}
 ADAPTER |= {"rnri.spaces_support", "rnri.backbones", "rnri.attention", "rnri.control", "rnri.flux"}
-ADAPTER |= {"rnri.jsonshape"}
+ADAPTER |= {"rnri.jsonshape", "rnri.support"}
 EDITOR = {"rnri.editor"}
 FRONT_ENDS = {"app", "rnri.cli"}  # take the public API and the editor service, nothing below
 ENTRY_POINTS = {"rnri.__main__": {"rnri.cli"}}  # python -m rnri
@@ -25,6 +25,7 @@ TOOLS = {"rnri.bench", "rnri.evaluation", "rnri.testbeds", "rnri.edit_testbeds",
 NOT_IN_MATH = ("PIL", "numpy", "gradio", "diffusers", "transformers")  # math takes tensors in and gives tensors out
 EXCEPTIONS = {  # (importer, imported): why this one import crosses the layers
     ("rnri.loading", "rnri.shapes.models"): "'tiny' is the shapes LCM shipped in the package, whose folder it names",
+    ("rnri.editor.caption", "rnri.shapes.analyze"): "the tiny models' captioner is the shapes world's exact analyzer",
 }
 
 

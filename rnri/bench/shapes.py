@@ -57,6 +57,8 @@ class Variant:
     control: AttentionControl | None = None  # attention control of the edits and of the reconstruction
     directions: Callable[[Edit], Directions] | None = None  # the edit as directions from the source caption
     source: str | None = None  # the source prompt instead of the photo's caption ("": none, as LEdits++ allows)
+    caption: Callable[[Any], str | None] | None = None  # reads the source prompt from the photo (--caption analyzer)
+    negative: Callable[[Edit], str] | None = None  # each edit's negative prompt (--negative; CFG backbones)
 
 
 VARIANTS = [
@@ -221,6 +223,8 @@ def invert_and_edit(
     """Invert ``photo`` once at ``inversion_guidance``, reconstruct it at the same guidance and make every edit at
     ``guidance``; returns the inversion, its time, the reconstruction and the edited images."""
     source = source if variant.source is None else variant.source
+    if variant.caption is not None:
+        source = variant.caption(photo) or ""  # nothing read: inverted unconditionally, as an empty field would be
     start = time.perf_counter()
     inv = rnri.invert(
         pipe,
@@ -238,6 +242,8 @@ def invert_and_edit(
     for edit in edits:
         mask = {None: None, "oracle": region_mask(edit), "auto": "auto"}[variant.mask]
         options = {"mask": mask, "control": variant.control, "guidance_scale": guidance}
+        if variant.negative is not None:
+            options["negative_prompt"] = variant.negative(edit)
         if variant.directions is None:
             prompt = edit.target.caption
         else:
@@ -405,6 +411,53 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def source_attribute(edit: Edit) -> str:
+    """The words of the source caption the edit changes: a colour, shape or size ("red"), or "gray background"."""
+    if edit.index is None:
+        return f"{edit.source.background} background"
+    return getattr(edit.source.things[edit.index], edit.attribute)
+
+
+def twins(caption: bool, negative: bool) -> list[Variant]:
+    """The default row, then its twin with the analyzer's caption as the source prompt and/or its twin with a
+    negative prompt naming the source attribute: each twin is paired with the first row, edit by edit."""
+    from rnri.shapes.analyze import described
+
+    base = Variant("rnri (default)")
+    found = [base]
+    if caption:
+        found.append(dataclasses.replace(base, label="rnri (default), analyzer's caption", caption=described))
+    if negative:
+        found.append(dataclasses.replace(base, label="rnri (default), negative prompt", negative=source_attribute))
+    return found
+
+
+def paired_markdown(variants: list[Variant], edit_rows: list[EditRow], groups: list) -> str:
+    """Each row after the first against the first, edit by edit: mean difference [95% interval, photos resampled]."""
+    from rnri.bench.paired_edits import paired_bootstrap
+
+    photos = np.array([i for i, (_, edits) in enumerate(groups) for _ in edits])
+    metrics = ("success", "preservation", "background_psnr", "target_psnr")
+    lines = ["Paired with the first row over the same edits: mean difference [95% bootstrap interval, photos "
+             "resampled] (edits better, worse); PSNRs capped at 60 dB as in the table.", "",
+             "| row | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]  # fmt: skip
+    base = [r for r in edit_rows if r.variant == variants[0].label]
+    for variant in variants[1:]:
+        rows = [r for r in edit_rows if r.variant == variant.label]
+        cells = []
+        for metric in metrics:
+            a, b = (np.minimum([float(getattr(r, metric)) for r in side], 60.0) for side in (base, rows))
+            kept = np.isfinite(a) & np.isfinite(b)  # a background edit has no background PSNR
+            cells.append(str(paired_bootstrap(a[kept], b[kept], photos[kept])))
+        lines.append(f"| {variant.label} | " + " | ".join(cells) + " |")
+    readers = [v for v in variants if v.caption is not None]
+    for variant in readers:
+        same = sum(variant.caption(render(scene).image) == scene.caption for scene, _ in groups)
+        lines += ["", f"{variant.label}: the caption read equals the scene's true caption on {same} of {len(groups)} "
+                  "photos."]  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rnri.bench.shapes", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 photos, 4 variants (under a minute)")
@@ -413,6 +466,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--robustness", action="store_true", help="initial guesses, last-step iterations")
     parser.add_argument("--empty-source", action="store_true", help="with and without the source prompt")
     parser.add_argument("--ledits", action="store_true", help="add LEdits++ (diffusers) on the shapes DDIM teacher")
+    parser.add_argument(
+        "--caption",
+        choices=("truth", "analyzer"),
+        default="truth",
+        help="analyzer: the default row beside its twin whose source prompt the analyzer reads from the photo (the "
+        "editor's suggested caption), paired with bootstrap intervals",
+    )
+    parser.add_argument(
+        "--negative",
+        action="store_true",
+        help="the default row beside its twin with a negative prompt naming the attribute each edit changes, "
+        "paired with bootstrap intervals (classifier-free-guidance backbones)",
+    )
     parser.add_argument("--photos", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -440,6 +506,8 @@ def main(argv: list[str] | None = None) -> None:
     pipe = rnri.load_pipeline(args.model, device="cpu")
     if rnri.backbone_of(pipe).name == "stable-diffusion" and not (args.control or args.sweep):
         variants = TEACHER if not args.quick else TEACHER[:2]
+    if args.caption == "analyzer" or args.negative:
+        variants = twins(args.caption == "analyzer", args.negative)
     guidance = rnri.default_guidance(pipe, edit=True) if args.guidance is None else args.guidance
     inversion_guidance = rnri.default_guidance(pipe) if args.inversion_guidance is None else args.inversion_guidance
     start = time.perf_counter()
@@ -461,6 +529,8 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - start
     command = " ".join(["python -m rnri.bench.shapes", *(sys.argv[1:] if argv is None else argv)])
     text += f"\n\n`{command}`: {elapsed:.0f} s, inversion at guidance {inversion_guidance:g}, edits at {guidance:g}."
+    if len(variants) > 1 and (variants[1].caption or variants[1].negative):
+        text += "\n\n" + paired_markdown(variants, edit_rows, shape_edit(args.seed, photos))
     (args.out / "shapes.md").write_text(text + "\n")
     (args.out / "shapes.json").write_text(
         json.dumps(

@@ -12,6 +12,21 @@ from typing import TYPE_CHECKING
 from rnri.lazy import attach
 
 _WHERE = {
+    "Concept": "rnri.editor.steering",
+    "MAX_CONCEPTS": "rnri.editor.steering",
+    "Steering": "rnri.editor.steering",
+    "SteeringOptions": "rnri.editor.steering",
+    "concept_columns": "rnri.editor.steering",
+    "read_concepts": "rnri.editor.steering",
+    "read_steering": "rnri.editor.steering",
+    "steering_not_applicable": "rnri.editor.steering",
+    "steering_controls": "rnri.editor.steering",
+    "Support": "rnri.support",
+    "CAPTION_MODEL": "rnri.editor.caption",
+    "CaptionOptions": "rnri.editor.caption",
+    "Captioning": "rnri.editor.caption",
+    "Suggestion": "rnri.editor.caption",
+    "open_captioning": "rnri.editor.caption",
     "BoundedDict": "rnri.editor.cache",
     "CachedInversion": "rnri.editor.cache",
     "InversionCache": "rnri.editor.cache",
@@ -72,16 +87,21 @@ _WHERE = {
     "load_photo": "rnri.editor.uploads",
 }
 __all__ = [
+    "CAPTION_MODEL",
     "EDITOR_METHODS",
     "LEVELS",
     "LOOPBACK",
+    "MAX_CONCEPTS",
     "MAX_LAYERS",
     "MAX_PIXELS",
     "MAX_SIDE",
     "OFFLOAD_CHOICES",
     "BoundedDict",
     "CachedInversion",
+    "CaptionOptions",
+    "Captioning",
     "Choices",
+    "Concept",
     "EditOptions",
     "EditRequest",
     "EditResult",
@@ -97,17 +117,22 @@ __all__ = [
     "Photo",
     "Report",
     "Resident",
+    "Steering",
+    "SteeringOptions",
+    "Suggestion",
+    "Support",
     "WebGuard",
     "WebPolicy",
     "add_arguments",
     "brush_layer",
     "clean_prompt",
     "client_of",
+    "concept_columns",
     "configure_logging",
     "controls",
     "describe_options",
-    "explain_option",
     "example_caching",
+    "explain_option",
     "guidance_defaults",
     "image_size",
     "hub_reachable",
@@ -116,16 +141,21 @@ __all__ = [
     "load_photo",
     "not_applicable",
     "model_limits",
+    "open_captioning",
     "open_model",
     "painted_region",
     "policy_for",
+    "read_concepts",
     "read_form",
     "read_options",
     "read_region",
+    "read_steering",
     "settings_of",
     "sent_file",
     "share_cpu_politely",
     "solver_settings",
+    "steering_not_applicable",
+    "steering_controls",
     "steps_defaults",
     "trust_forwarded_for",
     "use_run_folder",
@@ -135,6 +165,7 @@ __all__ = [
 if TYPE_CHECKING:
     from rnri.backbones import guidance_defaults, steps_defaults
     from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey, LatestRequest
+    from rnri.editor.caption import CAPTION_MODEL, Captioning, CaptionOptions, Suggestion, open_captioning
     from rnri.editor.form import (
         EDITOR_METHODS,
         Choices,
@@ -151,6 +182,17 @@ if TYPE_CHECKING:
     from rnri.editor.report import Report
     from rnri.editor.scratch import sent_file, use_run_folder
     from rnri.editor.service import Editor, EditRequest, EditResult
+    from rnri.editor.steering import (
+        MAX_CONCEPTS,
+        Concept,
+        Steering,
+        SteeringOptions,
+        concept_columns,
+        read_concepts,
+        read_steering,
+        steering_controls,
+        steering_not_applicable,
+    )
     from rnri.editor.uploads import (
         MAX_PIXELS,
         MAX_SIDE,
@@ -169,5 +211,6 @@ if TYPE_CHECKING:
     from rnri.options import read as read_options
     from rnri.settings import with_method
     from rnri.spaces_support import example_caching
+    from rnri.support import Support
 
 __getattr__, __dir__ = attach(__name__, _WHERE)

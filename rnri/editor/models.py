@@ -182,14 +182,15 @@ def speed_up(pipe: Any, fast: FastPath) -> list[str]:
 
 def load_failure(model: str, error: BaseException) -> str:
     """Why ``model`` could not be loaded, in one line, and the ways out."""
-    return f"could not load the model {model!r}: {_reason(model, error)}; {WAYS_OUT}"
+    return f"could not load the model {model!r}: {load_reason(model, error)}; {WAYS_OUT}"
 
 
-def _reason(model: str, error: BaseException) -> str:
+def load_reason(model: str, error: BaseException, what: str = "diffusers pipeline") -> str:
+    """Why ``model`` (a Hub id or folder of a ``what``) could not be loaded, in a few words."""
     cause = error.__cause__ or error
     text = str(cause)
     if Path(model).expanduser().exists():
-        return f"the folder holds no diffusers pipeline with .safetensors weights ({_first_sentence(text)})"
+        return f"the folder holds no {what} with .safetensors weights ({_first_sentence(text)})"
     if model.startswith(("/", ".", "~")) or "\\" in model:
         return "there is no such folder"
     causes = [f"{type(e).__name__}: {e}" for e in _causes(error)]  # the Hub's error sits below the loader's

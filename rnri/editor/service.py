@@ -28,13 +28,15 @@ from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, Inve
 from rnri.editor.form import Choices, LocalEdit
 from rnri.editor.regions import background_psnr, overlay, region_of
 from rnri.editor.report import Report, report_of
-from rnri.editor.uploads import Photo
+from rnri.editor.steering import Steering, refuse_unsupported
+from rnri.editor.uploads import InputError, Photo
 from rnri.flux import is_flux
 from rnri.images import psnr
 from rnri.settings import InversionSettings
 from rnri.spaces_support import gpu_task
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all) of the inversion
+PLAIN = Steering()  # an edit steered by its target prompt alone
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class EditRequest:
     target: str  # what it should become
     choices: Choices  # the inversion's settings, the edit's guidance, the local edit
     session: str = "local"  # whose cache entries these are
+    steering: Steering = PLAIN  # negative prompt, concepts, attention control (rnri.editor.steering)
 
     @property
     def settings(self) -> InversionSettings:
@@ -69,8 +72,9 @@ class EditResult:
 
 
 # How long ZeroGPU lends a GPU to one call: the work it will do, at a pace measured on an H200 (a 512x512 inversion
-# of 13 forwards took 0.52 s in fp16, docs/results.md: 0.04 s a forward), four times over for a slice of the card or
-# a busy neighbour, plus the pipeline's move to a freshly lent GPU. A shorter lease queues sooner on ZeroGPU.
+# of 13 forwards took 0.52 s in fp16, docs/results.md: 0.04 s a forward), four times over for a slice of the card
+# (ZeroGPU's default since 2026: half an RTX Pro 6000 Blackwell, unmeasured) or a busy neighbour, plus the pipeline's
+# move to a freshly lent GPU. A shorter lease queues sooner on ZeroGPU.
 SECONDS_PER_FORWARD, LEASE_MARGIN, LEASE_OVERHEAD_S, MAX_LEASE_S = 0.04, 4, 10, 120
 
 
@@ -108,6 +112,7 @@ class Editor:
 
     def edit(self, request: EditRequest, progress: Progress | None = None) -> EditResult:
         """Edit, inverting first unless this session's cache has the inversion."""
+        self.check_steering(request)
         cached, reused = self.inversion(request, progress)
         self._shown[request.session] = _made_of(request)
         return self._edit_from(request, cached, reused)
@@ -117,6 +122,7 @@ class Editor:
     ) -> EditResult | None:
         """Edit unless the session already shows this edit: from the cached inversion, or, with ``invert``, inverting
         first when there is none; None when there is nothing to do."""
+        self.check_steering(request)
         cached = self.cache.get(self._key(request))
         if self._shown.get(request.session) == _made_of(request) or (cached is None and not invert):
             return None
@@ -129,6 +135,13 @@ class Editor:
         """The session's page shows no edit any more (a refused one cleared it): its next edit is made, whatever
         it is."""
         self._shown.pop(session, None)
+
+    def check_steering(self, request: EditRequest) -> None:
+        """``InputError`` with the reason where the request's steering has no place on this pipeline (before any
+        work is done)."""
+        refuse_unsupported(request.steering, self.pipe, request.choices.edit_guidance)
+        if request.steering.control is not None and not request.source:
+            raise InputError("Attention control reuses the photo's attention under its source prompt: describe it.")
 
     def inversion(self, request: EditRequest, progress: Progress | None = None) -> tuple[CachedInversion, bool]:
         """The session's cached inversion for ``request`` and whether it was cached; inverts when not.
@@ -169,16 +182,16 @@ class Editor:
         return CachedInversion(inv, reconstruction, psnr(photo.image, reconstruction), cost, rebuild, tuple(notices))
 
     def regenerate_photo(
-        self, inv: Inversion, target: str, guidance: float, mask: Any, local: LocalEdit
+        self, inv: Inversion, target: str, guidance: float, mask: Any, local: LocalEdit, steering: Steering = PLAIN
     ) -> tuple[Image.Image, Image.Image | None, Measured, list[str]]:
-        """The edit under ``target`` where ``mask`` lets it act (a region, ``"auto"``: estimated now, None: all);
-        the automatic mask when estimated now, the cost and the notices."""
+        """The edit under ``target`` where ``mask`` lets it act (a region, ``"auto"``: estimated now, None: all),
+        steered by ``steering``; the automatic mask when estimated now, the cost and the notices."""
         notices: list[str] = []
         estimated = None
         with self._lock, caught(notices, "Target prompt"), measure(denoiser(self.pipe)) as cost:
             if isinstance(mask, str):
                 mask = estimated = auto_mask(self.pipe, inv, target, guidance_scale=guidance)
-            kwargs = dict(guidance_scale=guidance, mask=mask, blend=local.blend)
+            kwargs = dict(guidance_scale=guidance, mask=mask, blend=local.blend, **steering.regenerate_kwargs())
             edited = regenerate(self.pipe, inv, target, **kwargs)
         return edited, estimated, cost, notices
 
@@ -194,9 +207,12 @@ class Editor:
         iterations = getattr(settings.solver, "iterations", 1)
         return gpu_seconds(steps * (3 + 2 * iterations), photo.image.size, self._guided(settings.guidance_scale))
 
-    def edit_lease(self, inv: Inversion, target: str, guidance: float, mask: Any, local: LocalEdit) -> int:
-        """GPU seconds for :meth:`regenerate_photo`: the regeneration, and the automatic mask's estimate first."""
-        steps = inv.num_inference_steps * (2 if isinstance(mask, str) else 1)
+    def edit_lease(
+        self, inv: Inversion, target: str, guidance: float, mask: Any, local: LocalEdit, steering: Steering = PLAIN
+    ) -> int:
+        """GPU seconds for :meth:`regenerate_photo`: the regeneration (each of its UNet calls over the steering's
+        branches), and the automatic mask's estimate first."""
+        steps = inv.num_inference_steps * (steering.branches + (1 if isinstance(mask, str) else 0))
         return gpu_seconds(steps + 1, _image_size(inv), self._guided(guidance))
 
     def mask_lease(self, inv: Inversion, target: str, guidance: float) -> int:
@@ -219,7 +235,9 @@ class Editor:
     def _edit_from(self, request: EditRequest, cached: CachedInversion, reused: bool) -> EditResult:
         mask, how = _mask_for(request, cached)
         guidance, target = request.choices.edit_guidance, request.target
-        image, estimated, cost, notes = self.regenerate_photo(cached.inversion, target, guidance, mask, request.local)
+        image, estimated, cost, notes = self.regenerate_photo(
+            cached.inversion, target, guidance, mask, request.local, request.steering
+        )
         if estimated is not None:
             cached.auto_masks[(request.target, guidance)] = estimated
             mask = estimated
@@ -246,7 +264,7 @@ def _mask_for(request: EditRequest, cached: CachedInversion) -> tuple[Any, str]:
 def _made_of(request: EditRequest) -> tuple:
     """What an edit depends on, to tell whether a live re-edit would show what the page shows already."""
     painted = None if request.painted is None else hash(request.painted.numpy().tobytes())
-    return request.photo.digest, painted, request.source, request.target, request.choices
+    return request.photo.digest, painted, request.source, request.target, request.choices, request.steering
 
 
 @contextmanager

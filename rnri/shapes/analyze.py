@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from rnri.shapes.render import background_pixels, coverage
-from rnri.shapes.world import BACKGROUNDS, COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, Thing
+from rnri.shapes.world import BACKGROUNDS, COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene, Thing, caption
 
 OBJECT_DISTANCE = 40.0  # RGB distance from the background above which a pixel belongs to an object (0..441)
 CORE_DISTANCE = 80.0  # pixels this far from the background are an object's core (no anti-aliased edge)
@@ -48,6 +48,11 @@ class Analysis:
     background: str
     things: tuple[Found, ...]
     background_distance: float  # median RGB distance of the picture to the chosen background
+
+    @property
+    def scene(self) -> Scene:
+        """What the picture shows, as a scene of the world (objects left to right, as the analysis found them)."""
+        return Scene(tuple(Thing(f.shape, f.colour, f.size, f.x, f.y) for f in self.things), self.background)
 
 
 def pixels_of(image: Image.Image) -> np.ndarray:
@@ -164,6 +169,16 @@ def analyze(image: Image.Image) -> Analysis:
         shape, size, x, y, fit = fit_template(component)
         things.append(Found(shape, colour, size, x, y, component, fit))
     return Analysis(background, tuple(sorted(things, key=lambda t: (t.x, t.y))), median)
+
+
+def described(image: Image.Image) -> str | None:
+    """The caption of ``image`` in the world's own grammar ("a large red circle on a blue background"), read by
+    :func:`analyze`; None where the picture is not of the world (most of it farther than ``OBJECT_DISTANCE`` from
+    every background: renders and the VAE's reconstructions of them stay within 2) or shows no object."""
+    analysis = analyze(image)
+    if analysis.background_distance > OBJECT_DISTANCE or not analysis.things:
+        return None
+    return caption(analysis.scene)
 
 
 def match(scene: Scene, analysis: Analysis, max_distance: float = 8.0) -> list[Found | None]:
