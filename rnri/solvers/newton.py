@@ -213,12 +213,15 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
     """Newton iterations from the initial guess; the iterate with the smallest F is returned.
 
     Nothing here waits for the device: the best iterate is selected with tensor ops (per item), so on a GPU the UNet
-    calls queue back to back. Where an item's F is never finite its returned z is NaN, which the chain reports.
+    calls queue back to back. Where an item's F is never finite its returned z is NaN, which the chain's guard
+    replaces by DDIM's guess.
     """
     z, forwards = initial_guess(problem, config.init)
     by_difference = config.derivative == "difference"
+    guess = z if forwards == 1 else None  # the first iterate is DDIM's guess (the one start that costs a call)
     best_z, best_eps = torch.full_like(z, float("nan")), torch.full_like(z, float("nan"))
     best_f, residuals = torch.full((z.shape[0],), float("inf"), device=z.device), []
+    best_residual = torch.full_like(best_f, float("nan"))
     final = problem.noise_correction and problem.step.is_last and config.final_iterations
     iterations = config.final_iterations if final else config.iterations
     for k in range(iterations + 1):
@@ -232,6 +235,7 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
         kept = per_item(better, z)
         best_z, best_eps = torch.where(kept, z.detach(), best_z), torch.where(kept, eps, best_eps)
         best_f = torch.where(better, f.detach(), best_f)
+        best_residual = torch.where(better, residual, best_residual)
         if last:
             break
         if by_difference:
@@ -240,6 +244,9 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
         else:
             (grad,) = torch.autograd.grad(f.sum(), z)  # items are independent: each gets the gradient of its own F
             z = next_iterate(problem, z.detach(), f.detach(), eps, grad, config)
-    if by_difference:
-        return StepSolution(best_z, best_eps, residuals, forwards=forwards + 2 * iterations + 1, backwards=0)
-    return StepSolution(best_z, best_eps, residuals, forwards=forwards + iterations + 1, backwards=iterations)
+    forwards, backwards = (
+        forwards + iterations + 1 + (iterations if by_difference else 0),
+        (0 if by_difference else iterations),
+    )
+    guess_residual = residuals[0] if guess is not None else None
+    return StepSolution(best_z, best_eps, residuals, forwards, backwards, best_residual, guess, guess_residual)
