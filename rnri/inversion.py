@@ -68,7 +68,7 @@ def read_back(
     guarded: list[Guarded | None],
 ) -> tuple[list[list[list[float]]], list[list[str]]]:
     """The residual histories as floats per item, per step, per iterate, after checking that every latent and noise
-    is finite, and the guard's words per item (``fallback_notes``): one device read.
+    is finite (one device read), and the guard's words per item (``fallback_notes``, one more).
 
     Raises ``InversionError`` naming the first step (and, in a batch, the item) whose latent or noise is not finite.
     """
@@ -94,19 +94,24 @@ def read_back(
 
 
 def fallback_notes(method: str, steps: list[Step], guarded: list[Guarded | None], items: int) -> list[list[str]]:
-    """Per item, one line per step where the guard took DDIM's guess: which timestep, and why."""
+    """Per item, one line per step where the guard took DDIM's guess: which timestep, why, and the two residuals
+    where they were measured (one device read for all steps)."""
+    checked = [(step, g) for step, g in zip(steps, guarded) if g is not None]
+    if not checked:
+        return [[] for _ in range(items)]
+
+    def row(g: Guarded) -> torch.Tensor:
+        """(3, B): the verdict, the solver's residual and DDIM's guess's (NaN where not measured)."""
+        unknown = torch.full(g.verdict.shape, float("nan"), device=g.verdict.device)
+        residuals = [unknown if r is None else r.float() for r in (g.solver_residual, g.guess_residual)]
+        return torch.stack([g.verdict.float(), *residuals])
+
+    table = torch.stack([row(g) for _, g in checked]).tolist()  # (steps, 3, B)
     notes: list[list[str]] = [[] for _ in range(items)]
-    for step, g in zip(steps, guarded):
-        if g is None:
-            continue
-        verdicts = g.verdict.tolist()
-        if all(v == KEPT for v in verdicts):
-            continue
-        mine = g.solver_residual.tolist() if g.solver_residual is not None else [None] * items
-        ddim = g.guess_residual.tolist() if g.guess_residual is not None else [None] * items
+    for (step, _), (verdicts, mine, ddim) in zip(checked, table):
         for item, (verdict, r, r_ddim) in enumerate(zip(verdicts, mine, ddim)):
             if verdict == KEPT:
                 continue
-            numbers = f" ({r:.3g} against {r_ddim:.3g})" if r is not None and r == r else ""
-            notes[item].append(f"timestep {step.t}: {method} {REASONS[verdict]}{numbers}; DDIM's guess taken")
+            numbers = f" ({r:.3g} against {r_ddim:.3g})" if r == r and r_ddim == r_ddim else ""
+            notes[item].append(f"timestep {step.t}: {method} {REASONS[int(verdict)]}{numbers}; DDIM's guess taken")
     return notes

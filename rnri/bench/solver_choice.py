@@ -34,6 +34,7 @@ import rnri
 from rnri.bench import machine
 from rnri.bench.paired import PerPhoto, difference, mean_interval, product_interval, resamples
 from rnri.bench.shapes import BACKWARD_COST, EditRow, PhotoRow, Variant, run
+from rnri.settings import preset
 
 ITERATIVE = ("fixed-point", "rnri-jf", "gnri", "rnri", "quasi-newton")  # methods with an iteration count
 STUDENT, TEACHER = "tiny", "tiny-teacher"
@@ -107,15 +108,16 @@ def report_rows(choice: dict[str, int], strength: float, guidance: float | None 
     ]
 
 
-PRESETS = {  # settings the paper and its official code run, reported beside the grid whatever the selection
-    "the paper's setting (Eq. 9-10, 2 iterations, noise fixed by the seed)": ("gnri", 2, False, 1.0),
-    "the official code's setting (its update, 2 iterations, noise fixed by the seed, strength 0.5)": (
-        "rnri-jf",
-        2,
-        False,
-        0.5,
-    ),
+PRESETS = {  # settings the paper and its official code run (rnri.settings.PRESETS), reported whatever the selection
+    "the paper's setting (Eq. 9-10, 2 iterations, noise fixed by the seed)": "paper",
+    "the official code's setting (its update, 2 iterations, noise fixed by the seed, strength 0.5)": "official-code",
 }
+
+
+def preset_row(name: str) -> tuple[str, int, bool, float]:
+    """(method, iterations, noise correction, strength) of a preset of ``rnri.settings``."""
+    settings = preset(name)
+    return settings.method, settings.solver.iterations, bool(settings.noise_correction), settings.strength
 
 
 def key(method: str, correction: bool, strength: float) -> str:
@@ -392,7 +394,8 @@ def compare(protocol: Protocol, out: Path, teacher: bool = True) -> tuple[str, d
     choice = choose([r for rows in selection.values() for r in rows], protocol)
     report = {}
     for s in protocol.strengths:
-        rows = report_rows(choice, s) + [variant(*p) for p in PRESETS.values() if p[3] == s]
+        published = [preset_row(name) for name in PRESETS.values()]
+        rows = report_rows(choice, s) + [variant(*p) for p in published if p[3] == s]
         rows = list({r.label: dataclasses.replace(r, label=preset_label(r)) for r in rows}.values())
         done = runner.run(STUDENT, rows, protocol.photos, protocol.report_seed, protocol.noise_seeds)
         report[s] = summarize(done, rows, protocol.photos)
@@ -411,7 +414,8 @@ def compare(protocol: Protocol, out: Path, teacher: bool = True) -> tuple[str, d
 
 def preset_label(row: Variant) -> str:
     """The row's label, with the setting it reproduces named where it is one of PRESETS."""
-    for name, (m, k, c, s) in PRESETS.items():
+    for name, published in PRESETS.items():
+        m, k, c, s = preset_row(published)
         if (row.method, row.options.get("iterations"), row.noise_correction, row.strength) == (m, k, c, s):
             return f"{label(m, k, c, s, None)}: {name}"
     return row.label

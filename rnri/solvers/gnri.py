@@ -1,5 +1,6 @@
 """Guided Newton-Raphson Inversion as the paper writes it: Samuel et al., "Lightning-Fast Image Inversion and Editing
-for Text-to-Image Diffusion Models" (ICLR 2025; arXiv 2312.12540v5), Eq. 9 and 10, nothing added.
+for Text-to-Image Diffusion Models" (ICLR 2025; arXiv 2312.12540v5), Eq. 9 and 10, nothing added (eta = 1e-4 and
+lambda = 0.1, the official code's prior weight, by default).
 
 Notation (the paper's; one step of the chain, from the known less noisy latent to the noisier one):
     z_{t-1}         y, the known latent (``problem.y``)

@@ -1,4 +1,6 @@
-"""Regularized Newton-Raphson inversion (RNRI; Samuel et al., "Lightning-Fast Image Inversion", Eq. 6-8).
+"""This project's regularized Newton solver, method ``"rnri"``: the idea of Regularized Newton-Raphson Inversion
+(Samuel et al.: Newton-Raphson on a scalar residual with a prior's pull), in a formulation of its own. It is not the
+paper's Eq. 9-10 (that is ``rnri.solvers.gnri``, method ``"gnri"``) nor its official code (``"rnri-jf"``).
 
 One scalar equation in many unknowns, ``F(z) = ||S_i(z) - y|| + lambda G(z) = 0``, solved by the minimum-norm
 Newton step ``z <- z - F(z) grad F / ||grad F||^2`` with ``grad F`` from autograd through the UNet (one forward
@@ -35,7 +37,7 @@ PRIORS = ("typical", "nll")
 
 @dataclass(frozen=True)
 class NewtonConfig:
-    """Options of the RNRI solver; the defaults are the measured best (docs/solver-choice.md)."""
+    """Options of this project's Newton solver (docs/solver-choice.md measures them)."""
 
     iterations: int = option(
         1,
@@ -49,10 +51,10 @@ class NewtonConfig:
         0.1, "Prior weight λ", "Weight of the Gaussian prior that keeps z in distribution.", low=0, high=1, step=0.01
     )
     norm: str = option(
-        "l2", "Residual norm", "l2 (root mean square) or l1 (mean absolute, the paper's).", choices=NORMS
+        "l2", "Residual norm", "l2 (root mean square) or l1 (mean absolute value, the paper's norm).", choices=NORMS
     )
     prior: str = option(  # G: |NLL - E[NLL]| per element, or the NLL itself
-        "typical", "Prior term", "typical: |NLL - E[NLL]| per element; nll: the NLL (the paper's).", choices=PRIORS
+        "typical", "Prior term", "typical: |NLL - E[NLL]| per element; nll: the NLL itself.", choices=PRIORS
     )
     init: str = option(  # "auto": "chain" where the step before's noise is known, "ddim" on deterministic (eta = 0)
         # steps and on the z_T step under noise correction, "prior" elsewhere (docs/solver-choice.md, "Robustness")
