@@ -317,3 +317,15 @@ def test_every_method_is_never_worse_than_ddim_step_by_step(method, steps):
             ours = problem.relative_residual(problem.forward(z)[0])
             theirs = problem.relative_residual(problem.forward(get_method("ddim").solve(problem).z)[0])
             assert (ours <= theirs * (1 + 1e-5)).all()
+
+
+def test_presets_are_the_published_settings():
+    import rnri
+
+    paper, official = rnri.preset("paper"), rnri.preset("official-code")
+    assert (paper.method, paper.solver.iterations, paper.noise_correction, paper.strength) == ("gnri", 2, False, 1.0)
+    assert (official.method, official.solver.iterations, official.solver.prior_weight) == ("rnri-jf", 2, 0.1)
+    assert (official.noise_correction, official.strength) == (False, 0.5)
+    assert official.invert_kwargs()["method"] == "rnri-jf"
+    with pytest.raises(ValueError, match="unknown preset"):
+        rnri.preset("fast")
