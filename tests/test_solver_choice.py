@@ -77,3 +77,12 @@ def test_a_finished_row_is_read_back_not_run_again(tmp_path):
 def test_row_labels_say_method_iterations_correction_strength_and_guidance():
     assert label("quasi-newton", 2, True, 0.5, 7.5) == "quasi-newton x2 + correction, strength 0.5, inversion at 7.5"
     assert label("ddim", None, False, 1.0, None) == "ddim"
+
+
+def test_costs_are_not_capped_like_psnr():
+    """A PSNR of an identical picture (inf) counts as 60 dB; a cost of 200 forward-equivalents stays 200."""
+    from rnri.bench.solver_choice import per_photo as sums
+
+    row = PhotoRow("gnri x2", float("inf"), 34.7, 1.0, 0.5, 100, 50, 1.0, photo=0)
+    assert sums([row], "fwd_eq", 1).mean() == 200.0
+    assert sums([row], "reconstruction_psnr", 1).mean() == 60.0

@@ -195,8 +195,10 @@ def per_photo(rows: list, value: str, photos: int) -> PerPhoto:
     sums, counts = np.zeros(photos), np.zeros(photos)
     for r in rows:
         v = float(getattr(r, value)) if value != "fwd_eq" else r.forwards + BACKWARD_COST * r.backwards
+        if value.endswith("psnr"):
+            v = min(v, 60.0)  # an identical picture (inf dB) counts as 60 dB
         if math.isfinite(v):
-            sums[r.photo] += min(v, 60.0)  # an identical region (inf dB) counts as 60 dB
+            sums[r.photo] += v
             counts[r.photo] += 1
     return PerPhoto(sums, counts)
 
