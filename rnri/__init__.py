@@ -31,6 +31,7 @@ _WHERE = {  # public name -> the module that defines it
     "BlendConfig": "rnri.masks",
     "METHODS": "rnri.solvers",
     "InversionSettings": "rnri.settings",
+    "preset": "rnri.settings",
     "load_inversion": "rnri.serialize",
     "save_inversion": "rnri.serialize",
     "saved_model": "rnri.serialize",
@@ -55,6 +56,7 @@ __all__ = [
     "load_inversion",
     "load_pipeline",
     "negative_prompt_support",
+    "preset",
     "regenerate",
     "save_inversion",
     "saved_model",
@@ -71,7 +73,7 @@ if TYPE_CHECKING:
     from rnri.loading import BUILTIN_MODELS, ModelLoadError, load_pipeline, tiny_pipeline
     from rnri.masks import BlendConfig
     from rnri.serialize import load_inversion, save_inversion, saved_model
-    from rnri.settings import InversionSettings
+    from rnri.settings import InversionSettings, preset
     from rnri.solvers import METHODS
     from rnri.support import negative_prompt_support, steering_support
 

@@ -63,6 +63,8 @@ class Inversion:
     solver_options: dict[str, Any] = field(default_factory=dict)
     prompt: str = ""  # the source prompt the image was inverted under
     source_image: Image.Image | None = field(default=None, repr=False)  # the input as RGB, for paste-back
+    fallbacks: list[str] = field(default_factory=list)  # one line per step where the method's answer was not finite
+    # or left a larger residual than DDIM inversion's guess, which was taken instead (rnri.solvers.guard)
 
     @property
     def start_step(self) -> int:
@@ -236,6 +238,7 @@ def invert(
                 solver_options=dict(solver_options),
                 prompt=text,
                 source_image=source_image,
+                fallbacks=result.fallbacks[b],
             )
         )
     return inversions if batch else inversions[0]

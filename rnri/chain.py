@@ -15,7 +15,7 @@ Notation:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 
 import torch
@@ -91,6 +91,7 @@ class ChainInversion:
     residuals: list[list[list[float]]]  # per item, per step (chain order): relative residual of each iterate
     forwards: int  # UNet forward passes, by the solvers' own tally
     backwards: int  # UNet backward passes, by the solvers' own tally
+    fallbacks: list[list[str]] = field(default_factory=list)  # per item: the steps where DDIM's guess was taken
 
 
 __all__ = [

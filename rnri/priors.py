@@ -22,5 +22,11 @@ def clean_prior(z0: torch.Tensor, step: Step) -> tuple[torch.Tensor, float]:
 
 
 def gaussian_nll(z: torch.Tensor, mean: torch.Tensor, var: float) -> torch.Tensor:
-    """Negative log-likelihood per element of z under ``N(mean, var I)``, the constant dropped, per item: (B,)."""
+    """Negative log-likelihood per element of z under ``N(mean, var I)``, the constant dropped, per item: (B,).
+
+    A step that adds no noise (``var = 0``: e.g. DDIM's last step from ``t = 0`` onto ``alphas_cumprod[0]`` with
+    ``set_alpha_to_one=False``) has no density to regularize with: its term is 0, not a division by zero.
+    """
+    if var <= 0.0:
+        return item_mean(torch.zeros_like(z))
     return item_mean((z - mean).pow(2)) / (2.0 * var)

@@ -307,6 +307,8 @@ def _check_record(inv: Inversion, n: int) -> None:
     for name, kind in (("method", str), ("prompt", str), ("solver_options", dict)):
         if not isinstance(getattr(inv, name), kind):
             raise ValueError(f"{name} must be a {kind.__name__}, got {_shown(getattr(inv, name))}")
+    if not (isinstance(inv.fallbacks, list) and all(isinstance(line, str) for line in inv.fallbacks)):
+        raise ValueError(f"fallbacks must be a list of strings, got {_shown(inv.fallbacks)}")
 
 
 def _is_int(x: Any) -> bool:

@@ -58,3 +58,22 @@ def read_method(text: str) -> tuple[str, dict[str, Any]]:
 
     name, _, rest = text.partition(":")
     return name, read(get_method(name).config_type, [rest], f"method {name!r}")
+
+
+# Published settings, reproduced (docs/solver-choice.md): the paper's (Eq. 9-10 as written, two iterations, the
+# chain's noise fixed by the seed) and its official code's (SDXL-Turbo: its update, two iterations, prior weight 0.1,
+# the noise fixed by the seed and shared with the edit, the last half of the chain inverted; its edits run at
+# guidance 1.2, a regenerate setting). Name -> (method, the method's options, the other settings).
+PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "paper": ("gnri", {"iterations": 2}, {"noise_correction": False}),
+    "official-code": ("rnri-jf", {"iterations": 2, "prior_weight": 0.1}, {"noise_correction": False, "strength": 0.5}),
+}
+
+
+def preset(name: str) -> InversionSettings:
+    """The settings of a published setting in ``PRESETS``: ``rnri.invert(pipe, prompt, image=photo,
+    **preset("paper").invert_kwargs())``; ``ValueError`` naming the known ones otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    method, options, rest = PRESETS[name]
+    return with_method(InversionSettings(**rest), method, options)

@@ -91,18 +91,20 @@ def run_testbed(
 
 
 # The grid behind docs/solver-choice.md: (label, method, options, noise correction).
-PAPER_LITERAL = {"norm": "l1", "prior": "nll", "init": "ddim", "direction": "gradient", "derivative": "autograd"}
 AUTOGRAD = {"derivative": "autograd"}  # the slope from a backward pass instead of a forward difference
 SOLVER_GRID = [
     ("ddim", "ddim", {}, False),
+    ("ddim + noise correction", "ddim", {}, True),
     ("fixed-point x3", "fixed-point", {"iterations": 3}, False),
     ("fixed-point x3 + Anderson", "fixed-point", {"iterations": 3, "anderson": 2}, False),
     ("rnri-jf x4 (official code)", "rnri-jf", {"iterations": 4}, False),
-    ("rnri, paper literal", "rnri", PAPER_LITERAL, False),
+    ("gnri x2 (the paper's Eq. 9-10)", "gnri", {"iterations": 2}, False),
     ("rnri, no prior (lambda=0)", "rnri", {"prior_weight": 0.0}, False),
     ("rnri, autograd slope", "rnri", AUTOGRAD, False),
-    ("**rnri (default)**", "rnri", {}, False),
+    ("rnri", "rnri", {}, False),
     ("rnri + noise correction", "rnri", {}, True),
+    ("quasi-newton x2", "quasi-newton", {"iterations": 2}, False),
+    ("quasi-newton x2 + noise correction", "quasi-newton", {"iterations": 2}, True),
 ]
 
 
@@ -142,6 +144,8 @@ ROBUSTNESS_GRID = [  # (label, method, options, noise correction)
     ("rnri x2, init chain-ddim", "rnri", {"init": "chain-ddim", "iterations": 2}, False),
     ("rnri, init chain-ddim + noise correction", "rnri", {"init": "chain-ddim"}, True),
     ("rnri, init chain-ddim + noise correction, last x3", "rnri", {"init": "chain-ddim", "final_iterations": 3}, True),
+    ("quasi-newton x2 + noise correction", "quasi-newton", {"iterations": 2}, True),
+    ("quasi-newton x4 + noise correction", "quasi-newton", {"iterations": 4}, True),
 ]
 
 

@@ -42,10 +42,11 @@ def test_every_method_runs_and_counts_unet_calls(pipe, image, method):
     inv = rnri.invert(pipe, "a cat", image=image, method=method)
     assert inv.method == method and len(inv.residuals) == 4 and len(inv.trajectory) == 5
     assert inv.unet_forwards >= 4 and torch.isfinite(inv.latents).all()
-    assert inv.unet_backwards == 0  # rnri's default takes its slope by a forward difference
+    assert inv.unet_backwards == (8 if method == "gnri" else 0)  # gnri: Eq. 10's gradient, 2 per step
 
 
-@pytest.mark.parametrize("derivative, counts", [("difference", (13, 0)), ("autograd", (9, 4))])  # z_T: DDIM guess
+# z_T's step starts from the DDIM guess; the guard adds DDIM's guess and its residual on the 3 other steps
+@pytest.mark.parametrize("derivative, counts", [("difference", (19, 0)), ("autograd", (15, 4))])
 def test_rnri_cost_counted_by_hooks(pipe, image, derivative, counts):
     inv = rnri.invert(pipe, "a cat", image=image, derivative=derivative)
     assert (inv.unet_forwards, inv.unet_backwards) == counts

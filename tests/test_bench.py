@@ -69,7 +69,8 @@ def test_grid_has_every_method_at_every_budget():
         "rnri-jf x1 (official code)",
         "**rnri (default)**",
         "rnri x3",
-        "rnri, paper literal",
+        "gnri x3 (the paper's Eq. 9-10)",
+        "quasi-newton x1 + noise correction",
         "diffusers DDIMInverseScheduler",
     ):
         assert expected in labels

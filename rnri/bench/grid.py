@@ -8,7 +8,7 @@ from typing import Any
 
 from rnri.analytic import FAMILIES
 from rnri.bench.models import CHAINS, TINY
-from rnri.testbeds import AUTOGRAD, CASES, PAPER_LITERAL
+from rnri.testbeds import AUTOGRAD, CASES
 
 PEER = "diffusers-ddim-inverse"  # diffusers' DDIMInverseScheduler, run by rnri.bench.peer
 
@@ -62,10 +62,20 @@ def method_grid(budgets: tuple[int, ...]) -> list[MethodSpec]:
     for k in budgets:
         specs.append(MethodSpec(f"rnri-jf x{k} (official code)", "rnri-jf", "rnri-jf", {"iterations": k}, budget=k))
     for k in budgets:
+        specs.append(MethodSpec(f"gnri x{k} (the paper's Eq. 9-10)", "gnri", "gnri", {"iterations": k}, budget=k))
+    for k in budgets:
         label = "**rnri (default)**" if k == 1 else f"rnri x{k}"
         specs.append(MethodSpec(label, "rnri", "rnri", {} if k == 1 else {"iterations": k}, budget=k))
+    for k in budgets:
+        options = {"iterations": k}
+        specs.append(MethodSpec(f"quasi-newton x{k}", "quasi-newton", "quasi-newton", options, budget=k))
+        specs.append(
+            MethodSpec(
+                f"quasi-newton x{k} + noise correction", "quasi-newton + noise correction", "quasi-newton", options,
+                True, budget=k,
+            )
+        )  # fmt: skip
     specs += [
-        MethodSpec("rnri, paper literal", "rnri, paper literal", "rnri", dict(PAPER_LITERAL), budget=1),
         MethodSpec("rnri, no prior (lambda=0)", "rnri, no prior", "rnri", {"prior_weight": 0.0}, budget=1),
         MethodSpec("rnri, autograd slope", "rnri, autograd slope", "rnri", dict(AUTOGRAD), budget=1),
         MethodSpec("rnri + noise correction", "rnri + noise correction", "rnri", {}, True, budget=1),

@@ -59,6 +59,7 @@ class Variant:
     source: str | None = None  # the source prompt instead of the photo's caption ("": none, as LEdits++ allows)
     caption: Callable[[Any], str | None] | None = None  # reads the source prompt from the photo (--caption analyzer)
     negative: Callable[[Edit], str] | None = None  # each edit's negative prompt (--negative; CFG backbones)
+    inversion_guidance: float | None = None  # of the inversion and the reconstruction; None: the run's
 
 
 VARIANTS = [
@@ -201,6 +202,8 @@ class EditRow:
     unet_calls: int = 0  # UNet calls of the edit (its regeneration; an automatic mask's calls included)
     forward_equivalents: int = 0  # the calls weighted by their batch
     edit_s: float = math.nan  # wall seconds of the edit, to latents and decoded
+    photo: int = -1  # index of the photo in the benchmark, and of the noise seed: what pairs rows across variants
+    noise_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -215,16 +218,29 @@ class PhotoRow:
     forwards: int
     backwards: int
     invert_s: float
+    photo: int = -1  # index of the photo in the benchmark
+    noise_seed: int = 0  # the seed of the chain's fixed noises (rnri.invert's seed)
+    fallback_steps: int = 0  # steps where the guard took DDIM's guess (Inversion.fallbacks)
 
 
 def invert_and_edit(
-    pipe, variant: Variant, photo, source: str, edits: list[Edit], guidance: float, inversion_guidance: float
+    pipe,
+    variant: Variant,
+    photo,
+    source: str,
+    edits: list[Edit],
+    guidance: float,
+    inversion_guidance: float,
+    noise_seed: int = 0,
 ):
-    """Invert ``photo`` once at ``inversion_guidance``, reconstruct it at the same guidance and make every edit at
-    ``guidance``; returns the inversion, its time, the reconstruction and the edited images."""
+    """Invert ``photo`` once at ``inversion_guidance`` (the variant's, if it has one) with the chain's noises drawn
+    from ``noise_seed``, reconstruct it at the same guidance and make every edit at ``guidance``; returns the
+    inversion, its time, the reconstruction and the edited images."""
     source = source if variant.source is None else variant.source
     if variant.caption is not None:
         source = variant.caption(photo) or ""  # nothing read: inverted unconditionally, as an empty field would be
+    if variant.inversion_guidance is not None:
+        inversion_guidance = variant.inversion_guidance
     start = time.perf_counter()
     inv = rnri.invert(
         pipe,
@@ -232,6 +248,7 @@ def invert_and_edit(
         image=photo,
         method=variant.method,
         guidance_scale=inversion_guidance,
+        seed=noise_seed,
         noise_correction=variant.noise_correction,
         strength=variant.strength,
         **variant.options,
@@ -255,22 +272,42 @@ def invert_and_edit(
     return inv, seconds, reconstruction, edited
 
 
+def chosen_edits(groups: list[tuple[Any, list[Edit]]], per_photo: int | None) -> list[list[int]]:
+    """Which of each photo's edits to make: all, or ``per_photo`` of them taken in turn (photo i starts at its
+    edit i mod its count), so every kind keeps its share when only some are made."""
+    if per_photo is None:
+        return [list(range(len(edits))) for _, edits in groups]
+    counts = [len(edits) for _, edits in groups]
+    return [sorted({(i + j) % n for j in range(min(per_photo, n))}) for i, n in enumerate(counts)]
+
+
 def run(
-    pipe, variants: list[Variant], photos: int, seed: int, guidance: float, inversion_guidance: float | None = None
+    pipe,
+    variants: list[Variant],
+    photos: int,
+    seed: int,
+    guidance: float,
+    inversion_guidance: float | None = None,
+    noise_seed: int = 0,
+    edits_per_photo: int | None = None,
+    bar: Any = None,
 ) -> tuple[list, list]:
-    """Every variant on every photo of the benchmark, edits at ``guidance``, the inversion at
-    ``inversion_guidance`` (None: ``guidance`` too); (photo rows, edit rows)."""
+    """Every variant on every photo of the benchmark (scene ``seed``), edits at ``guidance``, the inversion at
+    ``inversion_guidance`` (None: ``guidance`` too) with the noises of ``noise_seed``; all of each photo's edits or
+    ``edits_per_photo`` of them; progress on ``bar`` (a tqdm) or a bar of its own; (photo rows, edit rows)."""
     inversion_guidance = guidance if inversion_guidance is None else inversion_guidance
     groups = shape_edit(seed, photos)
+    picks = chosen_edits(groups, edits_per_photo)
     sources = [render(source).image for source, _ in groups]
     ceilings = [psnr(photo, rebuilt) for photo, rebuilt in zip(sources, vae_roundtrip(pipe.vae, sources))]
     photo_rows, edit_rows = [], []
-    bar = tqdm(total=len(variants) * len(groups), desc="ShapeEdit")
+    own_bar = bar is None
+    bar = tqdm(total=len(variants) * len(groups), desc="ShapeEdit") if own_bar else bar
     for variant in variants:
-        for (source, edits), ceiling in zip(groups, ceilings):
-            photo = render(source).image
+        for index, ((source, all_edits), ceiling, pick) in enumerate(zip(groups, ceilings, picks)):
+            photo, edits = render(source).image, [all_edits[j] for j in pick]
             inv, seconds, reconstruction, edited = invert_and_edit(
-                pipe, variant, photo, source.caption, edits, guidance, inversion_guidance
+                pipe, variant, photo, source.caption, edits, guidance, inversion_guidance, noise_seed
             )
             z_T = inv.latents
             photo_rows.append(
@@ -283,17 +320,28 @@ def run(
                     inv.unet_forwards,
                     inv.unet_backwards,
                     seconds,
+                    photo=index,
+                    noise_seed=noise_seed,
+                    fallback_steps=len(inv.fallbacks),
                 )
             )
             for edit, (image, calls, items, edit_s) in zip(edits, edited):
                 score = asdict(score_edit(edit, image, photo))
                 edit_rows.append(
                     EditRow(
-                        variant.label, edit.kind, **score, unet_calls=calls, forward_equivalents=items, edit_s=edit_s
+                        variant.label,
+                        edit.kind,
+                        **score,
+                        unet_calls=calls,
+                        forward_equivalents=items,
+                        edit_s=edit_s,
+                        photo=index,
+                        noise_seed=noise_seed,
                     )
                 )
             bar.update()
-    bar.close()
+    if own_bar:
+        bar.close()
     return photo_rows, edit_rows
 
 

@@ -6,11 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from rnri.solvers import ddim, fixed_point, jacobian_free, newton
+from rnri.solvers import ddim, fixed_point, gnri, jacobian_free, newton, quasi_newton
 from rnri.solvers.fixed_point import FixedPointConfig
+from rnri.solvers.gnri import GuidedNewtonConfig
 from rnri.solvers.jacobian_free import JacobianFreeConfig
 from rnri.solvers.newton import NewtonConfig
 from rnri.solvers.problem import StepProblem, StepSolution
+from rnri.solvers.quasi_newton import QuasiNewtonConfig
 
 
 @dataclass(frozen=True)
@@ -19,13 +21,16 @@ class Method:
 
     solve: Callable[[StepProblem, Any], StepSolution]
     config_type: type | None
+    guarded: bool = True  # each step's answer is checked against DDIM's guess (rnri.solvers.guard); DDIM is not
 
 
 METHODS: dict[str, Method] = {
-    "ddim": Method(ddim.solve, None),
+    "ddim": Method(ddim.solve, None, guarded=False),
     "fixed-point": Method(fixed_point.solve, FixedPointConfig),
+    "gnri": Method(gnri.solve, GuidedNewtonConfig),  # the paper's Eq. 9-10 as written
     "rnri": Method(newton.solve, NewtonConfig),
-    "rnri-jf": Method(jacobian_free.solve, JacobianFreeConfig),
+    "rnri-jf": Method(jacobian_free.solve, JacobianFreeConfig),  # the official code's update
+    "quasi-newton": Method(quasi_newton.solve, QuasiNewtonConfig),  # secant iterations where the root matters
 }
 
 
@@ -49,9 +54,11 @@ def make_config(name: str, options: dict[str, Any]) -> Any:
 __all__ = [
     "METHODS",
     "FixedPointConfig",
+    "GuidedNewtonConfig",
     "JacobianFreeConfig",
     "Method",
     "NewtonConfig",
+    "QuasiNewtonConfig",
     "StepProblem",
     "StepSolution",
     "get_method",

@@ -57,7 +57,7 @@ def anderson_mix_one(zs: list[torch.Tensor], ts: list[torch.Tensor]) -> torch.Te
 @torch.no_grad()
 def solve(problem: StepProblem, config: FixedPointConfig) -> StepSolution:
     """Start from the DDIM guess, apply T ``iterations`` times; returns the last iterate."""
-    z = ddim_guess(problem)
+    z = guess = ddim_guess(problem)
     zs: list[torch.Tensor] = []
     ts: list[torch.Tensor] = []
     residuals = []
@@ -67,4 +67,6 @@ def solve(problem: StepProblem, config: FixedPointConfig) -> StepSolution:
         t_z = solve_frozen(problem.y, eps, problem.step, problem.noise)
         zs, ts = (zs + [z])[-config.anderson - 1 :], (ts + [t_z])[-config.anderson - 1 :]
         z = anderson_mix(zs, ts) if config.anderson and len(zs) > 1 else t_z
-    return StepSolution(z=z, eps=None, residuals=residuals, forwards=1 + config.iterations)
+    return StepSolution(
+        z=z, eps=None, residuals=residuals, forwards=1 + config.iterations, guess=guess, guess_residual=residuals[0]
+    )

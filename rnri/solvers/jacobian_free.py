@@ -16,7 +16,7 @@ import torch
 from rnri.chain import item_sum, per_item, solve_frozen
 from rnri.options import option
 from rnri.priors import clean_prior
-from rnri.solvers.problem import InversionError, StepProblem, StepSolution
+from rnri.solvers.problem import StepProblem, StepSolution
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,12 @@ def solve(problem: StepProblem, config: JacobianFreeConfig) -> StepSolution:
     mean, var = clean_prior(problem.z0, problem.step)
     z = problem.y
     best_z, best_score, residuals = z, torch.full((z.shape[0],), float("inf"), device=z.device), []
+    guess = None
     for _ in range(config.iterations):
         s, eps = problem.forward(z)
         residuals.append(problem.relative_residual(s))
         candidate = solve_frozen(problem.y, eps, problem.step, problem.noise)
+        guess = candidate if guess is None else guess  # T(y): DDIM inversion's answer
         log_q = -(candidate - mean).pow(2) / (2.0 * var)
         f = (candidate - z).abs() - config.prior_weight * log_q
         finite, score = torch.isfinite(f).flatten(1).all(1), f.flatten(1).mean(1)
@@ -50,6 +52,5 @@ def solve(problem: StepProblem, config: JacobianFreeConfig) -> StepSolution:
         grad = -torch.sign(candidate - z)  # d|T(z) - z| / dz with dT/dz taken as 0
         safe = torch.where(grad == 0, torch.ones_like(grad), grad)
         z = torch.where(grad == 0, z, z - per_item(item_sum(f) / f[0].numel(), z) / safe)
-    if torch.isinf(best_score).any().item():
-        raise InversionError(f"rnri-jf saw no finite candidate (timestep {problem.step.t})")
-    return StepSolution(z=best_z, eps=None, residuals=residuals, forwards=config.iterations)
+    best_z = torch.where(per_item(torch.isinf(best_score), z), float("nan"), best_z)  # no finite candidate
+    return StepSolution(z=best_z, eps=None, residuals=residuals, forwards=config.iterations, guess=guess)

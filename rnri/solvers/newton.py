@@ -1,4 +1,6 @@
-"""Regularized Newton-Raphson inversion (RNRI; Samuel et al., "Lightning-Fast Image Inversion", Eq. 6-8).
+"""This project's regularized Newton solver, method ``"rnri"``: the idea of Regularized Newton-Raphson Inversion
+(Samuel et al.: Newton-Raphson on a scalar residual with a prior's pull), in a formulation of its own. It is not the
+paper's Eq. 9-10 (that is ``rnri.solvers.gnri``, method ``"gnri"``) nor its official code (``"rnri-jf"``).
 
 One scalar equation in many unknowns, ``F(z) = ||S_i(z) - y|| + lambda G(z) = 0``, solved by the minimum-norm
 Newton step ``z <- z - F(z) grad F / ||grad F||^2`` with ``grad F`` from autograd through the UNet (one forward
@@ -35,7 +37,7 @@ PRIORS = ("typical", "nll")
 
 @dataclass(frozen=True)
 class NewtonConfig:
-    """Options of the RNRI solver; the defaults are the measured best (docs/solver-choice.md)."""
+    """Options of this project's Newton solver (docs/solver-choice.md measures them)."""
 
     iterations: int = option(
         1,
@@ -49,10 +51,10 @@ class NewtonConfig:
         0.1, "Prior weight λ", "Weight of the Gaussian prior that keeps z in distribution.", low=0, high=1, step=0.01
     )
     norm: str = option(
-        "l2", "Residual norm", "l2 (root mean square) or l1 (mean absolute, the paper's).", choices=NORMS
+        "l2", "Residual norm", "l2 (root mean square) or l1 (mean absolute value, the paper's norm).", choices=NORMS
     )
     prior: str = option(  # G: |NLL - E[NLL]| per element, or the NLL itself
-        "typical", "Prior term", "typical: |NLL - E[NLL]| per element; nll: the NLL (the paper's).", choices=PRIORS
+        "typical", "Prior term", "typical: |NLL - E[NLL]| per element; nll: the NLL itself.", choices=PRIORS
     )
     init: str = option(  # "auto": "chain" where the step before's noise is known, "ddim" on deterministic (eta = 0)
         # steps and on the z_T step under noise correction, "prior" elsewhere (docs/solver-choice.md, "Robustness")
@@ -213,12 +215,15 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
     """Newton iterations from the initial guess; the iterate with the smallest F is returned.
 
     Nothing here waits for the device: the best iterate is selected with tensor ops (per item), so on a GPU the UNet
-    calls queue back to back. Where an item's F is never finite its returned z is NaN, which the chain reports.
+    calls queue back to back. Where an item's F is never finite its returned z is NaN, which the chain's guard
+    replaces by DDIM's guess.
     """
     z, forwards = initial_guess(problem, config.init)
     by_difference = config.derivative == "difference"
+    guess = z if forwards == 1 else None  # the first iterate is DDIM's guess (the one start that costs a call)
     best_z, best_eps = torch.full_like(z, float("nan")), torch.full_like(z, float("nan"))
     best_f, residuals = torch.full((z.shape[0],), float("inf"), device=z.device), []
+    best_residual = torch.full_like(best_f, float("nan"))
     final = problem.noise_correction and problem.step.is_last and config.final_iterations
     iterations = config.final_iterations if final else config.iterations
     for k in range(iterations + 1):
@@ -232,6 +237,7 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
         kept = per_item(better, z)
         best_z, best_eps = torch.where(kept, z.detach(), best_z), torch.where(kept, eps, best_eps)
         best_f = torch.where(better, f.detach(), best_f)
+        best_residual = torch.where(better, residual, best_residual)
         if last:
             break
         if by_difference:
@@ -240,6 +246,9 @@ def solve(problem: StepProblem, config: NewtonConfig) -> StepSolution:
         else:
             (grad,) = torch.autograd.grad(f.sum(), z)  # items are independent: each gets the gradient of its own F
             z = next_iterate(problem, z.detach(), f.detach(), eps, grad, config)
-    if by_difference:
-        return StepSolution(best_z, best_eps, residuals, forwards=forwards + 2 * iterations + 1, backwards=0)
-    return StepSolution(best_z, best_eps, residuals, forwards=forwards + iterations + 1, backwards=iterations)
+    forwards, backwards = (
+        forwards + iterations + 1 + (iterations if by_difference else 0),
+        (0 if by_difference else iterations),
+    )
+    guess_residual = residuals[0] if guess is not None else None
+    return StepSolution(best_z, best_eps, residuals, forwards, backwards, best_residual, guess, guess_residual)

@@ -48,3 +48,6 @@ class StepSolution:
     residuals: list[torch.Tensor] = field(default_factory=list)  # relative residual (B,) of each iterate evaluated
     forwards: int = 0  # UNet forward passes, by the solver's own tally
     backwards: int = 0  # UNet backward passes (vector-Jacobian products)
+    residual: torch.Tensor | None = None  # relative residual (B,) of the returned z, where the solver measured it
+    guess: torch.Tensor | None = None  # DDIM's guess for this step, where the solver computed it
+    guess_residual: torch.Tensor | None = None  # its relative residual (B,), where the solver measured it
