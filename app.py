@@ -50,7 +50,7 @@ SHAPES_EXAMPLES = [  # the tiny model draws shapes (rnri/shapes): its own exampl
     [
         str(ASSETS / "shapes-heart-stripes.png"),
         "a large pink heart on a striped background",
-        "a large pink heart on a checkered background",
+        "a large pink heart on a green background",
     ],
     [
         str(ASSETS / "shapes-star-and-square.png"),
@@ -435,7 +435,8 @@ def build_demo(handlers: Handlers, resident: ed.Resident) -> gr.Blocks:
         notice = banner(resident)
         gr.HTML(notice, visible=bool(notice), padding=False)
         gr.Markdown(
-            f"# rnri: real-time photo editing\nInverts your photo with Regularized Newton-Raphson Inversion, then "
+            "# rnri: real-time photo editing\nInverts your photo (by default DDIM inversion with noise correction, "
+            "the best measured; the Newton-Raphson methods are under Advanced), then "
             f"regenerates it under the new prompt. Model: `{resident.model}` ({rnri.backbone_of(resident.pipe).name} "
             f"backbone) on `{resident.pipe.device}`. Change the target prompt or paint a mask and the edit updates at "
             "once."
@@ -542,6 +543,8 @@ def controls_of(resident: ed.Resident) -> tuple[gr.ImageEditor, dict[str, gr.com
         made |= {name: widget(name, setting, fixed.get(name)) for name, setting in offered.items() if name in LOCAL}
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         made |= {name: widget(name, s, fixed.get(name)) for name, s in offered.items() if name not in LOCAL}
+        for name in set(ed.solver_settings("rnri")) - set(ed.solver_settings(offered["method"].default)):
+            made[name].visible = False  # the default method does not take it; choosing one that does shows it
     return painter, {name: made[name] for name in ("clear", "paint_auto", *offered)}
 
 

@@ -159,7 +159,7 @@ def invert(
     *,
     image: Image.Image | Sequence[Image.Image] | None = None,
     latents: torch.Tensor | None = None,
-    method: str = "rnri",
+    method: str = "ddim",
     num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
     seed: int | Sequence[int] = 0,

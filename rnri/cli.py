@@ -92,7 +92,8 @@ def build_parser(full: Collection[str] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnri",
         description="Edit photos by describing them: invert a photo on a diffusion model (an LCM by default; Stable "
-        "Diffusion, SDXL, Turbo) with Regularized Newton-Raphson Inversion, then regenerate it under a new prompt.",
+        "Diffusion, SDXL, Turbo; by default DDIM inversion with noise correction, the best measured; Newton-Raphson "
+        "methods by --method), then regenerate it under a new prompt.",
         epilog="Run 'rnri COMMAND --help' for a command's options. The model comes from --model, else $RNRI_MODEL, "
         f"else {rnri.DEFAULT_MODEL}; 'tiny' is a built-in test model (no download).",
     )

@@ -119,9 +119,11 @@ def noise_difference(
 
 
 def threshold_mask(difference: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Normalise to [0, 1], smooth away specks, binarise at ``threshold`` (DiffEdit, Sec. 3.2): (1, 1, h, w)."""
+    """Smooth away specks, normalise to [0, 1], binarise at ``threshold`` (DiffEdit, Sec. 3.2): (1, 1, h, w).
+
+    Normalised after smoothing: normalised before, one large speck made every smoothed value fall under the
+    threshold, and prompts that differ got an empty mask."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    scaled = difference / difference.max().clamp_min(1e-12)
-    smooth = F.avg_pool2d(scaled[None, None], kernel_size=3, stride=1, padding=1, count_include_pad=False)
-    return (smooth >= threshold).float()
+    smooth = F.avg_pool2d(difference[None, None], kernel_size=3, stride=1, padding=1, count_include_pad=False)
+    return (smooth / smooth.max().clamp_min(1e-12) >= threshold).float()

@@ -15,7 +15,7 @@ class InversionSettings:
     """Everything besides the photo and the source prompt that changes an inversion; None: the backbone's default
     (``rnri.backbones``)."""
 
-    method: str = option("rnri", "Inversion method", "How each step of the chain is inverted.")  # rnri.METHODS
+    method: str = option("ddim", "Inversion method", "How each step of the chain is inverted.")  # rnri.METHODS
     num_inference_steps: int | None = option(  # None: the backbone's (LCM 4, Stable Diffusion 50)
         None, "Steps", "Sampling steps of the chain.", low=1, high=50, step=1, flag="--steps"
     )

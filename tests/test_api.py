@@ -48,7 +48,7 @@ def test_every_method_runs_and_counts_unet_calls(pipe, image, method):
 # z_T's step starts from the DDIM guess; the guard adds DDIM's guess and its residual on the 3 other steps
 @pytest.mark.parametrize("derivative, counts", [("difference", (19, 0)), ("autograd", (15, 4))])
 def test_rnri_cost_counted_by_hooks(pipe, image, derivative, counts):
-    inv = rnri.invert(pipe, "a cat", image=image, derivative=derivative)
+    inv = rnri.invert(pipe, "a cat", image=image, method="rnri", derivative=derivative)
     assert (inv.unet_forwards, inv.unet_backwards) == counts
 
 
@@ -135,7 +135,7 @@ def test_overlong_prompt_warns_and_works(pipe, image):
         ({"latents": torch.full((1, 4, 8, 8), float("nan"))}, "NaN or infinite"),
         ({"image": np.zeros((8, 8, 3))}, "must be a PIL image"),
         ({"latents": torch.zeros(1, 4, 8, 8), "method": "newton"}, "unknown inversion method"),
-        ({"latents": torch.zeros(1, 4, 8, 8), "iterations": 0}, "iterations must be at least 1"),
+        ({"latents": torch.zeros(1, 4, 8, 8), "method": "rnri", "iterations": 0}, "iterations must be at least 1"),
         ({"latents": torch.zeros(1, 4, 8, 8), "method": "ddim", "iterations": 2}, "takes no option"),
         ({"latents": torch.zeros(1, 4, 8, 8), "strength": 0.0}, "strength"),
         ({"latents": torch.zeros(1, 4, 8, 8), "chain": "euler"}, "chain"),

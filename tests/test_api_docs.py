@@ -43,7 +43,8 @@ def test_the_mcp_tool_describes_every_parameter_offline(app, endpoint):
     )
     for name, setting in offered.items():  # each setting as its one description says
         assert found[name] == ed.explain_option(setting)
-    assert "from 0 to 15" in found["guidance_scale"] and "one of rnri, ddim, fixed-point" in found["method"]
+    assert "from 0 to 15" in found["guidance_scale"]
+    assert "one of ddim, quasi-newton, rnri, gnri, fixed-point" in found["method"]
 
 
 def test_mcp_is_off_by_default_and_served_with_the_flag(app, pipe, monkeypatch):

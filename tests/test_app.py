@@ -71,8 +71,8 @@ def edit(client: Client, photo, source: str = SOURCE, target: str = TARGET, **se
         (
             "shapes-heart-stripes.png",
             "a large pink heart on a striped background",
-            "a large pink heart on a checkered background",
-            ("checkered", [("heart", "pink", "large")]),
+            "a large pink heart on a green background",
+            ("green", [("heart", "pink", "large")]),
         ),
     ],
 )
@@ -208,9 +208,9 @@ REPAIRED = {  # file -> (what the user is told, size of the edited image)
 def test_edit_returns_the_input_size_and_reports_what_happened(client):
     out = edit(client, CAT, seed=1)
     assert out["edited"].size == (451, 300) and out["reconstruction"].size == (451, 300)
-    assert out["edited"].mode == "RGB" and out["model"] == "tiny" and out["method"] == "rnri"
+    assert out["edited"].mode == "RGB" and out["model"] == "tiny" and out["method"] == "ddim"
     assert not out["inversion_cached"]
-    assert (out["inversion_unet_forwards"], out["inversion_unet_backwards"], out["edit_unet_forwards"]) == (13, 0, 4)
+    assert (out["inversion_unet_forwards"], out["inversion_unet_backwards"], out["edit_unet_forwards"]) == (7, 0, 4)
     assert out["reconstruction_psnr_db"] > 0 and out["z_T_std"] > 0 and out["notices"] == []
     assert "UNet forwards" in out["summary"] and "PSNR" in out["summary"]
 
@@ -243,8 +243,8 @@ def test_new_target_prompt_reuses_the_inversion(url):
     again = edit(session, CAT, target="a watercolour of a tiger")
     guided = edit(session, CAT, target="a watercolour of a tiger", edit_guidance=3.0)
     assert not first["inversion_cached"] and again["inversion_cached"] and guided["inversion_cached"]
-    # full: 12 inversion, 4 reconstruction, 4 edit; re-edit: the 4 forwards of the edit alone
-    assert (first["request_unet_forwards"], first["request_unet_backwards"]) == (21, 0)
+    # full: 7 inversion (DDIM + noise correction), 4 reconstruction, 4 edit; re-edit: the edit's 4 alone
+    assert (first["request_unet_forwards"], first["request_unet_backwards"]) == (15, 0)
     assert (again["request_unet_forwards"], again["request_unet_backwards"]) == (4, 0)
     assert again["edited"].tobytes() != first["edited"].tobytes()
     assert again["reconstruction"].tobytes() == first["reconstruction"].tobytes()
@@ -312,7 +312,7 @@ def test_fixable_upload_is_repaired_with_a_notice(client, tmp_path, name):
         (CAT, SOURCE, TARGET, {"num_inference_steps": 2.5}, "Steps must be a whole number"),
         (CAT, SOURCE, TARGET, {"iterations": 1000}, "Newton iterations per step must be a whole number from 1 to 5"),
         (CAT, SOURCE, TARGET, {"prior_weight": "lots"}, "Prior weight λ must be a number from 0 to 1, got 'lots'"),
-        (CAT, SOURCE, TARGET, {"method": "magic"}, "Inversion method must be one of rnri, ddim, fixed-point"),
+        (CAT, SOURCE, TARGET, {"method": "magic"}, "Inversion method must be one of ddim, quasi-newton, rnri, gnri"),
         (CAT, SOURCE, TARGET, {"seed": -1}, "Seed must be a whole number from 0 to 2147483647, got -1"),
         (CAT, SOURCE, TARGET, {"edit_guidance": 99}, "Edit guidance must be a number from 0 to 15, got 99"),
     ],
@@ -464,7 +464,7 @@ def test_solver_detail_is_in_the_details_in_words_not_warnings_in_the_summary(ha
     (kept,) = solver_notes("rnri", [[0.2, 0.3]], [999])
     assert kept.startswith("At step t=999 iterate 1 fitted worse") and "try 2 Newton iterations" in kept
     (last,) = solver_notes("fixed-point", [[0.2, 0.1, 0.3]], [999])
-    assert "t=999" in last and "keeps its last iterate" in last and "try fewer iterations or 'rnri'" in last
+    assert "t=999" in last and "keeps its last iterate" in last and "try fewer iterations or 'ddim'" in last
 
 
 def test_a_mask_that_reaches_every_pixel_says_so_instead_of_a_psnr_of_none(client, tmp_path):
@@ -571,7 +571,7 @@ def test_a_new_mask_re_edits_from_the_cached_inversion(url, tmp_path):
     second = edit(session, CAT, mask=handle_file(str(box_mask(tmp_path / "b.png", box=other_box))))
     cleared = edit(session, CAT)
     assert not first["inversion_cached"] and (first["request_unet_forwards"], first["request_unet_backwards"]) == (
-        21,
+        15,
         0,
     )
     for again in (second, cleared):
@@ -694,7 +694,7 @@ def test_on_a_space_gpu_work_runs_under_spaces_gpu_and_examples_are_cached_lazil
         assert all(10 <= duration <= 12 for _, duration in leased), leased  # 64x64, 4 steps: the overhead, little more
         leased.clear()
         example = Client(local_url, verbose=False).predict(0, api_name="/load_example")  # the tiny model's first
-        assert Image.open(example[0]).size == (64, 64) and example[4]["request_unet_forwards"] == 21
+        assert Image.open(example[0]).size == (64, 64) and example[4]["request_unet_forwards"] == 15
         assert [name for name, _ in leased] == ["invert_photo", "regenerate_photo"] and any(tmp_path.iterdir())
     finally:
         space.demo.close()

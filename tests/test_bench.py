@@ -24,14 +24,14 @@ def subspace():
 
 
 def test_cells_agree_with_run_testbed(subspace):
-    spec = next(s for s in method_grid((1,)) if s.label == "**rnri (default)**")
+    spec = next(s for s in method_grid((1,)) if s.label == "**rnri (old default)**")
     cell = run_cell(subspace, "lcm", "generated", spec, samples=2)
     reference = run_testbed("subspace", "generated", "lcm", "rnri", {}, samples=2)
     assert cell.reconstruction == pytest.approx(reference.reconstruction, rel=1e-6)
     assert cell.zT_std == pytest.approx(reference.zT_std, rel=1e-6)
     assert cell.recovery == pytest.approx(reference.recovery, rel=1e-6)
-    assert (cell.forwards, cell.backwards) == (reference.forwards, reference.backwards) == (12, 0)
-    assert cell.forward_equivalents == 12
+    assert (cell.forwards, cell.backwards) == (reference.forwards, reference.backwards) == (20, 0)  # 12, guard 8
+    assert cell.forward_equivalents == 20
 
 
 def test_uniform_chain_is_diffusers_ddim_sampler(subspace):
@@ -67,7 +67,7 @@ def test_grid_has_every_method_at_every_budget():
         "fixed-point x3",
         "fixed-point x3 + Anderson",
         "rnri-jf x1 (official code)",
-        "**rnri (default)**",
+        "**rnri (old default)**",
         "rnri x3",
         "gnri x3 (the paper's Eq. 9-10)",
         "quasi-newton x1 + noise correction",
@@ -121,8 +121,8 @@ def test_edit_latency_times_every_piece_of_an_edit(tmp_path, capsys):
 
 
 def test_batching_bench_makes_one_unet_call_per_iterate_whatever_the_batch(tmp_path):
-    """``python -m rnri.bench.batching --size tiny``: a default inversion of B latents is 13 UNet calls of B items
-    for every B; its cost per image and images per second are measured."""
+    """``python -m rnri.bench.batching --size tiny``: a default inversion of B latents (DDIM + noise correction) is
+    7 UNet calls of B items for every B; its cost per image and images per second are measured."""
     from rnri.bench import batching
 
     threads = torch.get_num_threads()
@@ -134,7 +134,7 @@ def test_batching_bench_makes_one_unet_call_per_iterate_whatever_the_batch(tmp_p
         torch.set_num_threads(threads)
     record = json.loads((tmp_path / "batching.json").read_text())
     counted = [(c["batch"], c["calls"], c["items"]) for c in record["costs"]]
-    assert counted == [(1, 13, 13), (2, 13, 26), (4, None, None)]  # batch 4: forward only
+    assert counted == [(1, 7, 7), (2, 7, 14), (4, None, None)]  # batch 4: forward only
     assert record["costs"][0]["forward_per_item"] == 1.0 and record["costs"][2]["forward_per_item"] > 0
     assert all(c["per_image"] > 0 and c["images_per_s"] > 0 for c in record["costs"][:2])
     assert "| 4 |" in (tmp_path / "batching.md").read_text() and "not run" in (tmp_path / "batching.md").read_text()
@@ -142,7 +142,8 @@ def test_batching_bench_makes_one_unet_call_per_iterate_whatever_the_batch(tmp_p
 
 def test_family_costs_count_every_backbones_default_inversion(tmp_path):
     """``python -m rnri.bench.families --size tiny``: the same measurement as at real size, on the tiny
-    architectures; counts do not depend on size (SD: 49 steps x (DDIM guess + 3) + the last step's 3)."""
+    architectures; counts do not depend on size (the default, DDIM: one call a step, and 3 more for noise
+    correction where the chain injects noise: LCM, Euler ancestral)."""
     from rnri.bench import families
 
     threads = torch.get_num_threads()
@@ -153,7 +154,7 @@ def test_family_costs_count_every_backbones_default_inversion(tmp_path):
         torch.set_num_threads(threads)
     record = json.loads((tmp_path / "families.json").read_text())
     counted = [(c["chain"], c["num_inference_steps"], c["forwards"], c["backwards"]) for c in record["costs"]]
-    assert counted == [("lcm", 4, 13, 0), ("ddim", 50, 199, 0), ("euler", 4, 15, 0), ("euler-ancestral", 4, 13, 0)]
+    assert counted == [("lcm", 4, 7, 0), ("ddim", 50, 50, 0), ("euler", 4, 4, 0), ("euler-ancestral", 4, 7, 0)]
     assert all(c["forward_equivalents"] > 0 for c in record["costs"])
     assert record["costs"][1]["cfg_forward_equivalents"] > 0  # SD edits under CFG: one batch-2 call per step
     assert "forward-equivalents" in (tmp_path / "families.md").read_text()

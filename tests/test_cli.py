@@ -70,8 +70,8 @@ def test_a_command_prints_no_library_notices_and_logs_at_the_chosen_level(photo,
 def test_edit_writes_an_image_of_the_input_size(capsys, photo, tmp_path):
     out = tmp_path / "tiger.png"
     code, stdout, _ = run(capsys, "edit", photo, "--source", "a cat", "--target", "a tiger", "-o", out, *TINY)
-    assert code == 0 and f"wrote {out}" in stdout and "13 UNet forwards + 0 backwards to invert" in stdout  # 4 x 3,
-    # and the z_T step's DDIM guess under noise correction (on by default where the chain injects noise)
+    assert code == 0 and f"wrote {out}" in stdout and "7 UNet forwards + 0 backwards to invert" in stdout  # the
+    # default, DDIM: 4 steps, and 3 more for noise correction (on by default where the chain injects noise)
     assert "reconstruction PSNR" in stdout
     with Image.open(out) as image:
         assert image.size == (70, 50) and image.format == "PNG"
@@ -93,13 +93,14 @@ def test_edit_default_output_and_options(capsys, photo, tmp_path, monkeypatch):
     ]
     code, stdout, _ = run(capsys, *argv, "--steps", "2", *TINY)
     assert code == 0 and (tmp_path / "cat-edit.png").is_file()
-    assert "fixed-point, 5 UNet forwards" in stdout  # 2 steps x (DDIM guess + 1 iteration), + 1: noise correction
+    assert "fixed-point, 6 UNet forwards" in stdout  # 2 steps x (DDIM guess + 1 iteration), + 1: noise correction,
+    # + 1: the guard's check (rnri/solvers/guard.py)
 
 
 @pytest.mark.parametrize(
     "model, counted",
-    [("tiny-sd-turbo", "15 UNet forwards"), ("tiny-sdxl-turbo", "13 UNet forwards")],  # Euler: + 3 DDIM guesses;
-    # Euler ancestral injects noise: + 1, the z_T step's DDIM guess under noise correction (on by default there)
+    [("tiny-sd-turbo", "4 UNet forwards"), ("tiny-sdxl-turbo", "7 UNet forwards")],  # DDIM, one a step; Euler
+    # ancestral injects noise: + 3 for noise correction (on by default there)
 )
 def test_edit_on_other_backbones_takes_their_defaults(capsys, photo, tmp_path, model, counted):
     """--model of another family: its chain, steps and guidance, not LCM's (Turbo: 4 steps, guidance 0)."""
@@ -374,7 +375,11 @@ def test_batch_refuses_images_whose_folders_differ_only_in_case_on_every_run(cap
         (["edit", "{photo}", "--source", "a", "--target", "b", "-o", "{photo}/x.png"], 1, "is not a folder"),
         (["edit", "{photo}", "--source", "a", "--target", "b", "-o", "{dir}/x.gif"], 1, "must end in .png"),
         (["edit", "{photo}", "--source", "a", "--target", "b", "--option", "speed=9"], 1, "has no option 'speed'"),
-        (["edit", "{photo}", "--source", "a", "--target", "b", "--option", "iterations=0"], 1, "from 1 to 5, got"),
+        (
+            ["edit", "{photo}", "--source", "a", "--target", "b", "--method", "rnri", "--option", "iterations=0"],
+            1,
+            "from 1 to 5",
+        ),
         (["edit", "{photo}", "--source", "a", "--target", "b", "--steps", "0"], 2, "Steps must be a whole number"),
         (["edit", "{photo}", "--source", "a", "--target", "b", "--strength", "2"], 2, "from 0.05 to 1, got '2'"),
         (["edit", "{photo}", "--source", "a", "--target", " "], 1, "The target prompt is empty"),

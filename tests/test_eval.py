@@ -166,7 +166,7 @@ def test_reconstruct_over_a_coco_folder(tmp_path):
     assert main(argv) == 0
     report = json.loads((out / "eval.json").read_text())
     assert set(report["summary"]) == {"vae", "ddim", "rnri:iterations=1"}
-    assert report["summary"]["rnri:iterations=1"]["unet_forwards"] == 13
+    assert report["summary"]["rnri:iterations=1"]["unet_forwards"] == 19  # 13, and the guard's 6
     for method in ("vae", "ddim", "rnri:iterations=1"):
         assert 0 < report["summary"][method]["psnr"] < 100 and -1 <= report["summary"][method]["ssim"] <= 1
     assert "lpips" in report["skipped"] and "lpips" in (out / "eval.md").read_text()

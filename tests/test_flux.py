@@ -218,7 +218,7 @@ def test_the_hooks_count_the_transformers_calls(schnell):
     """Forwards and, with autograd Newton steps, backwards through the transformer: counted from the outside."""
     z0 = randn((1, 16, *SIZE), 6)
     with count_unet_calls(schnell.transformer) as calls:
-        inv = rnri.invert(schnell, PROMPT, latents=z0, derivative="autograd", direction="gradient")
+        inv = rnri.invert(schnell, PROMPT, latents=z0, method="rnri", derivative="autograd", direction="gradient")
     assert (inv.unet_forwards, inv.unet_backwards) == (calls.forwards, calls.backwards)
     assert calls.forwards > 4 and calls.backwards == 4  # one Newton iteration per step, by default
 
@@ -375,8 +375,8 @@ def test_the_real_architecture_is_counted_on_the_meta_device():
 
 def test_the_cost_bench_builds_flux_from_its_parts(tmp_path):
     """``python -m rnri.bench.families --families flux-schnell`` at tiny size: the parts it times add up to its
-    forward estimate, and the default inversion's transformer calls are counted (15: 4 steps of RNRI, one
-    iteration, the slope by a forward difference)."""
+    forward estimate, and the default inversion's transformer calls are counted (4: the default, DDIM
+    inversion, one a step; the flow chain injects no noise, so no correction)."""
     from rnri.bench import families
 
     threads = torch.get_num_threads()
@@ -386,9 +386,9 @@ def test_the_cost_bench_builds_flux_from_its_parts(tmp_path):
     finally:
         torch.set_num_threads(threads)
     cost = json.loads((tmp_path / "families.json").read_text())["flux"]
-    assert (cost["forwards"], cost["backwards"], cost["forward_equivalents"], cost["blocks"]) == (15, 0, 15, [1, 1])
+    assert (cost["forwards"], cost["backwards"], cost["forward_equivalents"], cost["blocks"]) == (4, 0, 4, [1, 1])
     parts = cost["outside_blocks_cpu_s"] + cost["double_block_cpu_s"] + cost["single_block_cpu_s"]
-    assert cost["forward_cpu_s"] == pytest.approx(parts) and cost["inversion_cpu_s"] == pytest.approx(15 * parts)
+    assert cost["forward_cpu_s"] == pytest.approx(parts) and cost["inversion_cpu_s"] == pytest.approx(4 * parts)
     tiny = rnri.load_pipeline("tiny-flux", device="cpu").transformer
     assert cost["parameters_millions"]["transformer"] * 1e6 == pytest.approx(sum(p.numel() for p in tiny.parameters()))
     assert "| flux-schnell (FLUX.1-schnell) | `flow` |" in (tmp_path / "families.md").read_text()

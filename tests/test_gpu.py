@@ -38,7 +38,7 @@ def test_knobs_change_speed_not_results(reference, config):
     assert ("channels_last" in fast.applied) == config.channels_last and fast.warmup_seconds is None
     latents, inv = edit_latents(pipe)
     assert relative_error(latents, reference) < 1e-4  # same math, other summation order
-    assert (inv.unet_forwards, inv.unet_backwards) == (13, 0)
+    assert (inv.unet_forwards, inv.unet_backwards) == (7, 0)  # the default: DDIM + noise correction
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -61,10 +61,10 @@ def test_compile_warms_up_and_keeps_counting(reference, monkeypatch):
     config = gpu.FastPath(compile=True, compile_backend="eager")
     fast = gpu.apply_fast_path(pipe, config)
     assert "compile" in fast.applied and fast.warmup_seconds > 0
-    assert len(compiled_calls) == 17  # the warm-up edit went through the compiled forward
+    assert len(compiled_calls) == 11  # the warm-up edit (7 to invert, 4 to edit) went through the compiled forward
     gpu.compile_unet(pipe, config)  # a second time is a no-op
     latents, inv = edit_latents(pipe)
-    assert len(compiled_calls) == 34 and (inv.unet_forwards, inv.unet_backwards) == (13, 0)  # hooks stay outside
+    assert len(compiled_calls) == 22 and (inv.unet_forwards, inv.unet_backwards) == (7, 0)  # hooks stay outside
     assert torch.equal(latents, reference)
 
 
@@ -82,7 +82,7 @@ def test_compiled_edits_equal_eager_on_a_gpu(mode):
     for _ in range(3):  # CUDA graphs replay from the third call on
         compiled, inv = edit_latents(pipe)
         assert relative_error(compiled.float(), eager.float()) < COMPILED_TOLERANCE
-        assert (inv.unet_forwards, inv.unet_backwards) == (13, 0)
+        assert (inv.unet_forwards, inv.unet_backwards) == (7, 0)  # the default: DDIM + noise correction
 
 
 def test_failed_warm_up_is_a_clear_error():
@@ -141,7 +141,7 @@ def test_measure_knobs_reports_cost_per_knob():
     rows = knobs.measure_knobs(rnri.tiny_pipeline, image, "a cat", "a dog", knobs=settings, repeats=1)
     assert [r.knob for r in rows] == ["channels_last"]
     for row in rows:
-        assert (row.unet_forwards, row.unet_backwards) == (17, 0)  # 13 to invert, 4 to regenerate
+        assert (row.unet_forwards, row.unet_backwards) == (11, 0)  # 7 to invert, 4 to regenerate
         assert row.seconds > 0 and row.forward_equivalents > 0 and row.peak_memory_mib is None
         assert row.host_syncs == sum(row.sync_sites.values())
 

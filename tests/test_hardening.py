@@ -439,8 +439,8 @@ def test_no_route_reads_a_server_file_a_client_names(app, url, client, tmp_path)
 
     def shown(value: Any) -> str:
         body = {"data": [value], "fn_index": fn_index(app, "show_photo")}
-        background, _, hint = httpx.post(url + "gradio_api/run/predict", json=body).json()["data"]
-        assert (background is None) == hint.startswith("⚠️")  # no image of a refused file comes back
+        _, painter, _, hint = httpx.post(url + "gradio_api/run/predict", json=body).json()["data"]
+        assert (painter is None) == hint.startswith("⚠️")  # no image of a refused file comes back
         return hint
 
     routes = {  # each route's answer for a file the client names

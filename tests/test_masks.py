@@ -120,3 +120,15 @@ def test_psnr_over_a_region():
     assert psnr(a, b, where=~left) == math.inf and psnr(a, a) == math.inf
     assert psnr(a, b, where=left) == pytest.approx(10 * math.log10(255**2 / (100 / 3)))
     assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / (100 / 6)))
+
+
+def test_one_large_speck_does_not_empty_the_automatic_mask():
+    """A region that differs, and one pixel that differs 8 times more: normalised before smoothing, the speck set
+    the scale (the region 1/8 of it, the smoothed speck 1/9) and nothing reached the threshold."""
+    from rnri.masks import threshold_mask
+
+    difference = torch.zeros(20, 20)
+    difference[4:10, 4:10] = 1.0
+    difference[15, 15] = 8.0
+    mask = threshold_mask(difference, 0.5)[0, 0]
+    assert mask[15, 15] == 1 and mask[6, 6] == 1 and mask[0, 0] == 0

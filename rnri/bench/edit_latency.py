@@ -84,9 +84,11 @@ def run(
         rnri.regenerate(pipe, fresh, TARGET)
 
     work = {
-        "invert (rnri default: slope by a forward difference)": lambda: rnri.invert(pipe, SOURCE, image=photo),
-        "invert (rnri, slope by autograd)": lambda: rnri.invert(pipe, SOURCE, image=photo, derivative="autograd"),
-        "invert (ddim)": lambda: rnri.invert(pipe, SOURCE, image=photo, method="ddim"),
+        "invert (the default: ddim + noise correction)": lambda: rnri.invert(pipe, SOURCE, image=photo),
+        "invert (rnri: slope by a forward difference)": lambda: rnri.invert(pipe, SOURCE, image=photo, method="rnri"),
+        "invert (rnri, slope by autograd)": lambda: rnri.invert(
+            pipe, SOURCE, image=photo, method="rnri", derivative="autograd"
+        ),
         "regenerate to latents (4 steps)": lambda: rnri.regenerate(pipe, inv, TARGET, output_type="latent"),
         "re-edit from a cached inversion (regenerate + decode)": lambda: rnri.regenerate(pipe, inv, TARGET),
         "first edit (invert + reconstruct + edit, decoded)": first_edit,

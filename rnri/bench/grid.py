@@ -64,7 +64,7 @@ def method_grid(budgets: tuple[int, ...]) -> list[MethodSpec]:
     for k in budgets:
         specs.append(MethodSpec(f"gnri x{k} (the paper's Eq. 9-10)", "gnri", "gnri", {"iterations": k}, budget=k))
     for k in budgets:
-        label = "**rnri (default)**" if k == 1 else f"rnri x{k}"
+        label = "**rnri (old default)**" if k == 1 else f"rnri x{k}"
         specs.append(MethodSpec(label, "rnri", "rnri", {} if k == 1 else {"iterations": k}, budget=k))
     for k in budgets:
         options = {"iterations": k}

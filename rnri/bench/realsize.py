@@ -49,7 +49,7 @@ TIMED_METHODS = (  # labels of method_grid((1, 2)) measured as whole inversions
     "fixed-point x2",
     "fixed-point x2 + Anderson",
     "rnri-jf x2 (official code)",
-    "**rnri (default)**",
+    "**rnri (old default)**",
     "rnri x2",
     "rnri, autograd slope",
     "diffusers DDIMInverseScheduler",

@@ -68,7 +68,7 @@ VARIANTS = [
     Variant("fixed-point x2", "fixed-point", {"iterations": 2}, noise_correction=False),
     Variant("fixed-point x2 + noise correction", "fixed-point", {"iterations": 2}, noise_correction=True),
     Variant("rnri-jf x2 (official code)", "rnri-jf", {"iterations": 2}, noise_correction=False),
-    Variant("rnri (default: chain guess + noise correction)"),
+    Variant("rnri (old default: chain guess + noise correction)"),
     Variant("rnri, no noise correction", noise_correction=False),
     Variant("rnri, init ddim", options={"init": "ddim"}, noise_correction=False),
     Variant("rnri x2", options={"iterations": 2}, noise_correction=False),
@@ -80,13 +80,13 @@ VARIANTS = [
     Variant("rnri, automatic mask", mask="auto", noise_correction=False),
     Variant("rnri, strength 0.75", strength=0.75, noise_correction=False),
     Variant("rnri, strength 0.5", strength=0.5, noise_correction=False),
-    Variant("rnri (default), strength 0.75", strength=0.75),
-    Variant("rnri (default), painted mask", mask="oracle"),
+    Variant("rnri (old default), strength 0.75", strength=0.75),
+    Variant("rnri (old default), painted mask", mask="oracle"),
 ]
 ROBUSTNESS = [  # the initial guess and the last step, with and without noise correction: --robustness
     Variant("ddim", "ddim", noise_correction=False),
     Variant("ddim + noise correction", "ddim", noise_correction=True),
-    Variant("rnri (default)"),
+    Variant("rnri (old default)"),
     Variant("rnri + noise correction", noise_correction=True),
     Variant("rnri, init prior", options={"init": "prior"}, noise_correction=False),
     Variant("rnri, init prior + noise correction", options={"init": "prior"}, noise_correction=True),
@@ -107,16 +107,16 @@ TEACHER = [  # the DDIM-trained teacher at 50 steps (the paper's latent-diffusio
     Variant("ddim", "ddim"),
     Variant("fixed-point x2", "fixed-point", {"iterations": 2}),
     Variant("rnri-jf x2 (official code)", "rnri-jf", {"iterations": 2}),
-    Variant("rnri (default)"),
+    Variant("rnri (old default)"),
     Variant("rnri, painted mask", mask="oracle"),
 ]
 EMPTY_SOURCE = [  # what describing the photo buys: --empty-source
     Variant("ddim", "ddim", noise_correction=False),
     Variant("ddim, no source prompt", "ddim", noise_correction=False, source=""),
-    Variant("rnri (default)"),
-    Variant("rnri (default), no source prompt", source=""),
-    Variant("rnri (default), painted mask", mask="oracle"),
-    Variant("rnri (default), painted mask, no source prompt", mask="oracle", source=""),
+    Variant("rnri (old default)"),
+    Variant("rnri (old default), no source prompt", source=""),
+    Variant("rnri (old default), painted mask", mask="oracle"),
+    Variant("rnri (old default), painted mask, no source prompt", mask="oracle", source=""),
 ]
 QUICK = [
     v
@@ -124,9 +124,9 @@ QUICK = [
     if v.label
     in (
         "ddim",
-        "rnri (default: chain guess + noise correction)",
+        "rnri (old default: chain guess + noise correction)",
         "rnri, no noise correction",
-        "rnri (default), painted mask",
+        "rnri (old default), painted mask",
     )
 ]
 
@@ -167,7 +167,7 @@ def control_sweep() -> list[Variant]:
         *({"blend_dilation": d} for d in (0, 2)),
         *({"blend_start": f} for f in (0.25, 0.5)),
     ]
-    variants = [Variant("rnri (default)"), Variant("control (defaults)", control=base)]
+    variants = [Variant("rnri (old default)"), Variant("control (defaults)", control=base)]
     for change in changes:
         label = ", ".join(f"{k}={getattr(v, '__name__', v)}" for k, v in change.items())
         variants.append(Variant(f"control, {label}", control=dataclasses.replace(base, **change)))
@@ -175,7 +175,7 @@ def control_sweep() -> list[Variant]:
 
 
 CONTROL = [  # attention control against plain regeneration and masks: python -m rnri.bench.shapes --control
-    Variant("rnri (default)"),
+    Variant("rnri (old default)"),
     Variant("rnri, painted mask", mask="oracle"),
     Variant("rnri, automatic mask", mask="auto"),
     Variant("rnri + attention control", control=AttentionControl()),
@@ -471,12 +471,12 @@ def twins(caption: bool, negative: bool) -> list[Variant]:
     negative prompt naming the source attribute: each twin is paired with the first row, edit by edit."""
     from rnri.shapes.analyze import described
 
-    base = Variant("rnri (default)")
+    base = Variant("rnri (old default)")
     found = [base]
     if caption:
-        found.append(dataclasses.replace(base, label="rnri (default), analyzer's caption", caption=described))
+        found.append(dataclasses.replace(base, label="rnri (old default), analyzer's caption", caption=described))
     if negative:
-        found.append(dataclasses.replace(base, label="rnri (default), negative prompt", negative=source_attribute))
+        found.append(dataclasses.replace(base, label="rnri (old default), negative prompt", negative=source_attribute))
     return found
 
 

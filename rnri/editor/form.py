@@ -18,7 +18,7 @@ from rnri.masks import BlendConfig
 from rnri.options import Setting, check, option, settings_of
 from rnri.settings import InversionSettings, with_method
 
-EDITOR_METHODS = ("rnri", "ddim", "fixed-point")  # rnri-jf, the official code's solver, is kept for comparison only
+EDITOR_METHODS = ("ddim", "quasi-newton", "rnri", "gnri", "fixed-point")  # the default first (docs/solver-choice.md)
 INVERSION_FIELDS = ("method", "num_inference_steps", "guidance_scale", "seed", "strength")  # of InversionSettings
 SOLVER_FIELDS = ("iterations", "prior_weight")  # the methods' options the editor offers, where a method has them
 
@@ -53,7 +53,9 @@ class Choices:
 def controls(pipe: Any) -> dict[str, Setting]:
     """The form's settings by name (the ``/edit`` endpoint's parameter names) in the order shown, with this
     pipeline's defaults."""
-    inversion, solver = settings_of(InversionSettings), solver_settings(EDITOR_METHODS[0])
+    # every solver field the editor offers, from the method that takes them all; the page hides those the chosen
+    # method does not take (the default, ddim, takes none) and read_form reads only the chosen method's
+    inversion, solver = settings_of(InversionSettings), solver_settings("rnri")
     method = inversion["method"]
     found = {name: inversion[name] for name in INVERSION_FIELDS} | solver
     found |= {
@@ -103,6 +105,8 @@ def read_form(values: Mapping[str, Any], pipe: Any) -> Choices:
         if value(name) != offered[name].default:
             raise InputError(f"{offered[name].option.label}: {reason}")
     method = value("method")
+    for name in SOLVER_FIELDS:  # each checked whatever the method (a page keeps a hidden one's last value);
+        value(name)  # only the chosen method's are used
     options = {name: value(name, setting) for name, setting in solver_settings(method).items()}
     settings = with_method(InversionSettings(**{name: value(name) for name in INVERSION_FIELDS}), method, options)
     local = LocalEdit(value("auto_mask"), BlendConfig(value("dilation"), value("feather"), value("paste_back")))

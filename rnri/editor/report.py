@@ -150,7 +150,7 @@ def std_words(std: float) -> str:
 
 def solver_notes(method: str, residuals: list[list[float]], timesteps: list[int]) -> list[str]:
     """A note per step whose residual rose between iterates, saying what the solver kept and what to try."""
-    keeps_best = method.startswith("rnri")  # rnri and rnri-jf keep their best iterate; fixed-point its last
+    keeps_best = method in ("rnri", "rnri-jf", "quasi-newton")  # keep their best iterate; fixed-point, gnri the last
     notes = []
     for t, step in zip(timesteps, residuals):
         rises = [(j, a, b) for j, (a, b) in enumerate(zip(step, step[1:]), 1) if b > a]
@@ -164,6 +164,6 @@ def solver_notes(method: str, residuals: list[list[float]], timesteps: list[int]
             )
             what += "iterations or the 'ddim' method."
         else:
-            what += f"{method} keeps its last iterate, so this step is less exact: try fewer iterations or 'rnri'."
+            what += f"{method} keeps its last iterate, so this step is less exact: try fewer iterations or 'ddim'."
         notes.append(what)
     return notes
