@@ -708,7 +708,8 @@ def history_events(handlers: Handlers, photo, source, target, controls, outputs,
     def restored(kept: list | None, selected: gr.SelectData) -> tuple:
         return restore(kept, names, selected)
 
-    gallery.select(restored, [history], [photo, source, target, *settings.values()], queue=False, **HIDDEN)
+    back = gallery.select(restored, [history], [photo, source, target, *settings.values()], queue=False, **HIDDEN)
+    back.success(handlers.live_edit, outputs=outputs, **page, **gpu, **HIDDEN)  # its edit shown again
 
 
 def with_settings(handler: Callable, controls: dict[str, gr.components.Component]) -> Callable:
@@ -776,7 +777,7 @@ def outputs_column() -> tuple[list[gr.components.Component], dict[str, gr.compon
         again = gr.Button("Edit this result", size="sm", elem_id="edit-this", scale=0, min_width=160)
     history = gr.Gallery(
         label="This session's edits: click one to restore its photo, prompts and settings", columns=6, height=140,
-        allow_preview=False, object_fit="contain", format="png", elem_id="history",
+        allow_preview=False, fit_columns=False, object_fit="contain", format="png", elem_id="history",
     )  # fmt: skip
     with gr.Accordion("Details: the solver, step by step", open=False, elem_id="details-accordion"):
         residuals = gr.LinePlot(

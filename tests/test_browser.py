@@ -609,6 +609,9 @@ def test_a_new_photo_gets_its_source_prompt_suggested_and_typed_words_are_kept(b
         page.close()
 
 
+SLIDER_BEFORE = "document.querySelector('#before-after img')"
+
+
 def shows(page, selector: str, nth: int = 0):
     """The analyzer's reading of the nth image under ``selector``, as served."""
     src = page.locator(f"{selector} img").nth(nth).get_attribute("src")
@@ -654,12 +657,18 @@ def test_before_after_edit_this_result_and_the_history_restore(browser, url):
         page.wait_for_function("document.querySelectorAll('#history .thumbnail-item').length === 2")
         flow_shots(page, "edit-this-result")
 
+        shown_before, slider_before = edited_src(page), page.evaluate(f"{SLIDER_BEFORE}.src")
         page.locator("#history .thumbnail-item").nth(1).click()  # the first edit: the newest comes first
         page.wait_for_function("words => document.querySelector('#source textarea').value === words", arg=circle)
         assert page.locator("#target textarea").input_value() == heart
         page.wait_for_function("document.querySelector('#photo-hint').innerText.includes('Photo 64x64,')")
         page.wait_for_function("() => { const i = document.querySelector('#photo img'); return i && i.complete; }")
         assert things(shows(page, "#photo")) == [("circle", "red")]
+        page.wait_for_function(f"src => {EDITED}.src !== src", arg=shown_before)
+        page.wait_for_function(f"src => {SLIDER_BEFORE} && {SLIDER_BEFORE}.src !== src", arg=slider_before)
+        page.get_by_text("This request").wait_for()
+        assert things(shows(page, "#before-after", 0)) == [("circle", "red")]  # its edit shown again
+        assert things(shows(page, "#edited")) == [("heart", "pink")]
         flow_shots(page, "history-restored")
     finally:
         page.close()
@@ -687,9 +696,8 @@ def test_steering_in_the_advanced_settings_a_concept_turns_the_heart_green(brows
         threshold = page.locator("#concept_threshold input[type=number]")
         threshold.fill("0")
         threshold.press("Enter")
-        cells = page.locator("#concepts tbody td")
         for n, value in ((0, "green"), (1, "3")):
-            cells.nth(n).dblclick()
+            page.locator(f'#concepts [data-testid="cell-0-{n}"]').dblclick()
             page.keyboard.press("Control+A")
             page.keyboard.type(value)
             page.keyboard.press("Enter")
