@@ -132,6 +132,14 @@ if (box && (box.top < 0 || box.bottom > window.innerHeight)) edited.scrollIntoVi
 """
 HISTORY = 12  # edits a session's history keeps (the oldest dropped); Gradio keeps the state of SESSIONS sessions
 NEXT = "The edit is now the photo, inverted again: type what it should become next."
+# On a phone, Edit (and Edit this result) scroll Edit to the window's top when the slider under the result would not
+# show whole: the result, and the slider under it, then come in view under the button.
+SHOW_EDIT = f"""() => {{
+  const slider = document.querySelector('#before-after'), button = document.querySelector('#edit-button');
+  if (!slider || !button || !window.matchMedia('{PHONE}').matches) return;
+  const box = slider.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) button.scrollIntoView({{block: 'start', behavior: 'instant'}});
+}}"""
 HIDDEN = dict(show_progress="hidden", api_visibility="private")  # events of the page's own, with no spinner
 BRUSH = gr.Brush(colors=[("#ff00c8", 0.5)], color_mode="fixed", default_size=24)  # translucent: the photo shows
 ERASER = gr.Eraser(default_size=24)
@@ -536,7 +544,7 @@ def build_demo(handlers: Handlers, resident: ed.Resident) -> gr.Blocks:
             with gr.Column(scale=3, elem_id="results"):
                 outputs, extras = outputs_column()
         cancels = events(handlers, photo, painter, hint, source, target, button, controls, outputs)
-        history_events(handlers, photo, source, target, controls, outputs, extras, cancels)
+        history_events(handlers, photo, source, target, button, controls, outputs, extras, cancels)
         with examples_place:
             examples(handlers, photo, source, target, outputs, cancels)
     demo.rnri_listeners = handlers.listeners  # the web guard counts their streams (launch)
@@ -689,7 +697,7 @@ def events(handlers: Handlers, photo, painter, hint, source, target, button, con
     return [edit, re_edit]
 
 
-def history_events(handlers: Handlers, photo, source, target, controls, outputs, extras, cancels) -> None:
+def history_events(handlers: Handlers, photo, source, target, button, controls, outputs, extras, cancels) -> None:
     """The before/after slider following the edit shown, "Edit this result", and the session's history: each
     Edit's result added (``HISTORY`` at most), a click restoring its photo, prompts and settings."""
     edited, summary = outputs[OUTPUTS.index("edited")], outputs[OUTPUTS.index("summary")]
@@ -698,6 +706,8 @@ def history_events(handlers: Handlers, photo, source, target, controls, outputs,
     settings = {name: c for name, c in controls.items() if name not in ("clear", "paint_auto")}
     page = dict(inputs=[photo, gr.State(), source, target], inputs_kwargs=settings, preprocess=False)
     gpu = dict(concurrency_limit=1, concurrency_id="gpu")
+    for pressed in (button, again):
+        pressed.click(None, js=SHOW_EDIT, queue=False, **HIDDEN)
     kept = again.click(edit_this_result, [edited, target], [photo, source, summary], preprocess=False, **HIDDEN)
     inverted = kept.success(handlers.page_edit, outputs=outputs, **page, **gpu, api_visibility="private")
     record = dict(inputs=[history, photo, edited, source, target], inputs_kwargs=settings, preprocess=False)

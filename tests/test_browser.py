@@ -670,6 +670,15 @@ def test_before_after_edit_this_result_and_the_history_restore(browser, url):
         assert things(shows(page, "#before-after", 0)) == [("circle", "red")]  # its edit shown again
         assert things(shows(page, "#edited")) == [("heart", "pink")]
         flow_shots(page, "history-restored")
+
+        # On a phone, Edit pressed where it comes into view: the result and the slider under it in the window.
+        page.set_viewport_size({"width": SIZES["phone"][0], "height": SIZES["phone"][1]})
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        page.locator("#edit-button").scroll_into_view_if_needed()
+        edit(page)
+        page.wait_for_timeout(300)  # the scroll settles
+        assert inside(page, "#edited") and inside(page, "#before-after") and inside(page, "#edit-button")
+        shot(page, "flow-edit-phone.png", full_page=False)
     finally:
         page.close()
 
