@@ -76,6 +76,7 @@ HINT = "nothing painted: the edit acts on all of it (paint under **Local edit** 
 PENDING = "Editing the example…"
 REFUSED = "**Not edited.**"  # how the summary of a refused edit begins
 SUGGESTED = "Suggested from the photo: edit it to say what the photo shows"  # the source prompt's line, filled in
+KEEP_TYPED = "(suggested, typed) => (typed && typed.trim()) || !suggested ? typed : suggested"  # in the page, at once
 READY = "Ready: press **Edit**, or type the target prompt: the edit follows it as you type."
 NOTHING_TO_PAINT = "Upload a photo above: it appears here, to paint where the edit may act."
 PHONE = "(max-width: 1023px)"  # narrower, the columns stack: the result right under Edit, the settings after it
@@ -255,6 +256,15 @@ class Handlers:
         if suggestion.text:
             return gr.update(value=suggestion.text, info=f"{SUGGESTED} ({self.captioning.name})")
         return gr.update(info=suggestion.note) if suggestion.note else gr.skip()
+
+    def caption_event(self, photo: Any, source: Any) -> tuple[str, dict[str, Any] | Any]:
+        """``suggest_caption`` for the page: the suggestion ("" for none) and the line under the field; the page puts
+        the suggestion in the field only if it is still empty then (``KEEP_TYPED``), so words typed while the
+        caption was being written are kept too."""
+        update = self.suggest_caption(photo, source)
+        if not isinstance(update, dict):
+            return "", gr.skip()
+        return update.get("value") or "", gr.update(info=update["info"]) if update.get("info") else gr.skip()
 
     def gone(self, request: gr.Request | None) -> bool:
         """Whether the client of ``request`` queued it and went away (never opened its stream, or closed it):
@@ -672,10 +682,13 @@ def events(handlers: Handlers, photo, painter, hint, source, target, button, con
     api = dict(inputs=[photo, source, target], inputs_kwargs=controls | {"mask": mask_file}, preprocess=False)
     documented = with_settings(handlers.api_edit, controls)
     gr.on([], documented, outputs=outputs, **api, **gpu, api_name="edit")
-    photo.change(show_photo, photo, [photo, painter, painted, hint], preprocess=False, queue=False, **HIDDEN)
+    shown = photo.change(show_photo, photo, [photo, painter, painted, hint], preprocess=False, queue=False, **HIDDEN)
     photo.clear(lambda: WELCOME_PHOTO, None, hint, queue=False, **HIDDEN)
     caption = dict(concurrency_limit=1, concurrency_id="caption", preprocess=False, **HIDDEN)
-    photo.change(handlers.suggest_caption, [photo, source], source, **caption)
+    suggested = gr.Textbox(visible=False)
+    # after the photo is shown: one request of the page's fewer at a time (the web guard caps a client's at 4)
+    written = shown.then(handlers.caption_event, [photo, source], [suggested, source], **caption)
+    written.success(None, [suggested, source], source, js=KEEP_TYPED, queue=False, **HIDDEN)
     summary = outputs[OUTPUTS.index("summary")]
     gr.on(
         [photo.change, source.change, target.change], recheck, [photo, source, target, summary], summary,

@@ -285,9 +285,9 @@ def inside(page, selector: str) -> bool:
     """Whether the element's whole box is inside the browser window, where it is scrolled to."""
     box = page.locator(selector).first.bounding_box()
     size = page.viewport_size
-    return (
-        box["x"] >= 0
-        and box["y"] >= 0
+    return (  # half a pixel either way: a box scrolled to the top can sit at y = -0.19 (fractional layout)
+        box["x"] >= -0.5
+        and box["y"] >= -0.5
         and box["x"] + box["width"] <= size["width"] + 0.5
         and (box["y"] + box["height"] <= size["height"] + 0.5)
     )

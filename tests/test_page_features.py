@@ -40,6 +40,8 @@ def test_an_empty_source_prompt_is_filled_with_the_analyzer_s_caption_and_typed_
     assert update["info"].startswith(app.SUGGESTED)
     assert handlers.suggest_caption(str(CIRCLE), "my own words") == gr.skip()  # never replaced
     assert handlers.suggest_caption(None, "") == gr.skip()
+    assert handlers.caption_event(str(CIRCLE), "")[0] == CIRCLE_SAYS  # the page fills the field if still empty
+    assert handlers.caption_event(str(CIRCLE), "typed") == ("", gr.skip())
 
 
 def test_without_a_captioner_the_field_stays_manual_with_one_short_note(app, pipe, tmp_path):
