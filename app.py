@@ -440,9 +440,10 @@ def edit_this_result(edited: Any, target: Any) -> tuple:
     """The edit as the new photo, its target prompt as the new source prompt (what the photo shows now); the page
     inverts it at once (``page_edit`` follows)."""
     with user_errors():
-        after = served_image(edited, "edited image")
-        if after is None:
+        if edited is None:
             raise ed.InputError("There is no edit to keep editing yet: press Edit first.")
+        after = file_of(edited, "edited image")  # the PNG as served: a PIL image would be saved again as WebP
+        ed.load_photo(after)  # an image the editor can read
     return after, target, NEXT
 
 

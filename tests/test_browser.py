@@ -614,8 +614,12 @@ SLIDER_BEFORE = "document.querySelector('#before-after img')"
 
 def shows(page, selector: str, nth: int = 0):
     """The analyzer's reading of the nth image under ``selector``, as served."""
-    src = page.locator(f"{selector} img").nth(nth).get_attribute("src")
-    return analyze(Image.fromarray(fetched(page, src).astype(np.uint8)))
+    image = page.locator(f"{selector} img").nth(nth)
+    image.evaluate("img => img.complete || new Promise(done => img.addEventListener('load', done, {once: true}))")
+    src = image.get_attribute("src")
+    answer = page.request.get(src)
+    assert answer.ok and answer.body()[:4] == b"\x89PNG", (src, answer.status, answer.body()[:200])
+    return analyze(Image.open(io.BytesIO(answer.body())).convert("RGB"))
 
 
 def things(reading) -> list[tuple[str, str]]:
