@@ -28,6 +28,7 @@ from fastapi import HTTPException
 from gradio.components.base import server
 from gradio.components.image_editor import AcceptBlobs, EditorData
 from gradio_client import Client
+from PIL import Image
 from starlette.middleware import Middleware
 
 import rnri
@@ -74,6 +75,8 @@ WELCOME_PHOTO = "Upload a photo (or paste one); to change only part of it, paint
 HINT = "nothing painted: the edit acts on all of it (paint under **Local edit** to confine it)."
 PENDING = "Editing the example…"
 REFUSED = "**Not edited.**"  # how the summary of a refused edit begins
+SUGGESTED = "Suggested from the photo: edit it to say what the photo shows"  # the source prompt's line, filled in
+KEEP_TYPED = "(suggested, typed) => (typed && typed.trim()) || !suggested ? typed : suggested"  # in the page, at once
 READY = "Ready: press **Edit**, or type the target prompt: the edit follows it as you type."
 NOTHING_TO_PAINT = "Upload a photo above: it appears here, to paint where the edit may act."
 PHONE = "(max-width: 1023px)"  # narrower, the columns stack: the result right under Edit, the settings after it
@@ -128,6 +131,16 @@ const edited = document.querySelector('#edited');
 const box = edited && edited.getBoundingClientRect();
 if (box && (box.top < 0 || box.bottom > window.innerHeight)) edited.scrollIntoView({block: 'start'});
 """
+HISTORY = 12  # edits a session's history keeps (the oldest dropped); Gradio keeps the state of SESSIONS sessions
+NEXT = "The edit is now the photo, inverted again: type what it should become next."
+# On a phone, Edit (and Edit this result) scroll Edit to the window's top when the slider under the result would not
+# show whole: the result, and the slider under it, then come in view under the button.
+SHOW_EDIT = f"""() => {{
+  const slider = document.querySelector('#before-after'), button = document.querySelector('#edit-button');
+  if (!slider || !button || !window.matchMedia('{PHONE}').matches) return;
+  const box = slider.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) button.scrollIntoView({{block: 'start', behavior: 'instant'}});
+}}"""
 HIDDEN = dict(show_progress="hidden", api_visibility="private")  # events of the page's own, with no spinner
 BRUSH = gr.Brush(colors=[("#ff00c8", 0.5)], color_mode="fixed", default_size=24)  # translucent: the photo shows
 ERASER = gr.Eraser(default_size=24)
@@ -162,6 +175,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="also serve the editor as an MCP tool at /gradio_api/mcp/ (RNRI_MCP=1); off by default",
     )  # fmt: skip
     p.add_argument("--log-level", choices=ed.LEVELS, default=env("RNRI_LOG_LEVEL", "warning"), help="%(default)s")
+    ed.share_cpu_politely()  # the caption's flag is described beside its model, whose module imports torch
+    ed.add_arguments(p, ed.settings_of(ed.CaptionOptions), {"captioner": env("RNRI_CAPTIONER", "auto")})
+    p.set_defaults(captioner=env("RNRI_CAPTIONER", "auto"))
     return p.parse_args(argv)
 
 
@@ -221,8 +237,34 @@ def refused(message: str) -> tuple:
 class Handlers:
     """The page's events over one editor service; they keep no state but the debouncing tickets."""
 
-    def __init__(self, editor: ed.Editor, listeners: ed.Listeners | None = None) -> None:
+    def __init__(
+        self, editor: ed.Editor, listeners: ed.Listeners | None = None, captioning: ed.Captioning | None = None
+    ) -> None:
         self.editor, self.tickets, self.listeners = editor, ed.LatestRequest(), listeners or ed.Listeners()
+        self.captioning = captioning or ed.Captioning(None, "none")
+
+    def suggest_caption(self, photo: Any, source: Any) -> dict[str, Any] | Any:
+        """A new photo's suggested source prompt, when the field is empty (a person's own words are never
+        replaced), said so under the field; where there is no suggestion, the short note why; else no change."""
+        if photo is None or (isinstance(source, str) and source.strip()):
+            return gr.skip()
+        try:
+            loaded = ed.load_photo(file_of(photo, "photo"))
+        except ed.InputError:
+            return gr.skip()  # show_photo says why under the photo
+        suggestion = self.captioning.suggest(loaded, source if isinstance(source, str) else "")
+        if suggestion.text:
+            return gr.update(value=suggestion.text, info=f"{SUGGESTED} ({self.captioning.name})")
+        return gr.update(info=suggestion.note) if suggestion.note else gr.skip()
+
+    def caption_event(self, photo: Any, source: Any) -> tuple[str, dict[str, Any] | Any]:
+        """``suggest_caption`` for the page: the suggestion ("" for none) and the line under the field; the page puts
+        the suggestion in the field only if it is still empty then (``KEEP_TYPED``), so words typed while the
+        caption was being written are kept too."""
+        update = self.suggest_caption(photo, source)
+        if not isinstance(update, dict):
+            return "", gr.skip()
+        return update.get("value") or "", gr.update(info=update["info"]) if update.get("info") else gr.skip()
 
     def gone(self, request: gr.Request | None) -> bool:
         """Whether the client of ``request`` queued it and went away (never opened its stream, or closed it):
@@ -241,7 +283,9 @@ class Handlers:
         elif painted.shape[-2:] != loaded.image.size[::-1]:
             painted = None  # painted over another photo: the page has cleared it
         source, target = prompts_of(source, target)
-        return ed.EditRequest(loaded, painted, source, target, ed.read_form(values, self.editor.pipe), session)
+        choices = ed.read_form(values, self.editor.pipe)
+        steering = ed.read_steering(values, self.editor.pipe, choices.edit_guidance, values.get("concepts"))
+        return ed.EditRequest(loaded, painted, source, target, choices, session, steering)
 
     def api_edit(self, photo, source, target, mask=None, request: gr.Request = None, progress=gr.Progress(), **values):  # noqa: B008
         """Edit a photo by describing it and saying what it should become: rnri inverts it under the source prompt
@@ -372,6 +416,65 @@ def clear_mask(photo: Any) -> tuple:
     return show_photo(photo)[1:] if photo is not None else (gr.skip(), gr.skip(), gr.skip())
 
 
+def served_image(value: Any, what: str) -> Image.Image | None:
+    """An image the page names (a result it was served, a photo uploaded), read from this run's folder only."""
+    if value is None:
+        return None
+    with Image.open(file_of(value, what)) as image:
+        return image.convert("RGB")
+
+
+def before_after(photo: Any, edited: Any) -> tuple[Image.Image, Image.Image] | None:
+    """The photo as it was edited (upright, downscaled as the edit) and its edit, for the before/after slider."""
+    try:
+        after = served_image(edited, "edited image")
+        before = ed.load_photo(file_of(photo, "photo")).image if photo is not None else None
+    except (ed.InputError, OSError):
+        return None
+    if after is None or before is None or before.size != after.size:
+        return None  # an edit of another photo, or a page half cleared: nothing to compare
+    return before, after
+
+
+def edit_this_result(edited: Any, target: Any) -> tuple:
+    """The edit as the new photo, its target prompt as the new source prompt (what the photo shows now); the page
+    inverts it at once (``page_edit`` follows)."""
+    with user_errors():
+        if edited is None:
+            raise ed.InputError("There is no edit to keep editing yet: press Edit first.")
+        after = file_of(edited, "edited image")  # the PNG as served: a PIL image would be saved again as WebP
+        ed.load_photo(after)  # an image the editor can read
+    return after, target, NEXT
+
+
+def remember(history: list | None, photo: Any, edited: Any, source: Any, target: Any, **values) -> tuple:
+    """The session's history with this edit first (photo, prompts, settings; at most ``HISTORY``), and the gallery
+    of it: each edit with its prompts."""
+    if photo is None or edited is None:  # a refused edit: nothing to keep
+        return gr.skip(), gr.skip()
+    try:
+        entry = dict(photo=file_of(photo, "photo"), edited=file_of(edited, "edited image"), source=source,
+                     target=target, values=values)  # fmt: skip
+    except ed.InputError:
+        return gr.skip(), gr.skip()
+    kept = [entry, *[e for e in history or [] if e["edited"] != entry["edited"]]][:HISTORY]
+    return kept, gallery_of(kept)
+
+
+def gallery_of(history: list) -> list[tuple[str, str]]:
+    return [(e["edited"], f"{e['source'] or '(no source prompt)'} → {e['target']}") for e in history]
+
+
+def restore(history: list | None, names: list[str], selected: Any) -> tuple:
+    """An edit of the history back in the page: its photo, prompts and settings (``names``: the controls' order)."""
+    entries = history or []
+    if not (0 <= selected.index < len(entries)):
+        return tuple(gr.skip() for _ in range(3 + len(names)))
+    entry = entries[selected.index]
+    values = [entry["values"].get(name, gr.skip()) for name in names]
+    return (entry["photo"], entry["source"], entry["target"], *values)
+
+
 def progress_of(progress: gr.Progress):
     return lambda done, total: progress((done, total), desc="Inverting", unit="steps")
 
@@ -383,6 +486,8 @@ def widget(name: str, setting: Any, fixed: str | None = None) -> gr.components.C
     common |= {"interactive": False} if fixed else {}
     if setting.kind is bool:
         return gr.Checkbox(setting.default, **common)
+    if setting.kind is str and not opt.choices:
+        return gr.Textbox(setting.default, max_lines=2, **common)
     if opt.choices:
         return gr.Radio(list(opt.choices), value=setting.default, **common)
     if opt.high - opt.low > 1000:
@@ -444,24 +549,28 @@ def build_demo(handlers: Handlers, resident: ed.Resident) -> gr.Blocks:
         with gr.Row(elem_id="main"):
             with gr.Column(scale=2, elem_id="inputs-column"):
                 with gr.Column(elem_id="inputs"):
-                    photo, hint, source, target, button = inputs_column()
+                    photo, hint, source, target, button = inputs_column(handlers.captioning.note)
                 examples_place = gr.Column(elem_id="examples")
                 with gr.Column(elem_id="settings"):
                     painter, controls = controls_of(resident)
             with gr.Column(scale=3, elem_id="results"):
-                outputs = outputs_column()
+                outputs, extras = outputs_column()
         cancels = events(handlers, photo, painter, hint, source, target, button, controls, outputs)
+        history_events(handlers, photo, source, target, button, controls, outputs, extras, cancels)
         with examples_place:
             examples(handlers, photo, source, target, outputs, cancels)
     demo.rnri_listeners = handlers.listeners  # the web guard counts their streams (launch)
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
 
 
-def inputs_column() -> tuple:
-    """The photo, the line under it, the two prompts and Edit (above the settings: in view)."""
+def inputs_column(caption_note: str | None = None) -> tuple:
+    """The photo, the line under it, the two prompts and Edit (above the settings: in view); ``caption_note``: why
+    no source prompt is suggested (the captioner could not be loaded), under that field."""
     photo = gr.Image(label="Photo", type="filepath", sources=["upload", "clipboard"], height=280, elem_id="photo")
     hint = gr.Markdown(WELCOME_PHOTO, elem_id="photo-hint")
-    source = gr.Textbox(label="Source prompt", placeholder="what the photo shows: a cat", elem_id="source")
+    source = gr.Textbox(
+        label="Source prompt", placeholder="what the photo shows: a cat", info=caption_note, elem_id="source"
+    )
     target = gr.Textbox(label="Target prompt", placeholder="what it should become: a tiger", elem_id="target")
     return photo, hint, source, target, gr.Button("Edit", variant="primary", elem_id="edit-button")
 
@@ -545,7 +654,24 @@ def controls_of(resident: ed.Resident) -> tuple[gr.ImageEditor, dict[str, gr.com
         made |= {name: widget(name, s, fixed.get(name)) for name, s in offered.items() if name not in LOCAL}
         for name in set(ed.solver_settings("rnri")) - set(ed.solver_settings(offered["method"].default)):
             made[name].visible = False  # the default method does not take it; choosing one that does shows it
-    return painter, {name: made[name] for name in ("clear", "paint_auto", *offered)}
+        steering, off = ed.steering_controls(), ed.steering_not_applicable(resident.pipe)
+        made |= {name: widget(name, s, off.get(name)) for name, s in steering.items()}
+        made["concepts"] = concepts_table(off.get("concepts"))
+    return painter, {name: made[name] for name in ("clear", "paint_auto", *offered, *steering, "concepts")}
+
+
+def concepts_table(fixed: str | None = None) -> gr.Dataframe:
+    """The concept rows (LEdits++'s panel: text, strength, add or remove; up to ``ed.MAX_CONCEPTS``), their columns
+    from the one description; with ``fixed`` (why the model has no place for them), shown read-only, saying so."""
+    columns = ed.concept_columns()
+    kinds = ["number" if s.kind in (int, float) else "str" for s in columns.values()]
+    help = " ".join(f"{s.option.label}: {s.option.help}" for s in columns.values())
+    label = f"Concepts (not available: {fixed})" if fixed else f"Concepts, one per row. {help}"
+    return gr.Dataframe(
+        [[s.default for s in columns.values()]], headers=[s.option.label for s in columns.values()], datatype=kinds,
+        type="array", row_count=1, column_count=len(columns), static_columns=[], interactive=not fixed, label=label,
+        elem_id="concepts",
+    )  # fmt: skip
 
 
 def events(handlers: Handlers, photo, painter, hint, source, target, button, controls, outputs) -> list:
@@ -560,8 +686,13 @@ def events(handlers: Handlers, photo, painter, hint, source, target, button, con
     api = dict(inputs=[photo, source, target], inputs_kwargs=controls | {"mask": mask_file}, preprocess=False)
     documented = with_settings(handlers.api_edit, controls)
     gr.on([], documented, outputs=outputs, **api, **gpu, api_name="edit")
-    photo.change(show_photo, photo, [photo, painter, painted, hint], preprocess=False, queue=False, **HIDDEN)
+    shown = photo.change(show_photo, photo, [photo, painter, painted, hint], preprocess=False, queue=False, **HIDDEN)
     photo.clear(lambda: WELCOME_PHOTO, None, hint, queue=False, **HIDDEN)
+    caption = dict(concurrency_limit=1, concurrency_id="caption", preprocess=False, **HIDDEN)
+    suggested = gr.Textbox(visible=False)
+    # after the photo is shown: one request of the page's fewer at a time (the web guard caps a client's at 4)
+    written = shown.then(handlers.caption_event, [photo, source], [suggested, source], **caption)
+    written.success(None, [suggested, source], source, js=KEEP_TYPED, queue=False, **HIDDEN)
     summary = outputs[OUTPUTS.index("summary")]
     gr.on(
         [photo.change, source.change, target.change], recheck, [photo, source, target, summary], summary,
@@ -583,13 +714,45 @@ def events(handlers: Handlers, photo, painter, hint, source, target, button, con
     return [edit, re_edit]
 
 
+def history_events(handlers: Handlers, photo, source, target, button, controls, outputs, extras, cancels) -> None:
+    """The before/after slider following the edit shown, "Edit this result", and the session's history: each
+    Edit's result added (``HISTORY`` at most), a click restoring its photo, prompts and settings."""
+    edited, summary = outputs[OUTPUTS.index("edited")], outputs[OUTPUTS.index("summary")]
+    slider, again, gallery, history = extras["slider"], extras["again"], extras["history"], gr.State([])
+    edited.change(before_after, [photo, edited], slider, preprocess=False, queue=False, **HIDDEN)
+    settings = {name: c for name, c in controls.items() if name not in ("clear", "paint_auto")}
+    page = dict(inputs=[photo, gr.State(), source, target], inputs_kwargs=settings, preprocess=False)
+    gpu = dict(concurrency_limit=1, concurrency_id="gpu")
+    for pressed in (button, again):
+        pressed.click(None, js=SHOW_EDIT, queue=False, **HIDDEN)
+    kept = again.click(edit_this_result, [edited, target], [photo, source, summary], preprocess=False, **HIDDEN)
+    inverted = kept.success(handlers.page_edit, outputs=outputs, **page, **gpu, api_visibility="private")
+    record = dict(inputs=[history, photo, edited, source, target], inputs_kwargs=settings, preprocess=False)
+    for edit in (cancels[0], inverted):  # Edit, and the inversion of a kept result
+        edit.success(remember, outputs=[history, gallery], **record, **HIDDEN)
+    names = list(settings)
+
+    def restored(kept: list | None, selected: gr.SelectData) -> tuple:
+        return restore(kept, names, selected)
+
+    back = gallery.select(restored, [history], [photo, source, target, *settings.values()], queue=False, **HIDDEN)
+    back.success(handlers.live_edit, outputs=outputs, **page, **gpu, **HIDDEN)  # its edit shown again
+
+
 def with_settings(handler: Callable, controls: dict[str, gr.components.Component]) -> Callable:
     """``handler``, which takes the settings as ``**values``, with each setting in its signature and its Args
     section, from the settings' one description: Gradio's API page and the MCP tool read both."""
-    offered = ed.controls(handler.__self__.editor.pipe)
+    offered = ed.controls(handler.__self__.editor.pipe) | ed.steering_controls()
     fixed = [p for p in inspect.signature(handler).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    named = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=offered[n].default) for n in controls]
+    default = lambda n: offered[n].default if n in offered else None  # noqa: E731  (concepts: none)
+    named = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=default(n)) for n in controls]
     lines = [f"    {name}: {ed.explain_option(offered[name])}" for name in controls if name in offered]
+    if "concepts" in controls:
+        columns, modes = ", ".join(ed.concept_columns()), " or ".join(ed.concept_columns()["mode"].option.choices)
+        lines.append(
+            f"    concepts: Optional concepts to bring in or take out, as rows [{columns}] (mode {modes}; at most "
+            f"{ed.MAX_CONCEPTS}); where the model has no place for them (see attention_control) they are refused."
+        )
 
     @functools.wraps(handler)
     def documented(*args, **kwargs):
@@ -618,20 +781,31 @@ def examples(handlers: Handlers, photo, source, target, outputs, cancels) -> Non
         )  # fmt: skip
 
 
-def outputs_column() -> list[gr.components.Component]:
-    """The edit and the reconstruction beside it, what happened and the mask used; folded away, the solver's
-    residuals and the details. In ``OUTPUTS`` order."""
+def outputs_column() -> tuple[list[gr.components.Component], dict[str, gr.components.Component]]:
+    """The edit and the reconstruction beside it, the before/after slider and the mask used, what happened; folded
+    away, the solver's residuals and the details. In ``OUTPUTS`` order; and the page's own: the slider, "Edit this
+    result" and the session's history."""
     images = dict(type="pil", format="png", interactive=False, buttons=["download", "fullscreen"])
     with gr.Row(elem_id="images"):
-        edited = gr.Image(label="Edited", elem_id="edited", height=320, **images)
+        edited = gr.Image(label="Edited", elem_id="edited", height=280, **images)
         reconstruction = gr.Image(
-            label="Reconstruction (source prompt)", elem_id="reconstruction", height=320, **images
+            label="Reconstruction (source prompt)", elem_id="reconstruction", height=280, **images
         )
-    with gr.Row(elem_id="mask-and-summary"):
+    with gr.Row(elem_id="compare"):
+        slider = gr.ImageSlider(
+            label="Before / after: drag to compare", type="pil", format="png", height=240, interactive=False,
+            buttons=["fullscreen"], elem_id="before-after",
+        )  # fmt: skip
         overlay = gr.Image(
             label="Mask used (tinted: where the edit acts)", elem_id="mask-overlay", height=240, **images
         )
+    with gr.Row(elem_id="mask-and-summary"):
         summary = gr.Markdown(WELCOME, label="Summary", elem_id="summary")
+        again = gr.Button("Edit this result", size="sm", elem_id="edit-this", scale=0, min_width=160)
+    history = gr.Gallery(
+        label="This session's edits: click one to restore its photo, prompts and settings", columns=6, height=140,
+        allow_preview=False, fit_columns=False, object_fit="contain", format="png", elem_id="history",
+    )  # fmt: skip
     with gr.Accordion("Details: the solver, step by step", open=False, elem_id="details-accordion"):
         residuals = gr.LinePlot(
             x="step", y="residual", color="iterate", sort="-x", elem_id="residual-plot",
@@ -640,7 +814,8 @@ def outputs_column() -> list[gr.components.Component]:
         )  # fmt: skip
         details = gr.JSON(label="Details (solver_notes: what the solver did, in words)", max_height=360)
     found = dict(edited=edited, reconstruction=reconstruction, summary=summary, residuals=residuals, details=details)
-    return [(found | {"overlay": overlay})[name] for name in OUTPUTS]
+    extras = dict(slider=slider, again=again, history=history)
+    return [(found | {"overlay": overlay})[name] for name in OUTPUTS], extras
 
 
 def launch(demo: gr.Blocks, host: str = HOST, port: int | None = None, block: bool = True, **options: Any) -> str:
@@ -719,7 +894,9 @@ def build(args: argparse.Namespace) -> gr.Blocks:
     ed.use_run_folder()  # Gradio's files go to this run's folder; a new start deletes those of runs that died
     listeners = ed.Listeners()  # who is behind each session: a client's inversions take at most 4 of the 16 places
     cache = ed.InversionCache(capacity=16, per_owner=4, owner=listeners.client)
-    return build_demo(Handlers(ed.Editor(resident.pipe, cache, resident.model), listeners), resident)
+    captioning = ed.open_captioning(args.captioner, resident.model, resident.pipe)
+    editor = ed.Editor(resident.pipe, cache, resident.model)
+    return build_demo(Handlers(editor, listeners, captioning), resident)
 
 
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])

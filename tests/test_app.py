@@ -495,7 +495,9 @@ def test_served_locally_without_share_link_with_bounded_queue_and_uploads(app, u
     assert app.demo._queue.max_size == app.QUEUE_SIZE
     model_work = ("page_edit", "edit", "live_edit", "paint_auto_mask", "edit_example")  # edit: the API's, documented
     gpu = [fn for fn in app.demo.fns.values() if fn.name in model_work]
-    assert len(gpu) == 5 and all(fn.concurrency_id == "gpu" and fn.concurrency_limit == 1 for fn in gpu)
+    # Edit, /edit, live edits, the automatic mask, examples, "Edit this result" (a page_edit) and a restored edit of
+    # the history (a live_edit): every one on the one GPU queue
+    assert len(gpu) == 7 and all(fn.concurrency_id == "gpu" and fn.concurrency_limit == 1 for fn in gpu)
 
 
 # Local edits: a painted (or automatic) mask confines the edit; the mask is no part of the inversion's cache key.
