@@ -1,4 +1,5 @@
-"""The public API: ``invert`` a photo on a stock diffusers pipeline, ``regenerate`` it under any prompt (DESIGN.md s5).
+"""The public API: ``invert`` a photo on a stock diffusers pipeline, ``regenerate`` it under any prompt
+(docs/architecture.md, "Public API").
 
 Pipelines: LCM (and LCM-LoRA), Stable Diffusion 1.5 / 2.x / SDXL with DDIM, SD-Turbo and SDXL-Turbo with Euler
 schedulers, FLUX.1-schnell and -dev on their rectified flow; defaults per backbone in ``rnri.backbones``.
