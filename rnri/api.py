@@ -1,4 +1,5 @@
-"""The public API: ``invert`` a photo on a stock diffusers pipeline, ``regenerate`` it under any prompt (DESIGN.md s5).
+"""The public API: ``invert`` a photo on a stock diffusers pipeline, ``regenerate`` it under any prompt
+(docs/architecture.md, "Public API").
 
 Pipelines: LCM (and LCM-LoRA), Stable Diffusion 1.5 / 2.x / SDXL with DDIM, SD-Turbo and SDXL-Turbo with Euler
 schedulers, FLUX.1-schnell and -dev on their rectified flow; defaults per backbone in ``rnri.backbones``.
@@ -6,10 +7,9 @@ schedulers, FLUX.1-schnell and -dev on their rectified flow; defaults per backbo
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from rnri.masks import (
     noise_difference,
     threshold_mask,
 )
-from rnri.solvers import make_config
+from rnri.settings import InversionSettings, with_method, with_options
 from rnri.support import negative_prompt_support, steering_support
 
 CHAINS = adapter.CHAINS  # "lcm", "ddim", "euler-ancestral", "euler", "flow"; which a pipeline runs: its scheduler's
@@ -144,21 +144,13 @@ def _batch_images(image: Any, items: int) -> list[Any]:
     return list(image)
 
 
-def _check_numbers(num_inference_steps: Any, guidance_scale: float, strength: float) -> None:
-    if not (isinstance(num_inference_steps, int) and 1 <= num_inference_steps <= 50):
-        raise ValueError(f"num_inference_steps must be an integer from 1 to 50, got {num_inference_steps!r}")
-    if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
-    if not math.isfinite(guidance_scale):
-        raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
-
-
 def invert(
     pipe: Pipeline,
     prompt: str | Sequence[str],
     *,
     image: Image.Image | Sequence[Image.Image] | None = None,
     latents: torch.Tensor | None = None,
+    settings: InversionSettings | None = None,
     method: str = "ddim",
     num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
@@ -183,37 +175,65 @@ def invert(
     that make every step but the last exact (ReNoise's correction); None, the default: on where the chain injects
     noise (LCM, Euler ancestral), chosen on the ShapeEdit benchmark (docs/solver-choice.md). It gives up replay by
     the stock pipeline from the seed (``Inversion.replayable``); ``rnri.regenerate`` replays it exactly.
-    ``solver_options`` go to the method.
+    ``solver_options`` go to the method. settings: all of these as one ``rnri.InversionSettings`` (then give none of
+    the keywords), e.g. ``rnri.preset("paper")``.
 
     A batch: a list of prompts, one per item, with a list of as many images (fitting to one size) or latents
     (B, C, h, w), and one seed for every item or a list of them. Returns a list of Inversions, each the item's own
     single call's (to float tolerance): the items are solved together, every UNet call on the whole batch, and
     every step size and choice of the solver per item.
     """
+    keywords = InversionSettings(
+        method=method, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
+        strength=strength, chain=chain, noise_correction=noise_correction, resolution=resolution,
+    )  # fmt: skip
+    if settings is None:
+        settings, options = with_method(keywords, method, solver_options), dict(solver_options)  # built once
+    elif keywords != InversionSettings() or solver_options:
+        raise ValueError("give settings= or its keywords (method=, seed=, the method's options, ...), not both")
+    else:
+        settings = with_options(settings)
+        options = {} if settings.solver is None else asdict(settings.solver)
+    return _invert(pipe, prompt, image, latents, settings, options, callback)
+
+
+def _invert(
+    pipe: Pipeline,
+    prompt: str | Sequence[str],
+    image: Any,
+    latents: torch.Tensor | None,
+    settings: InversionSettings,
+    options: dict[str, Any],
+    callback: ProgressFn | None,
+) -> Inversion | list[Inversion]:
+    """``invert`` with its settings checked and the method's options built (``options``: as the caller gave them,
+    kept in the Inversion)."""
     batch = not isinstance(prompt, str)
     prompts = _batch_prompts(prompt)
-    seeds = _batch_seeds(seed, len(prompts))
-    config = make_config(method, solver_options)
+    seeds = _batch_seeds(settings.seed, len(prompts))
     backbone = backbone_of(pipe)
-    num_inference_steps = backbone.num_inference_steps if num_inference_steps is None else num_inference_steps
-    guidance_scale = backbone.inversion_guidance_scale if guidance_scale is None else guidance_scale
-    spec = adapter.chain_spec(pipe.scheduler, chain)
-    _check_numbers(num_inference_steps, guidance_scale, strength)
+    steps_given = settings.num_inference_steps
+    num_inference_steps = backbone.num_inference_steps if steps_given is None else steps_given
+    guidance_scale = backbone.inversion_guidance_scale if settings.guidance_scale is None else settings.guidance_scale
+    spec = adapter.chain_spec(pipe.scheduler, settings.chain)
+    noise_correction = settings.noise_correction
     noise_correction = spec.stochastic and spec.corrects_noise if noise_correction is None else noise_correction
     if noise_correction and not spec.corrects_noise:
         raise ValueError(f"noise_correction needs a chain that injects noise; {spec.name!r} here injects none")
     for text in prompts:
         _check_prompt(pipe, text, allow_empty=True)
-    resolution = _resolution(pipe, backbone, resolution)
+    resolution = _resolution(pipe, backbone, settings.resolution)
     z0, sources = _start_latents(pipe, image, latents, resolution, len(prompts) if batch else None)
     steps = spec.make_steps(pipe.scheduler, num_inference_steps, tuple(z0.shape[-2:]))
-    start = num_inference_steps - max(1, round(strength * num_inference_steps))
+    start = num_inference_steps - max(1, round(settings.strength * num_inference_steps))
     shape = (1, *z0.shape[1:])
     draws = adapter.batch_noises(pipe, shape, seeds, num_inference_steps) if spec.stochastic else []
     noises = [draws[i] if draws and not s.is_last else None for i, s in enumerate(steps)][start:]
     eps_fn = adapter.prompt_eps_fn(pipe, prompts if batch else prompt, guidance_scale, tuple(z0.shape[-2:]))
     with count_unet_calls(adapter.denoiser(pipe)) as calls:
-        result = invert_chain(eps_fn, steps[start:], z0, noises, method, config, noise_correction, callback)
+        result = invert_chain(
+            eps_fn, steps[start:], z0, noises, settings.method, settings.solver, noise_correction, callback
+        )
     replayable = adapter.is_stock_chain(pipe.scheduler, spec.name) and not noise_correction and start == 0
     scale = _latents_scale(pipe, num_inference_steps, start)
     inversions = []
@@ -227,7 +247,7 @@ def invert(
                 timesteps=[s.t for s in steps[start:]],
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
-                method=method,
+                method=settings.method,
                 chain=spec.name,
                 residuals=result.residuals[b],
                 unet_forwards=calls.forwards,
@@ -235,7 +255,7 @@ def invert(
                 trajectory=trajectory,
                 seed=item_seed if replayable else None,
                 image_size=source_image.size if source_image else None,
-                solver_options=dict(solver_options),
+                solver_options=options,
                 prompt=text,
                 source_image=source_image,
                 fallbacks=result.fallbacks[b],

@@ -1,4 +1,4 @@
-"""Sampling as a chain of step maps (DESIGN.md section 1), whatever the sampler.
+"""Sampling as a chain of step maps (docs/architecture.md, "The math"), whatever the sampler.
 
 The chain is ``z_{i+1} = S_i(z_i)``; the last map returns the clean latent. Each step is a frozen dataclass of one
 chain family (``rnri.samplers.lcm``, ``ddim``, ``euler``, ``flow``), and the functions below apply that family's math

@@ -120,6 +120,7 @@ def _add_edit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", metavar="PATH", help="edit only here: a mask image (white = edit) or 'auto'")
     _add_overwrite(p)
     _add_inversion_options(p)
+    _add_edit_options(p)
     _add_model_options(p)
     p.set_defaults(run=run_edit)
 
@@ -179,6 +180,7 @@ def _add_batch(p: argparse.ArgumentParser) -> None:
         "memory grows with N; the outputs are batch size 1's up to float rounding) (default: 1)",
     )
     _add_inversion_options(p)
+    _add_edit_options(p)
     _add_model_options(p)
     p.set_defaults(run=run_batch)
 
@@ -230,6 +232,14 @@ def _add_inversion_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_edit_options(p: argparse.ArgumentParser) -> None:
+    """The edit's own guidance, a setting apart from the inversion's ``--guidance`` (they differ on Stable Diffusion,
+    which inverts at 1 and edits at 7.5), its flag made from its one description (``rnri.editor.EditOptions``)."""
+    g = p.add_argument_group("edit")
+    guidance = {"edit_guidance": ed.settings_of(ed.EditOptions)["edit_guidance"]}
+    ed.add_arguments(g, guidance, {"edit_guidance": f"the model's: {ed.guidance_defaults(edit=True)}"})
+
+
 def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None) -> None:
     g = p.add_argument_group("model and speed")
     default_model = f"${MODEL_ENV}, else {rnri.DEFAULT_MODEL}"
@@ -261,7 +271,8 @@ def run_edit(args: argparse.Namespace) -> int:
     _check_output(output, tuple(OUTPUT_FORMATS), args.overwrite, {"photo": args.image, "mask": _mask_file(args.mask)})
     photo, settings = read_photo(args.image), settings_of(args)
     editor = ed.Editor(load_model(args, args.model).pipe)
-    result = editor.edit(edit_request(editor, photo, args.source, args.target, settings, args.mask))
+    request = edit_request(editor, photo, args.source, args.target, settings, args.edit_guidance, args.mask)
+    result = editor.edit(request)
     save_image(result.image, output, args.overwrite)
     print(f"wrote {output} ({_cost(result.report)})")
     return 0
@@ -274,7 +285,7 @@ def run_invert(args: argparse.Namespace) -> int:
     photo, settings = read_photo(args.image), settings_of(args)
     pipe = load_model(args, args.model).pipe
     source = ed.clean_prompt(args.source, "source prompt", required=False)
-    inv = rnri.invert(pipe, source, image=photo.image, **settings.invert_kwargs())
+    inv = rnri.invert(pipe, source, image=photo.image, settings=settings)
     save_atomically(output, lambda tmp: rnri.save_inversion(inv, tmp, model=model_name(args.model)), args.overwrite)
     print(f"wrote {output} ({inv.method}, {inv.unet_forwards} UNet forwards + {inv.unet_backwards} backwards)")
     return 0
@@ -318,7 +329,7 @@ def run_batch(args: argparse.Namespace) -> int:
         for chunk in chunks:
             owing = sum(1 for _, job in chunk if job.error or job.missing)
             if owing:
-                run_batch_chunk(pipe, [job for _, job in chunk], args.source, settings, report)
+                run_batch_chunk(pipe, [job for _, job in chunk], args.source, settings, args.edit_guidance, report)
                 bar.update(owing)
     reports, lines = zip(*launch.gather((report, manifest_lines(out, mine))))
     if launch.is_main:
@@ -425,6 +436,7 @@ def run_batch_chunk(
     jobs: list[BatchJob],
     source: str | None,
     settings: rnri.InversionSettings,
+    edit_guidance: float | None,
     report: BatchReport,
 ) -> None:
     """Write what ``jobs`` (one --batch-size chunk of the list) still owe, photos of one size together. A batch is
@@ -445,14 +457,14 @@ def run_batch_chunk(
         if not owing:
             continue
         try:
-            report.add(len(owing), edit_together(pipe(), group, settings))
+            report.add(len(owing), edit_together(pipe(), group, settings, edit_guidance))
         except Exception as error:
             if len(group) == 1:
                 report.fail(group[0].job, error)
                 continue
             for item in owing:
                 try:
-                    report.add(1, edit_together(pipe(), [item], settings))
+                    report.add(1, edit_together(pipe(), [item], settings, edit_guidance))
                 except Exception as alone:
                     report.fail(item.job, alone)
 
@@ -466,12 +478,15 @@ def batch_item(job: BatchJob, source: str | None) -> BatchItem:
     return BatchItem(job, photo, ed.clean_prompt(_source_prompt(job.image, source), "source prompt"))
 
 
-def edit_together(pipe: Any, items: list[BatchItem], settings: rnri.InversionSettings) -> int:
+def edit_together(
+    pipe: Any, items: list[BatchItem], settings: rnri.InversionSettings, edit_guidance: float | None
+) -> int:
     """Invert ``items`` (photos of one size) as one batch and regenerate them together under each target prompt that
-    one of them still owes, writing the missing outputs; the number of files written."""
+    one of them still owes (at ``edit_guidance``, None: the backbone's), writing the missing outputs; the number of
+    files written."""
     photos = [item.photo.image for item in items]
-    invs = rnri.invert(pipe, [item.source for item in items], image=photos, **settings.invert_kwargs())
-    guidance = rnri.default_guidance(pipe, edit=True) if settings.guidance_scale is None else settings.guidance_scale
+    invs = rnri.invert(pipe, [item.source for item in items], image=photos, settings=settings)
+    guidance = rnri.default_guidance(pipe, edit=True) if edit_guidance is None else edit_guidance
     written = 0
     for k, (target, _) in enumerate(items[0].job.outputs):
         paths = [item.job.outputs[k][1] for item in items]
@@ -639,10 +654,19 @@ def read_options(config_type: type | None, items: list[str], owner: str) -> dict
         raise CliError(f"--option: {error}") from error
 
 
-def edit_request(editor: ed.Editor, photo: ed.Photo, source: str, target: str, settings, mask: str | None):
-    """One edit for the editor service: ``mask`` is None, ``"auto"`` or a mask image's path."""
+def edit_request(
+    editor: ed.Editor,
+    photo: ed.Photo,
+    source: str,
+    target: str,
+    settings: rnri.InversionSettings,
+    edit_guidance: float | None,
+    mask: str | None,
+) -> ed.EditRequest:
+    """One edit for the editor service: ``edit_guidance`` None is the backbone's; ``mask`` is None, ``"auto"`` or a
+    mask image's path."""
     painted = None if mask in (None, "auto") else ed.read_region([mask], photo.image.size)
-    guidance = editor.edit_guidance if settings.guidance_scale is None else settings.guidance_scale
+    guidance = editor.edit_guidance if edit_guidance is None else edit_guidance
     choices = ed.Choices(settings, guidance, ed.LocalEdit(auto=mask == "auto"))
     source = ed.clean_prompt(source, "source prompt", required=False)
     target = ed.clean_prompt(target, "target prompt")

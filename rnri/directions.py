@@ -1,8 +1,8 @@
 """Several edits at once, and removal: LEdits++'s semantic guidance (Brack et al. 2024, Eq. 12) on an LCM chain.
 
-Notation: eps_w(z, c) is the LCM's noise prediction under prompt c with the guidance embedding w fixed (DESIGN.md
-s1); c_0 the prompt ``regenerate`` was given (usually the source caption), c_k the direction prompts, c_ref the
-reference prompt, s_k the signed weights, M_k the implicit masks. Each step takes
+Notation (docs/architecture.md, "Notation"): eps_w(z, c) is the LCM's noise prediction under prompt c with the
+guidance embedding w fixed; c_0 the prompt ``regenerate`` was given (usually the source caption), c_k the direction
+prompts, c_ref the reference prompt, s_k the signed weights, M_k the implicit masks. Each step takes
 
     eps = eps_w(z, c_0) + sum_k s_k M_k (eps_w(z, c_k) - eps_w(z, c_ref))
 

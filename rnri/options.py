@@ -83,6 +83,17 @@ def check(setting: Setting, value: Any) -> Any:
     return _number(setting, value)
 
 
+def check_choices(config: Any) -> None:
+    """``ValueError`` (as :func:`check` words it) where a field of ``config`` with choices holds another value: the
+    one check of a config's choices, called from its ``__post_init__``."""
+    for setting in settings_of(type(config)).values():
+        if setting.option.choices is not None:
+            try:
+                check(setting, getattr(config, setting.name))
+            except ValueError as error:  # the field's name too: a caller of the API wrote that, not the label
+                raise ValueError(f"{setting.name}: {error}") from None
+
+
 def _number(setting: Setting, value: Any) -> int | float:
     opt, integer = setting.option, setting.kind is int
     try:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see rnri.editor.share_cpu_politely
+# Tests are offline: huggingface_hub reads this once, when first imported (by diffusers, below), so it is set first;
+# a test of the path where the Hub is out of reach sets it back or starts a subprocess without it (test_console.py).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import importlib
 import socket

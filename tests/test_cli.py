@@ -437,3 +437,39 @@ def test_options_are_read_in_the_one_syntax_typed_by_their_field_and_slug():
     with pytest.raises(cli.CliError, match="Residual norm must be one of l2, l1, got 'l3'"):
         cli.read_options(newton, ["norm=l3"], "--method rnri")
     assert cli.slug("A fox, in the snow!") == "a-fox-in-the-snow" and cli.slug("???") == "prompt"
+
+
+@pytest.mark.parametrize(
+    ("flags", "inverted_at", "edited_at"),
+    [
+        ([], 1.0, 7.5),  # Stable Diffusion's: inverts without CFG, edits with it
+        (["--guidance", "1"], 1.0, 7.5),  # the documented inversion default changes only the inversion
+        (["--guidance", "2", "--edit-guidance", "3"], 2.0, 3.0),
+    ],
+)
+def test_edit_on_stable_diffusion_edits_at_the_edit_guidance(
+    capsys, photo, tmp_path, monkeypatch, flags, inverted_at, edited_at
+):
+    """``--guidance`` is the inversion's, ``--edit-guidance`` the edit's; each left out is the backbone's own (one
+    flag drove both: ``--guidance 1``, the documented inversion default, edited at 1 too)."""
+    from rnri.editor import service
+
+    seen: dict[str, list[float]] = {"invert": [], "edit": []}
+    invert, regenerate = service.invert, service.regenerate
+
+    def inverting(pipe, prompt, **kwargs):
+        seen["invert"].append(kwargs["guidance_scale"])
+        return invert(pipe, prompt, **kwargs)
+
+    def regenerating(pipe, inv, prompt, **kwargs):
+        if "guidance_scale" in kwargs:  # the edit's (the reconstruction replays the inversion's)
+            seen["edit"].append(kwargs["guidance_scale"])
+        return regenerate(pipe, inv, prompt, **kwargs)
+
+    monkeypatch.setattr(service, "invert", inverting)
+    monkeypatch.setattr(service, "regenerate", regenerating)
+    out = tmp_path / "tiger.png"
+    argv = ["edit", photo, "--source", "a cat", "--target", "a tiger", "-o", out, "--steps", "2", *flags]
+    code, _, err = run(capsys, *argv, "--model", "tiny-sd", "--device", "cpu")
+    assert code == 0 and out.exists(), err
+    assert seen == {"invert": [inverted_at], "edit": [edited_at]}

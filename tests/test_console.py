@@ -52,6 +52,7 @@ def noise_in(lines: list[str]) -> list[str]:
 def test_the_hub_out_of_reach_is_known_at_once(monkeypatch):
     from huggingface_hub import constants
 
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest sets it for every test: the probe itself here
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
     for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)

@@ -235,3 +235,31 @@ def test_each_message_the_bad_input_tables_quote_is_the_app_s(app, pipe, tmp_pat
     text = APP.read_text()
     missing = [message for message in refused + repaired if message not in text]
     assert not missing, missing
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+SOURCES = [ROOT / "app.py", *sorted((ROOT / "rnri").rglob("*.py")), *sorted((ROOT / "tests").glob("*.py")), *DOCS]
+
+
+def test_the_design_is_cited_from_the_repository():
+    """Code and docs cite docs/architecture.md, by a section it has, never a design file outside the repository."""
+    outside = "DESIGN" + ".md"  # spelled apart, so that this file does not cite it
+    assert [path.name for path in SOURCES if outside in path.read_text()] == []
+    sections = set(re.findall(r"^#+ (.+)$", ARCHITECTURE.read_text(), flags=re.M))
+    cited = {
+        (path.name, section)
+        for path in SOURCES
+        for section in re.findall(r'docs/architecture\.md,\s+"([^"]+)"', path.read_text())
+    }
+    assert cited and {(name, section) for name, section in cited if section not in sections} == set()
+
+
+def test_every_file_the_architecture_names_exists():
+    """Where each concern lives, as the files are: a path it names (``rnri/api.py``, ``rnri/solvers/``) or a module
+    named alone in its package's list (``service.py``) is in the repository."""
+    text = ARCHITECTURE.read_text()
+    paths = set(re.findall(r"\b((?:rnri|tests|docs)/[\w/.-]*\w/?|app\.py)", text))
+    alone = {name for name in re.findall(r"`(\w+\.py)`", text) if name != "app.py"}
+    assert len(paths) > 30 and len(alone) > 10
+    assert sorted(path for path in paths if not (ROOT / path).exists()) == []
+    assert sorted(name for name in alone if not any((ROOT / "rnri").rglob(name))) == []

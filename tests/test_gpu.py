@@ -155,6 +155,16 @@ def test_the_one_timing_helper_warms_up_then_times_each_run():
         timing.timed(lambda: None, repeats=0)
 
 
+def test_the_cost_benches_measure_with_the_same_helper():
+    """Wall and CPU medians and the largest memory growth, after the warm-ups (edit_latency, control_cost and
+    realsize report these)."""
+    runs = []
+    usage = timing.measured(lambda: runs.append(sum(range(10**5))), "cpu", repeats=3, warmups=1)
+    assert len(runs) == 4 and usage.wall_s >= 0 and usage.cpu_s >= 0 and not usage.peak_mib < 0
+    with pytest.raises(ValueError, match="warmups at least 0"):
+        timing.measured(lambda: None, warmups=-1)
+
+
 def test_gpu_task_is_the_identity_without_spaces(monkeypatch):
     monkeypatch.setattr(spaces_support, "spaces", None)
 

@@ -1,5 +1,5 @@
-"""The layers point one way (DESIGN.md s4), read from the imports of every module (including those inside
-functions): math <- pipeline adapter and public API <- editor service <- front ends.
+"""The layers point one way (docs/architecture.md, "Layers"), read from the imports of every module (including those
+inside functions): math <- pipeline adapter and public API <- editor service <- front ends.
 
 A reader following an uploaded photo from ``app.py`` passes through ``rnri.editor``, then ``rnri`` (the API), then
 the inversion and the solvers, and never comes back up.

@@ -20,7 +20,7 @@ from PIL import Image
 import rnri
 from rnri.attention import AttentionControl
 from rnri.bench.edit_latency import SOURCE, TARGET, real_size_pipeline
-from rnri.bench.measure import measure
+from rnri.bench.timing import measured
 from rnri.counting import count_unet_calls
 from rnri.directions import Direction, Directions
 from rnri.loading import frozen_on, tiny_pipeline
@@ -40,17 +40,8 @@ WAYS: dict[str, dict[str, Any]] = {  # regenerate's keyword arguments per way of
 def timed(work, device: str, repeats: int) -> dict[str, float]:
     """Median wall and CPU seconds of ``repeats`` runs after one warm-up (CPU seconds stay honest on a machine that
     others share), and the largest peak memory growth (MiB)."""
-    work()
-    usages = []
-    for _ in range(repeats):
-        with measure(device) as usage:
-            work()
-        usages.append(usage)
-    return {
-        "seconds": float(np.median([u.wall_s for u in usages])),
-        "cpu_seconds": float(np.median([u.cpu_s for u in usages])),
-        "peak_mib": max(u.peak_mib for u in usages),
-    }
+    usage = measured(work, device, repeats)
+    return {"seconds": usage.wall_s, "cpu_seconds": usage.cpu_s, "peak_mib": usage.peak_mib}
 
 
 def run(size: str, device: str, repeats: int) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -21,8 +20,8 @@ from diffusers import LatentConsistencyModelPipeline
 from PIL import Image
 
 import rnri
-from rnri.bench.measure import measure
 from rnri.bench.realsize import LCM_DREAMSHAPER_V7_UNET
+from rnri.bench.timing import measured
 from rnri.gpu import FastPath, apply_fast_path
 from rnri.loading import frozen_on, random_pipeline, tiny_pipeline
 
@@ -49,13 +48,8 @@ def real_size_pipeline(seed: int = 0) -> LatentConsistencyModelPipeline:
 
 def timed(work: Callable[[], Any], device: str, repeats: int) -> dict[str, float]:
     """Median wall seconds of ``repeats`` runs after one warm-up, and the largest peak memory growth (MiB)."""
-    work()
-    usages = []
-    for _ in range(repeats):
-        with measure(device) as usage:  # synchronises the device before it stops the clock
-            work()
-        usages.append(usage)
-    return {"seconds": statistics.median(u.wall_s for u in usages), "peak_mib": max(u.peak_mib for u in usages)}
+    usage = measured(work, device, repeats)
+    return {"seconds": usage.wall_s, "peak_mib": usage.peak_mib}
 
 
 def run(

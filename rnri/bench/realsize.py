@@ -9,7 +9,6 @@ not depend on their values.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from rnri.bench import peer
 from rnri.bench.grid import PEER, MethodSpec, method_grid
 from rnri.bench.measure import Usage, measure
 from rnri.bench.models import chain_steps
+from rnri.bench.timing import measured
 from rnri.chain import EpsFn
 from rnri.counting import count_unet_calls
 from rnri.inversion import InversionError, invert_chain
@@ -110,17 +110,10 @@ def unet_eps(unet: UNet2DConditionModel, seed: int) -> EpsFn:
 
 def _timed(work: Callable[[], Any], device: str, repeats: int) -> tuple[Usage, str]:
     """Median wall and CPU seconds and largest peak MiB of ``repeats`` runs of ``work``; NaN and why where it fails."""
-    usages: list[Usage] = []
-    for _ in range(repeats):
-        try:
-            with measure(device) as usage:
-                work()
-        except (RuntimeError, NotImplementedError) as error:
-            return Usage(), f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
-        usages.append(usage)
-    median = Usage(statistics.median(u.wall_s for u in usages), statistics.median(u.cpu_s for u in usages))
-    median.peak_mib = max(u.peak_mib for u in usages)
-    return median, ""
+    try:
+        return measured(work, device, repeats, warmups=0), ""
+    except (RuntimeError, NotImplementedError) as error:
+        return Usage(), f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
 
 
 def _basis(usage: Usage, device: str) -> float:

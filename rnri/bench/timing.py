@@ -1,5 +1,7 @@
 """The benches' one timing helper: a piece of work run after warm-ups and timed repeatedly, the device waited
-for at both ends of each run (``rnri.counting.stopwatch``, the timer the editor reports with too)."""
+for at both ends of each run. :func:`timed` keeps every run's wall time (``rnri.counting.stopwatch``, the timer the
+editor reports with too); :func:`measured` the medians of wall and CPU time and the largest memory growth
+(``rnri.bench.measure.measure``), which the cost benches report."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 import torch
 
+from rnri.bench.measure import Usage, measure
 from rnri.counting import stopwatch
 
 
@@ -45,3 +48,19 @@ def timed(work: Callable[[], Any], device: torch.device | str = "cpu", repeats: 
             work()
         runs.append(run.seconds)
     return Timing(tuple(runs), first)
+
+
+def measured(work: Callable[[], Any], device: torch.device | str = "cpu", repeats: int = 3, warmups: int = 1) -> Usage:
+    """Run ``work`` ``warmups`` times untimed, then ``repeats`` times measured: the median wall and CPU seconds (CPU
+    time stays honest on a machine others share) and the largest peak memory growth in MiB."""
+    if repeats < 1 or warmups < 0:
+        raise ValueError(f"repeats must be at least 1 and warmups at least 0, got {repeats} and {warmups}")
+    for _ in range(warmups):
+        work()
+    usages = []
+    for _ in range(repeats):
+        with measure(device) as usage:
+            work()
+        usages.append(usage)
+    wall, cpu = statistics.median(u.wall_s for u in usages), statistics.median(u.cpu_s for u in usages)
+    return Usage(wall, cpu, max(u.peak_mib for u in usages))

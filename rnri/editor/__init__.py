@@ -1,6 +1,6 @@
-"""The editor service every front end shares (DESIGN.md s4, layer 3): checked uploads, the inversion cache, one
-edit as a typed request and result, reports, and opening the model; and what front ends derive their controls and
-flags from (the settings' one description). No UI code here.
+"""The editor service every front end shares (docs/architecture.md, "Layers"): checked uploads, the inversion
+cache, one edit as a typed request and result, reports, and opening the model; and what front ends derive their
+controls and flags from (the settings' one description). No UI code here.
 
 Names are imported on first use, so a front end can import this package before it needs torch.
 """

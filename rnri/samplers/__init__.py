@@ -1,4 +1,5 @@
-"""Chain families: one module per sampler, each the same five pure functions of one step (DESIGN.md s1, s4).
+"""Chain families: one module per sampler, each the same five pure functions of one step (docs/architecture.md,
+"The math").
 
 Every module (``lcm``, ``ddim``, ``euler``, ``flow``) defines its frozen step type and::
 

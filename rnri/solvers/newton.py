@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from rnri.chain import item_mean, item_sum, per_item, solve_frozen
-from rnri.options import option
+from rnri.options import check_choices, option
 from rnri.priors import forward_prior, gaussian_nll
 from rnri.solvers.ddim import ddim_guess
 from rnri.solvers.problem import StepProblem, StepSolution
@@ -102,15 +102,7 @@ class NewtonConfig:
                 "derivative='difference' needs direction='fixed-point' (it differentiates along it); "
                 "direction='gradient' needs derivative='autograd'"
             )
-        for name, value, allowed in (
-            ("norm", self.norm, NORMS),
-            ("prior", self.prior, PRIORS),
-            ("init", self.init, INITS),
-            ("direction", self.direction, DIRECTIONS),
-            ("derivative", self.derivative, DERIVATIVES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"rnri {name} must be one of {allowed}, got {value!r}")
+        check_choices(self)  # norm, prior, init, direction, derivative: the choices their options list
 
 
 def residual_norm(r: torch.Tensor, norm: str) -> torch.Tensor:
