@@ -253,7 +253,7 @@ def test_new_target_prompt_reuses_the_inversion(url):
 
 @pytest.mark.parametrize(
     "change",
-    [{"source": "a photo of a kitten"}, {"seed": 3}, {"strength": 0.5}, {"method": "ddim"}, {"prior_weight": 0.2}],
+    [{"source": "a photo of a kitten"}, {"seed": 3}, {"strength": 0.5}, {"method": "rnri"}, {"method": "gnri"}],
 )
 def test_what_changes_the_inversion_inverts_again(client, change):
     edit(client, CAT)

@@ -198,7 +198,7 @@ def test_upload_prompt_edit_and_see_the_result(page):
     edit(page)
     result = page.locator("#edited img").first
     open_accordions(page, "details-accordion")  # the solver's detail, folded away
-    page.locator("#residual-plot .role-legend-label", has_text="iterate 1").wait_for(state="visible")
+    page.locator("#residual-plot .role-legend-label", has_text="iterate 0").wait_for(state="visible")
     shot(page, "app-edit.png")
     assert result.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [451, 300]
     assert page.locator("#reconstruction img").first.is_visible()
@@ -267,7 +267,7 @@ def test_with_the_settings_open_pressing_edit_shows_the_progress_and_the_result(
         shot(page, "editor-all-open-after-edit-viewport.png", full_page=False)
         open_accordions(page, "details-accordion")
         page.set_viewport_size({"width": 1280, "height": 1500})
-        page.locator("#residual-plot .role-legend-label", has_text="iterate 1").wait_for(state="visible")
+        page.locator("#residual-plot .role-legend-label", has_text="iterate 0").wait_for(state="visible")
         shot(page, "editor-all-open-after-edit.png")
     finally:
         page.close()

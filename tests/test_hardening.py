@@ -590,7 +590,7 @@ def test_under_auth_mcp_needs_the_login_and_wrong_logins_lock_the_socket_s_addre
         basic = {"authorization": "Basic " + base64.b64encode(b"ann:secret").decode(), **MCP_HEADERS}
         edited = httpx.post(url + "gradio_api/mcp/", json=call, headers=basic, timeout=120)  # a fixed header
         result = json.loads(edited.text.split("data: ", 1)[1].split("\n", 1)[0])["result"]
-        assert not result["isError"] and "'request_unet_forwards': 21" in result["content"][0]["text"]  # edited
+        assert not result["isError"] and "'request_unet_forwards': 15" in result["content"][0]["text"]  # edited
         named = {**call, "params": {"name": "edit", "arguments": {"photo": str(CAT), "source": "a", "target": "b"}}}
         refused = httpx.post(url + "gradio_api/mcp/", json=named, headers=basic, timeout=120).text
         assert '"isError":true' in refused and "provide a url" in refused  # MCP takes no server path at all

@@ -34,7 +34,7 @@ def counted(monkeypatch) -> list[str]:
 
 
 def test_invert_builds_the_method_config_once(pipe, counted):
-    inv = rnri.invert(pipe, "a cat", latents=torch.randn(1, 4, 8, 8), iterations=2, norm="l1")
+    inv = rnri.invert(pipe, "a cat", latents=torch.randn(1, 4, 8, 8), method="rnri", iterations=2, norm="l1")
     assert counted == ["rnri", "NewtonConfig"] and inv.solver_options == {"iterations": 2, "norm": "l1"}
 
 
