@@ -190,7 +190,8 @@ def test_wrong_api_types_get_a_message_naming_the_field(app, pipe, change, messa
 def test_a_missing_argument_over_http_is_an_error_event_not_a_crash(url, client):
     event = httpx.post(url + "gradio_api/call/edit", json={"data": [None]}).json()["event_id"]
     answer = httpx.get(url + f"gradio_api/call/edit/{event}", timeout=60).text
-    assert answer.startswith("event: error") and "didn't receive enough input values (needed: 16, got: 1)" in answer
+    assert answer.startswith("event: error") and "didn't receive enough input values (needed: " in answer
+    assert ", got: 1)" in answer
     still_serving(client)
 
 
