@@ -4,7 +4,7 @@ rnri edit photo.jpg --source "a cat on a sofa" --target "a tiger on a sofa" -o t
 rnri invert photo.jpg --source "a cat on a sofa" -o cat.safetensors
 rnri regenerate cat.safetensors --prompt "a fox on a sofa" -o fox.png
 rnri batch photos/ --targets prompts.txt -o augmented/
-rnri bench ... | rnri eval ...   (handed to rnri.bench.main / rnri.evaluation.main)
+rnri bench ... | rnri eval ...   (handed to rnri_lab.bench.main / rnri_lab.evaluation.main)
 
 Nothing heavy is imported before a command needs it: ``rnri --help`` loads neither torch nor diffusers.
 """
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # what batch reads
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # what edits are written as
 INVERSION_SUFFIX = ".safetensors"
-DISPATCH = {"bench": "rnri.bench", "eval": "rnri.evaluation"}  # subcommands owned by other modules
+DISPATCH = {"bench": "rnri_lab.bench", "eval": "rnri_lab.evaluation"}  # subcommands owned by other modules
 COMMANDS = ("edit", "invert", "regenerate", "batch")
 MODEL_ENV = "RNRI_MODEL"
 FINISH_TIMEOUT = datetime.timedelta(days=30)  # how long processes done with their share wait for the slowest (the
@@ -209,7 +209,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
 
 
 def _add_inversion_options(p: argparse.ArgumentParser) -> None:
-    """The inversion's settings, each flag made from its one description (``rnri.settings``, ``rnri.solvers``)."""
+    """The inversion's settings, each flag made from its one description (``rnri.core.settings``)."""
     g = p.add_argument_group("inversion")
     settings = ed.settings_of(rnri.InversionSettings)
     method = settings.pop("method")
@@ -228,7 +228,7 @@ def _add_inversion_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE[,KEY=VALUE]",
-        help=f"options of the method, repeatable (see rnri/solvers/): {options}",
+        help=f"options of the method, repeatable (see rnri/core/solvers/): {options}",
     )
 
 
@@ -778,7 +778,11 @@ def dispatch(command: str, argv: list[str]) -> int:
     except ModuleNotFoundError as error:
         missing = error.name or ""
         if missing == module_name or module_name.startswith(missing + "."):
-            print(f"rnri: error: 'rnri {command}' is not available: {module_name} is not installed", file=sys.stderr)
+            print(
+                f"rnri: error: 'rnri {command}' is the lab's ({module_name}), which is not installed with rnri: run it "
+                "from a clone of the repository (README, 'Benchmarks')",
+                file=sys.stderr,
+            )
         else:
             print(
                 f"rnri: error: 'rnri {command}' needs the module {missing!r}, which is not installed", file=sys.stderr

@@ -30,7 +30,8 @@ from PIL import Image
 
 import rnri
 import rnri.editor as ed
-import rnri.spaces_support
+import rnri.pipelines.spaces_support
+import rnri.server.handlers as server_handlers
 from rnri.shapes.analyze import analyze
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -374,7 +375,7 @@ def test_after_a_refused_edit_typing_the_target_edits_again(app, handlers):
     longer shows that edit), from the cache."""
     request = gr.Request(session_hash="refused-then-typed")
     handlers.page_edit(str(CAT), None, SOURCE, TARGET, request)
-    assert handlers.page_edit(str(CAT), None, SOURCE, "  ", request)[2].startswith(app.REFUSED)
+    assert handlers.page_edit(str(CAT), None, SOURCE, "  ", request)[2].startswith(server_handlers.REFUSED)
     again = handlers.live_edit(str(CAT), None, SOURCE, TARGET, request)
     assert again[0].size == (451, 300) and again[4]["inversion_cached"]
 
@@ -388,8 +389,10 @@ def test_after_a_refused_edit_typing_the_target_edits_again(app, handlers):
     ],
 )
 def test_a_stale_refusal_is_taken_back_once_its_cause_is_fixed(app, photo, source, target, now):
-    stale = f"{app.REFUSED} The target prompt (what the photo should become) is empty."
-    assert app.recheck(photo, source, target, stale) == (app.READY if now is None else f"{app.REFUSED} {now}")
+    stale = f"{server_handlers.REFUSED} The target prompt (what the photo should become) is empty."
+    assert app.recheck(photo, source, target, stale) == (
+        server_handlers.READY if now is None else f"{server_handlers.REFUSED} {now}"
+    )
     assert app.recheck(str(CAT), SOURCE, "", "**Inversion** ...") == gr.skip()  # an edit's summary stays as it is
 
 
@@ -676,7 +679,7 @@ def test_on_a_space_gpu_work_runs_under_spaces_gpu_and_examples_are_cached_lazil
 
             return run
 
-    monkeypatch.setattr(rnri.spaces_support, "spaces", FakeSpaces)
+    monkeypatch.setattr(rnri.pipelines.spaces_support, "spaces", FakeSpaces)
     monkeypatch.setenv("SPACE_ID", "someone/rnri")
     monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
     monkeypatch.setenv("RNRI_MODEL", "tiny")

@@ -94,7 +94,7 @@ def test_edit_default_output_and_options(capsys, photo, tmp_path, monkeypatch):
     code, stdout, _ = run(capsys, *argv, "--steps", "2", *TINY)
     assert code == 0 and (tmp_path / "cat-edit.png").is_file()
     assert "fixed-point, 6 UNet forwards" in stdout  # 2 steps x (DDIM guess + 1 iteration), + 1: noise correction,
-    # + 1: the guard's check (rnri/solvers/guard.py)
+    # + 1: the guard's check (rnri/core/solvers/guard.py)
 
 
 @pytest.mark.parametrize(
@@ -409,15 +409,18 @@ def test_user_errors_are_one_clear_line(capsys, tmp_path, photo, argv, code, mes
 
 def test_bench_and_eval_get_the_remaining_arguments(capsys, monkeypatch):
     seen = []
-    fake = types.ModuleType("rnri.bench")
+    fake = types.ModuleType("rnri_lab.bench")
     fake.main = lambda argv: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "rnri.bench", fake)
+    monkeypatch.setitem(sys.modules, "rnri_lab.bench", fake)
     assert cli.main(["bench", "--quick", "--help"]) == 3 and seen == [["--quick", "--help"]]
 
 
 @pytest.mark.parametrize(
     "missing, message",
-    [("rnri.evaluation", "rnri.evaluation is not installed"), ("torchmetrics", "needs the module 'torchmetrics'")],
+    [
+        ("rnri_lab.evaluation", "the lab's (rnri_lab.evaluation), which is not installed with rnri"),
+        ("torchmetrics", "needs the module 'torchmetrics'"),
+    ],
 )
 def test_dispatch_to_a_missing_module_is_a_clear_error(capsys, monkeypatch, missing, message):
     def fail(name):

@@ -16,6 +16,7 @@ import rnri.editor as ed
 from rnri.shapes.analyze import analyze, described
 
 from test_app import ROOT  # isort: skip
+import rnri.server.handlers as server_handlers
 
 CIRCLE = ROOT / "assets" / "shapes-red-circle.png"
 CIRCLE_SAYS, HEART_SAYS = "a large red circle on a blue background", "a large pink heart on a blue background"
@@ -37,7 +38,7 @@ def test_an_empty_source_prompt_is_filled_with_the_analyzer_s_caption_and_typed_
     update = handlers.suggest_caption(str(CIRCLE), "")
     with Image.open(CIRCLE) as image:
         assert update["value"] == described(image.convert("RGB")) == CIRCLE_SAYS
-    assert update["info"].startswith(app.SUGGESTED)
+    assert update["info"].startswith(server_handlers.SUGGESTED)
     assert handlers.suggest_caption(str(CIRCLE), "my own words") == gr.skip()  # never replaced
     assert handlers.suggest_caption(None, "") == gr.skip()
     assert handlers.caption_event(str(CIRCLE), "")[0] == CIRCLE_SAYS  # the page fills the field if still empty
@@ -95,7 +96,11 @@ def test_before_after_pairs_the_photo_as_edited_with_its_edit(app, tmp_path, mon
     assert app.before_after({"path": str(photo)}, {"path": str(edited)}) is None  # an edit of another photo
     assert app.before_after(None, {"path": str(edited)}) is None
     image, source, line = app.edit_this_result({"path": str(edited)}, HEART_SAYS)
-    assert Image.open(image).size == (32, 32) and image.endswith(".png") and (source, line) == (HEART_SAYS, app.NEXT)
+    assert (
+        Image.open(image).size == (32, 32)
+        and image.endswith(".png")
+        and (source, line) == (HEART_SAYS, server_handlers.NEXT)
+    )
     with pytest.raises(gr.Error, match="press Edit first"):
         app.edit_this_result(None, HEART_SAYS)
 

@@ -8,17 +8,17 @@ import pytest
 import torch
 
 import rnri
-import rnri.solvers
-from rnri.options import settings_of
-from rnri.settings import InversionSettings, with_method
-from rnri.solvers import NewtonConfig
+import rnri.core.solvers
+from rnri.core.options import settings_of
+from rnri.core.settings import InversionSettings, with_method
+from rnri.core.solvers import NewtonConfig
 
 
 @pytest.fixture
 def counted(monkeypatch) -> list[str]:
     """One entry per config of a method built, however it is built: the method's name where ``make_config`` (the one
     builder) was asked, "NewtonConfig" for each ``NewtonConfig`` made (by make_config, by hand or by a replace)."""
-    calls, build, check = [], rnri.solvers.make_config, NewtonConfig.__post_init__
+    calls, build, check = [], rnri.core.solvers.make_config, NewtonConfig.__post_init__
 
     def counting(name, options):
         calls.append(name)
@@ -28,7 +28,7 @@ def counted(monkeypatch) -> list[str]:
         calls.append("NewtonConfig")
         check(config)
 
-    monkeypatch.setattr(rnri.solvers, "make_config", counting)
+    monkeypatch.setattr(rnri.core.solvers, "make_config", counting)
     monkeypatch.setattr(NewtonConfig, "__post_init__", made)
     return calls
 
@@ -52,7 +52,7 @@ def test_settings_given_whole_build_nothing_again_and_invert_as_the_keywords(pip
 def test_settings_without_options_take_the_method_defaults(pipe, counted):
     inv = rnri.invert(pipe, "a cat", latents=torch.randn(1, 4, 8, 8), settings=InversionSettings(method="gnri"))
     assert inv.method == "gnri" and counted == ["gnri"]
-    assert inv.solver_options == dataclasses.asdict(rnri.solvers.GuidedNewtonConfig())
+    assert inv.solver_options == dataclasses.asdict(rnri.core.solvers.GuidedNewtonConfig())
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from rnri.images import to_rgb
+from rnri.pipelines.images import to_rgb
 
 # Decoding costs memory by the pixel: 24 megapixels (6000x4000, a camera's photo) take ~100 MB as 8-bit RGBA and
 # ~300 MB at the peak of a 16-bit file's conversion, which a 2-core server with a few GB serves while it edits.
