@@ -3,6 +3,9 @@
 
 Pipelines: LCM (and LCM-LoRA), Stable Diffusion 1.5 / 2.x / SDXL with DDIM, SD-Turbo and SDXL-Turbo with Euler
 schedulers, FLUX.1-schnell and -dev on their rectified flow; defaults per backbone in ``rnri.pipelines.backbones``.
+
+Why one module of ~500 lines: the public API is read as one page (docs/architecture.md, "Public API"): ``invert``,
+``regenerate`` and ``auto_mask`` with the checks they share.
 """
 
 from __future__ import annotations

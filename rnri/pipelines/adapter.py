@@ -6,6 +6,10 @@ scheduler (:data:`SCHEDULER_CHAINS`); guidance from the UNet: an LCM guidance em
 (``time_cond_proj_dim``), else classifier-free guidance with both branches in one batched call. FLUX's transformer
 (its packed latents, its two text encoders, its embedded guidance) is adapted in :mod:`rnri.pipelines.flux`;
 everything here that depends on the denoiser asks :func:`denoiser`.
+
+Why one module of ~500 lines: encoding, the denoiser call and the step maps of every chain family share the
+pipeline's private conventions (scaling, guidance batching, conditioning), which split apart would be read in two
+places.
 """
 
 from __future__ import annotations

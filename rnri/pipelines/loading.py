@@ -6,6 +6,9 @@ DDIM, see ``rnri.shapes``); or small seeded random ones built from configs (the 
 Any pipeline ``AutoPipelineForText2Image`` makes that rnri runs on is accepted (``rnri.pipelines.adapter.PIPELINES``).
 Its scheduler decides the chain family; one rnri cannot invert (Stable Diffusion 1.5 and 2.x ship PNDM) is replaced
 by ``DDIMScheduler.from_config``, and ``lora=`` loads an LCM-LoRA and sets ``LCMScheduler``, as users do by hand.
+
+Why one module of ~430 lines: every model rnri builds without a download (the shipped tiny ones and the seeded
+random architectures) is resolved by the same ``load_pipeline`` and cached beside the Hub's.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ A plain ASGI middleware (no Gradio in it), in front of every route of the app, i
 It also counts the open event streams per session (:class:`Listeners`): a job whose client never opened its stream,
 or closed it, has nobody to show its result to, and the editor drops it before it runs. And it notes which client
 each session belongs to, so the inversion cache can bound each client's share.
+
+Why one module of ~540 lines: the guard is one ASGI middleware whose checks run in one order on every request
+(host, origin, body size, jobs per client, headers); the counts it keeps are in :mod:`rnri.server.limits`.
 """
 
 from __future__ import annotations
