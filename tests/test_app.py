@@ -13,6 +13,8 @@ import dataclasses
 import importlib
 import importlib.util
 import math
+import os
+import shutil
 import struct
 import sys
 import warnings
@@ -32,6 +34,7 @@ import rnri
 import rnri.editor as ed
 import rnri.pipelines.spaces_support
 import rnri.server.handlers as server_handlers
+from rnri.editor import uploads
 from rnri.shapes.analyze import analyze
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,6 +371,24 @@ def test_live_edit_inverts_when_nothing_is_cached_then_reuses_the_cache(app, han
     assert details["inversion_cached"] and details["request_unet_forwards"] == 4 and edited.size == (451, 300)
     assert overlay.size == (451, 300) and details["mask"] == "none"
     assert handlers.live_edit(photo, None, SOURCE, "a lion", request) == skipped  # what the page shows already
+
+
+def test_a_session_s_photo_is_decoded_once_for_its_live_edits(handlers, monkeypatch, tmp_path):
+    """Each pause in typing re-edits; the upload behind it is decoded, converted and hashed once per session (again
+    only when the file changes), and at most ``capacity`` sessions' photos are kept."""
+    decoded, load = [], uploads.load_photo
+    monkeypatch.setattr(uploads, "load_photo", lambda source, *a: decoded.append(source) or load(source, *a))
+    photo, request = shutil.copy(CAT, tmp_path / "cat.jpg"), gr.Request(session_hash="decoded-once")
+    for target in ("a tiger", "a lion", "a fox"):
+        assert handlers.live_edit(str(photo), None, SOURCE, target, request)[0] is not None
+    assert len(decoded) == 1
+    handlers.live_edit(str(photo), None, SOURCE, "a dog", gr.Request(session_hash="another"))
+    assert len(decoded) == 2  # another session's own
+    os.utime(photo, ns=(10**9, 10**9))  # the file changed: read again
+    assert handlers.live_edit(str(photo), None, SOURCE, "a wolf", request)[0] is not None and len(decoded) == 3
+    for n in range(handlers.photos.capacity + 3):
+        handlers.photos.load(str(photo), f"session {n}")
+    assert len(handlers.photos.kept) == handlers.photos.capacity
 
 
 def test_after_a_refused_edit_typing_the_target_edits_again(app, handlers):

@@ -68,6 +68,7 @@ _WHERE = {
     "read_options": "rnri.core.options:read",
     "settings_of": "rnri.core.options",
     "with_method": "rnri.core.settings",
+    "CheckedUploads": "rnri.editor.uploads",
     "InputError": "rnri.editor.uploads",
     "Photo": "rnri.editor.uploads",
     "clean_prompt": "rnri.editor.uploads",
@@ -89,6 +90,7 @@ __all__ = [
     "BoundedDict",
     "CachedInversion",
     "CaptionOptions",
+    "CheckedUploads",
     "Captioning",
     "Choices",
     "Concept",
@@ -181,6 +183,7 @@ if TYPE_CHECKING:
     from rnri.editor.uploads import (
         MAX_PIXELS,
         MAX_SIDE,
+        CheckedUploads,
         InputError,
         Photo,
         clean_prompt,

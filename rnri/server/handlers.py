@@ -104,6 +104,7 @@ class Handlers:
         self, editor: ed.Editor, listeners: srv.Listeners | None = None, captioning: ed.Captioning | None = None
     ) -> None:
         self.editor, self.tickets, self.listeners = editor, ed.LatestRequest(), listeners or srv.Listeners()
+        self.photos = ed.CheckedUploads()  # each session's photo, decoded once for its live re-edits
         self.captioning = captioning or ed.Captioning(None, "none")
 
     def suggest_caption(self, photo: Any, source: Any) -> dict[str, Any] | Any:
@@ -140,7 +141,7 @@ class Handlers:
 
     def request(self, photo: Any, painted: Any, source: Any, target: Any, session: str, values: dict):
         """An edit request from raw inputs, every one checked; ``painted``: a region, or a mask file."""
-        loaded = ed.load_photo(file_of(photo, "photo") if photo is not None else None)
+        loaded = self.photos.load(file_of(photo, "photo") if photo is not None else None, session)
         if painted is None or isinstance(painted, str | dict):  # a mask file (API clients)
             painted = ed.read_region([file_of(painted, "mask")] if painted else [], loaded.image.size)
         elif painted.shape[-2:] != loaded.image.size[::-1]:
