@@ -6,9 +6,11 @@ import dataclasses
 
 import pytest
 import torch
+from PIL import Image
 
 import rnri
 import rnri.core.solvers
+import rnri.editor as ed
 from rnri.core.options import settings_of
 from rnri.core.settings import InversionSettings, with_method
 from rnri.core.solvers import NewtonConfig
@@ -47,6 +49,16 @@ def test_settings_given_whole_build_nothing_again_and_invert_as_the_keywords(pip
     flat = rnri.invert(pipe, "a cat", latents=z0, **settings.invert_kwargs())
     assert torch.equal(whole.latents, flat.latents) and whole.residuals == flat.residuals
     assert whole.solver_options == dataclasses.asdict(settings.solver)
+
+
+def test_the_editor_service_passes_the_settings_whole(pipe, counted):
+    """A front end builds the settings once (the page's form, the CLI's flags); the editor inverts with them as they
+    are, building no config again."""
+    settings = with_method(InversionSettings(seed=3, num_inference_steps=2), "rnri", {"iterations": 2})
+    image = Image.new("RGB", (64, 64), "red")
+    photo = ed.Photo(image, "red square")
+    cached = ed.Editor(pipe).invert_photo(photo, "a red square", settings)
+    assert counted == ["rnri", "NewtonConfig"] and cached.inversion.solver_options["iterations"] == 2
 
 
 def test_settings_without_options_take_the_method_defaults(pipe, counted):

@@ -176,7 +176,7 @@ class Editor:
                 progress(done, total)
 
         with self._lock, caught(notices, "Source prompt"), measure(denoiser(self.pipe)) as cost:
-            inv = invert(self.pipe, source, image=photo.image, callback=on_step, **settings.invert_kwargs())
+            inv = invert(self.pipe, source, image=photo.image, callback=on_step, settings=settings)
         with self._lock, caught([], "Source prompt"), measure(denoiser(self.pipe)) as rebuild:
             reconstruction = regenerate(self.pipe, inv, source)
         return CachedInversion(inv, reconstruction, psnr(photo.image, reconstruction), cost, rebuild, tuple(notices))

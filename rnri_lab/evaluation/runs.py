@@ -43,9 +43,9 @@ class MethodRun:
 def invert_and_regenerate(pipe, image, prompt: str, target: str, run: MethodRun, settings: InversionSettings):
     """(regenerated image under ``target``, seconds of the inversion, UNet forwards, UNet backwards); ``settings``
     for every method, ``run`` the method and its options."""
-    kwargs = with_method(settings, run.name, run.options).invert_kwargs()
+    chosen = with_method(settings, run.name, run.options)
     with stopwatch(pipe.device) as inverting:
-        inv = rnri.invert(pipe, prompt, image=image, **kwargs)
+        inv = rnri.invert(pipe, prompt, image=image, settings=chosen)
     return rnri.regenerate(pipe, inv, target), inverting.seconds, inv.unet_forwards, inv.unet_backwards
 
 
