@@ -80,21 +80,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command-line options; each defaults to its environment variable."""
     env = os.environ.get
     p = argparse.ArgumentParser(description="rnri real-time photo editor (Gradio)")
-    p.add_argument(
-        "--model",
-        default=env("RNRI_MODEL", rnri.DEFAULT_MODEL),
-        help="Hub id or folder of an LCM, Stable Diffusion (1.5, 2.x, XL), Turbo or FLUX.1 model, or 'tiny' "
-        "(%(default)s)",
-    )
-    p.add_argument("--lora", default=env("RNRI_LORA"), help="an LCM-LoRA (Hub id or folder) fused into --model")
+    ed.share_cpu_politely()  # before torch loads: the offload's choices and the caption's flag import it
+    ed.add_model_flags(p, os.environ, model=rnri.DEFAULT_MODEL)
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", HOST), help="address to bind (%(default)s)")
     p.add_argument("--port", type=int, default=env("GRADIO_SERVER_PORT", "7860"), help="port (%(default)s)")
-    p.add_argument("--offload", choices=ed.OFFLOAD_CHOICES, default=env("RNRI_OFFLOAD", "auto"), help="CPU offload")
-    p.add_argument("--channels-last", action="store_true", default=env("RNRI_CHANNELS_LAST", "") in ("1", "true"))
-    p.add_argument(
-        "--compile", action="store_true", default=env("RNRI_COMPILE", "") in ("1", "true"),
-        help="torch.compile the UNet and warm it up at start, before the first visitor (RNRI_COMPILE=1); GPU servers",
-    )  # fmt: skip
     p.add_argument("--auth", default=env("RNRI_AUTH"), help="user:password asked of every visitor (RNRI_AUTH)")
     p.add_argument(
         "--allowed-origins", default=env("RNRI_ALLOWED_ORIGINS", ""),
@@ -104,8 +93,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--mcp", action="store_true", default=env("RNRI_MCP", env("GRADIO_MCP_SERVER", "")).lower() in ("1", "true"),
         help="also serve the editor as an MCP tool at /gradio_api/mcp/ (RNRI_MCP=1); off by default",
     )  # fmt: skip
-    p.add_argument("--log-level", choices=ed.LEVELS, default=env("RNRI_LOG_LEVEL", "warning"), help="%(default)s")
-    ed.share_cpu_politely()  # the caption's flag is described beside its model, whose module imports torch
     ed.add_arguments(p, ed.settings_of(ed.CaptionOptions), {"captioner": env("RNRI_CAPTIONER", "auto")})
     p.set_defaults(captioner=env("RNRI_CAPTIONER", "auto"))
     return p.parse_args(argv)

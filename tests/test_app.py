@@ -34,6 +34,7 @@ import rnri
 import rnri.editor as ed
 import rnri.pipelines.spaces_support
 import rnri.server.handlers as server_handlers
+from rnri import cli
 from rnri.editor import uploads
 from rnri.shapes.analyze import analyze
 
@@ -511,6 +512,35 @@ def test_options_default_to_local_and_follow_the_environment(app, monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     assert (app.parse_args([]).model, app.parse_args([]).host) == ("tiny", "0.0.0.0")
     assert app.parse_args(["--host", "::1", "--model", "/models/lcm"]).host == "::1"
+
+
+def test_the_app_and_the_cli_take_the_model_flags_of_one_description(app, monkeypatch, capsys):
+    """Each model and speed flag is in both front ends with the same help; the app also reads it from the
+    environment (a server's usual configuration), the CLI from its command line only."""
+    helps = []
+    for show in (lambda: app.parse_args(["--help"]), lambda: cli.main(["edit", "--help"])):
+        with pytest.raises(SystemExit):
+            show()
+        helps.append(" ".join(capsys.readouterr().out.split()))
+    for flag in ed.model_flags():
+        assert all(flag.name in shown and " ".join(flag.help.split()) in shown for shown in helps), flag.name
+        assert (flag.env in helps[0]) and (flag.env not in helps[1] or flag.env == "RNRI_MODEL"), flag.name
+    for name, value in {
+        "RNRI_COMPILE": "1",
+        "RNRI_OFFLOAD": "on",
+        "RNRI_LORA": "a/lora",
+        "RNRI_LOG_LEVEL": "info",
+    }.items():
+        monkeypatch.setenv(name, value)
+    args = app.parse_args([])
+    assert (args.compile, args.channels_last, args.offload, args.lora, args.log_level) == (
+        True,
+        False,
+        "on",
+        "a/lora",
+        "info",
+    )
+    assert app.parse_args(["--offload", "off"]).offload == "off"  # the command line over the environment
 
 
 def test_served_locally_without_share_link_with_bounded_queue_and_uploads(app, url):

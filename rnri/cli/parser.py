@@ -88,7 +88,7 @@ def _add_regenerate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", metavar="PATH", help="edit only here: a mask image (white = edit) or 'auto'")
     _add_overwrite(p)
     recorded = "the file's, where built in or the default model; another must be named here"
-    _add_model_options(p, model_help=f"the model (default: {recorded})")
+    _add_model_options(p, model_default=f"default: {recorded}")
     p.set_defaults(run=run_regenerate)
 
 
@@ -173,26 +173,10 @@ def _add_edit_options(p: argparse.ArgumentParser) -> None:
     ed.add_arguments(g, guidance, {"edit_guidance": f"the model's: {ed.guidance_defaults(edit=True)}"})
 
 
-def _add_model_options(p: argparse.ArgumentParser, model_help: str | None = None) -> None:
+def _add_model_options(p: argparse.ArgumentParser, model_default: str | None = None) -> None:
     g = p.add_argument_group("model and speed")
-    default_model = f"${MODEL_ENV}, else {rnri.DEFAULT_MODEL}"
-    model_kinds = "an LCM, Stable Diffusion (1.5, 2.x, XL), Turbo or FLUX.1 model"
-    g.add_argument(
-        "--model", help=model_help or f"Hub id or folder of {model_kinds}, or 'tiny' (default: {default_model})"
-    )
-    g.add_argument(
-        "--lora", metavar="LORA", help="an LCM-LoRA (Hub id or folder) fused into the model, with LCMScheduler"
-    )
+    ed.add_model_flags(g, model_default=model_default or f"default: ${MODEL_ENV}, else {rnri.DEFAULT_MODEL}")
     g.add_argument("--device", metavar="DEVICE", help="cuda, cuda:1, mps or cpu (default: the best available)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow start, faster edits)")
-    g.add_argument("--channels-last", action="store_true", help="channels-last weights (GPU convolutions)")
-    g.add_argument(
-        "--offload",
-        default="auto",
-        choices=list(ed.OFFLOAD_CHOICES),
-        help="model CPU offload for small GPUs (default: auto, on below 6 GiB)",
-    )
-    g.add_argument("--log-level", default="warning", choices=ed.LEVELS, help="what rnri logs (default: warning)")
 
 
 def dispatch(command: str, argv: list[str]) -> int:

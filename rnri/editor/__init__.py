@@ -63,6 +63,8 @@ _WHERE = {
     "guidance_defaults": "rnri.pipelines.backbones",
     "steps_defaults": "rnri.pipelines.backbones",
     "add_arguments": "rnri.core.options",
+    "add_model_flags": "rnri.editor.flags",
+    "model_flags": "rnri.editor.flags",
     "describe_options": "rnri.core.options:describe",
     "explain_option": "rnri.core.options:explain",
     "read_options": "rnri.core.options:read",
@@ -113,6 +115,7 @@ __all__ = [
     "Suggestion",
     "Support",
     "add_arguments",
+    "add_model_flags",
     "brush_layer",
     "clean_prompt",
     "concept_columns",
@@ -128,6 +131,7 @@ __all__ = [
     "load_layer",
     "load_photo",
     "not_applicable",
+    "model_flags",
     "model_limits",
     "open_captioning",
     "open_model",
@@ -154,6 +158,7 @@ if TYPE_CHECKING:
     from rnri.core.settings import with_method
     from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey, LatestRequest
     from rnri.editor.caption import CAPTION_MODEL, Captioning, CaptionOptions, Suggestion, open_captioning
+    from rnri.editor.flags import add_model_flags, model_flags
     from rnri.editor.form import (
         EDITOR_METHODS,
         Choices,
