@@ -66,19 +66,19 @@ def test_the_caption_flag_is_offered_and_follows_the_environment(app, monkeypatc
 def test_the_history_keeps_each_edit_bounded_and_restores_photo_prompts_and_settings(app, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # the run's folder: the only files a page may name
     history = []
-    for n in range(app.HISTORY + 3):
+    for n in range(server_handlers.HISTORY + 3):
         photo, edited = tmp_path / f"photo{n}.png", tmp_path / f"edited{n}.png"
         Image.new("RGB", (8, 8)).save(photo)
         Image.new("RGB", (8, 8)).save(edited)
         history, gallery = app.remember(
             history, {"path": str(photo)}, {"path": str(edited)}, "src", f"target {n}", seed=n
         )
-    assert len(history) == len(gallery) == app.HISTORY  # the oldest dropped
-    assert gallery[0][1] == f"src → target {app.HISTORY + 2}"  # the newest first
+    assert len(history) == len(gallery) == server_handlers.HISTORY  # the oldest dropped
+    assert gallery[0][1] == f"src → target {server_handlers.HISTORY + 2}"  # the newest first
     selected = gr.SelectData(None, {"index": 1, "value": None})
     photo, source, target, seed, method = app.restore(history, ["seed", "method"], selected)
-    assert (source, target, seed) == ("src", f"target {app.HISTORY + 1}", app.HISTORY + 1)
-    assert photo.endswith(f"photo{app.HISTORY + 1}.png") and method == gr.skip()  # not recorded: left as it is
+    assert (source, target, seed) == ("src", f"target {server_handlers.HISTORY + 1}", server_handlers.HISTORY + 1)
+    assert photo.endswith(f"photo{server_handlers.HISTORY + 1}.png") and method == gr.skip()  # not recorded
     assert app.remember(history, {"path": str(photo)}, None, "src", "refused") == (gr.skip(), gr.skip())
     outside = app.remember(history, {"path": str(CIRCLE)}, {"path": str(CIRCLE)}, "src", "x")
     assert outside == (gr.skip(), gr.skip())  # a file outside the run's folder is never kept
