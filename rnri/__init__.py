@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from rnri.lazy import attach
+from rnri.core.lazy import attach
 
 _WHERE = {  # public name -> the module that defines it
     "Inversion": "rnri.api",
@@ -18,20 +18,20 @@ _WHERE = {  # public name -> the module that defines it
     "invert": "rnri.api",
     "regenerate": "rnri.api",
     "stock_latents": "rnri.api",
-    "InversionError": "rnri.inversion",
-    "BACKBONES": "rnri.backbones",
-    "Backbone": "rnri.backbones",
-    "DEFAULT_MODEL": "rnri.backbones",
-    "backbone_of": "rnri.backbones",
-    "default_guidance": "rnri.backbones",
-    "BUILTIN_MODELS": "rnri.loading",
-    "ModelLoadError": "rnri.loading",
-    "load_pipeline": "rnri.loading",
-    "tiny_pipeline": "rnri.loading",
-    "BlendConfig": "rnri.masks",
-    "METHODS": "rnri.solvers",
-    "InversionSettings": "rnri.settings",
-    "preset": "rnri.settings",
+    "InversionError": "rnri.core.inversion",
+    "BACKBONES": "rnri.pipelines.backbones",
+    "Backbone": "rnri.pipelines.backbones",
+    "DEFAULT_MODEL": "rnri.pipelines.backbones",
+    "backbone_of": "rnri.pipelines.backbones",
+    "default_guidance": "rnri.pipelines.backbones",
+    "BUILTIN_MODELS": "rnri.pipelines.loading",
+    "ModelLoadError": "rnri.pipelines.loading",
+    "load_pipeline": "rnri.pipelines.loading",
+    "tiny_pipeline": "rnri.pipelines.loading",
+    "BlendConfig": "rnri.core.masks",
+    "METHODS": "rnri.core.solvers",
+    "InversionSettings": "rnri.core.settings",
+    "preset": "rnri.core.settings",
     "load_inversion": "rnri.serialize",
     "save_inversion": "rnri.serialize",
     "saved_model": "rnri.serialize",
@@ -68,13 +68,13 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from rnri.api import Inversion, auto_mask, invert, regenerate, stock_latents
-    from rnri.backbones import BACKBONES, DEFAULT_MODEL, Backbone, backbone_of, default_guidance
-    from rnri.inversion import InversionError
-    from rnri.loading import BUILTIN_MODELS, ModelLoadError, load_pipeline, tiny_pipeline
-    from rnri.masks import BlendConfig
+    from rnri.core.inversion import InversionError
+    from rnri.core.masks import BlendConfig
+    from rnri.core.settings import InversionSettings, preset
+    from rnri.core.solvers import METHODS
+    from rnri.pipelines.backbones import BACKBONES, DEFAULT_MODEL, Backbone, backbone_of, default_guidance
+    from rnri.pipelines.loading import BUILTIN_MODELS, ModelLoadError, load_pipeline, tiny_pipeline
     from rnri.serialize import load_inversion, save_inversion, saved_model
-    from rnri.settings import InversionSettings, preset
-    from rnri.solvers import METHODS
     from rnri.support import negative_prompt_support, steering_support
 
 

@@ -2,7 +2,10 @@
 (docs/architecture.md, "Public API").
 
 Pipelines: LCM (and LCM-LoRA), Stable Diffusion 1.5 / 2.x / SDXL with DDIM, SD-Turbo and SDXL-Turbo with Euler
-schedulers, FLUX.1-schnell and -dev on their rectified flow; defaults per backbone in ``rnri.backbones``.
+schedulers, FLUX.1-schnell and -dev on their rectified flow; defaults per backbone in ``rnri.pipelines.backbones``.
+
+Why one module of ~500 lines: the public API is read as one page (docs/architecture.md, "Public API"): ``invert``,
+``regenerate`` and ``auto_mask`` with the checks they share.
 """
 
 from __future__ import annotations
@@ -16,16 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rnri import adapter
-from rnri.attention import AttentionControl
-from rnri.backbones import Backbone, backbone_of
-from rnri.chain import Step, sample
-from rnri.control import edit_chain
-from rnri.counting import count_unet_calls
-from rnri.directions import Directions
-from rnri.images import fit_size, mask_image, mask_tensor, to_rgb
-from rnri.inversion import ProgressFn, invert_chain
-from rnri.masks import (
+from rnri.core.chain import Step, sample
+from rnri.core.counting import count_unet_calls
+from rnri.core.directions import Directions
+from rnri.core.inversion import ProgressFn, invert_chain
+from rnri.core.masks import (
     BlendConfig,
     blend_masks,
     blended_sample,
@@ -34,7 +32,12 @@ from rnri.masks import (
     noise_difference,
     threshold_mask,
 )
-from rnri.settings import InversionSettings, with_method, with_options
+from rnri.core.settings import InversionSettings, with_method, with_options
+from rnri.pipelines import adapter
+from rnri.pipelines.attention import AttentionControl
+from rnri.pipelines.backbones import Backbone, backbone_of
+from rnri.pipelines.control import edit_chain
+from rnri.pipelines.images import fit_size, mask_image, mask_tensor, to_rgb
 from rnri.support import negative_prompt_support, steering_support
 
 CHAINS = adapter.CHAINS  # "lcm", "ddim", "euler-ancestral", "euler", "flow"; which a pipeline runs: its scheduler's
@@ -64,7 +67,7 @@ class Inversion:
     prompt: str = ""  # the source prompt the image was inverted under
     source_image: Image.Image | None = field(default=None, repr=False)  # the input as RGB, for paste-back
     fallbacks: list[str] = field(default_factory=list)  # one line per step where the method's answer was not finite
-    # or left a larger residual than DDIM inversion's guess, which was taken instead (rnri.solvers.guard)
+    # or left a larger residual than DDIM inversion's guess, which was taken instead (rnri.core.solvers.guard)
 
     @property
     def start_step(self) -> int:
@@ -350,9 +353,9 @@ def regenerate(
 
     mask: where the edit may act (white / 1 / opaque), as an image, array or tensor of the input's aspect ratio,
     or ``"auto"`` (:func:`auto_mask`); outside it the source chain is followed, and with ``blend.paste_back``
-    the original pixels are put back. control: reuse the source's attention (:mod:`rnri.attention`; the source
-    branch runs beside the edit in one batched UNet call). directions: several edits, or removals, at once
-    (:mod:`rnri.directions`). negative_prompt: what the edit steers away from, in classifier-free guidance's
+    the original pixels are put back. control: reuse the source's attention (:mod:`rnri.pipelines.attention`; the
+    source branch runs beside the edit in one batched UNet call). directions: several edits, or removals, at once
+    (:mod:`rnri.core.directions`). negative_prompt: what the edit steers away from, in classifier-free guidance's
     unconditional branch instead of the empty prompt; only where the edit runs CFG (``ValueError`` with the reason
     elsewhere: :func:`rnri.support.negative_prompt_support`). Returns a PIL image at the input image's size, or with
     ``output_type="latent"`` the clean latents (1, C, h, w), scaled as ``invert`` takes them (FLUX's unpacked).

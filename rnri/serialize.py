@@ -3,12 +3,12 @@
 Layout of a file:
     tensors     ``latents``; ``noises.0`` .. (absent entries are None); ``trajectory.0`` ..; ``source_image``
                 (uint8, (H, W, C)); every tensor field of ``Inversion`` under its own name
-    metadata    ``format`` = "rnri.inversion", ``version``, ``fields`` (JSON: how each field is stored, and the
+    metadata    ``format`` = "rnri.core.inversion", ``version``, ``fields`` (JSON: how each field is stored, and the
                 values of the plain ones), optionally ``model`` (the pipeline the inversion was made with)
 
 A file may come from anyone: its metadata is bounded (size, and JSON nesting read in one linear pass,
 ``rnri.jsonshape``) before it is parsed, and every value is checked against the range a front end accepts
-(``rnri.settings``) before an ``Inversion`` is handed out.
+(``rnri.core.settings``) before an ``Inversion`` is handed out.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from rnri.api import CHAINS, Inversion
+from rnri.core.options import plain, settings_of
+from rnri.core.settings import InversionSettings
 from rnri.jsonshape import json_shape
-from rnri.options import plain, settings_of
-from rnri.settings import InversionSettings
 
-FORMAT = "rnri.inversion"
+FORMAT = "rnri.core.inversion"
 VERSION = 1
 IMAGE_MODES = {"RGB": 3, "RGBA": 4, "L": 1}  # modes stored exactly as uint8 arrays, and their channels
 SETTINGS = settings_of(InversionSettings)  # the ranges a stored guidance, step count and seed must lie in
@@ -256,7 +256,7 @@ def _check_schedule(inv: Inversion) -> int:
 
 
 def _check_setting(name: str, value: Any, low: float | None = None) -> None:
-    """``value`` has the type of the setting ``name`` and lies in its range (``rnri.settings``), and >= ``low``."""
+    """``value`` has the type of the setting ``name`` and lies in its range (rnri.core.settings), and >= ``low``."""
     setting = SETTINGS[name]
     integer = setting.kind is int
     low, high = max(setting.option.low, low if low is not None else -math.inf), setting.option.high

@@ -7,7 +7,7 @@ a negative prompt, attention control or directions from, and a front end disable
   takes none (no unconditional branch); Turbo edits at guidance 0 and LCM-LoRA at 1, where the stock pipelines run
   no CFG either.
 - **Attention control and directions** (concepts) run on the LCM chain with a guidance embedding for now
-  (``rnri.control``): every branch shares one guidance embedding, which a CFG batch has no place for.
+  (``rnri.pipelines.control``): every branch shares one guidance embedding, which a CFG batch has no place for.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rnri import adapter, flux
-from rnri.backbones import backbone_of
+from rnri.pipelines import adapter, flux
+from rnri.pipelines.backbones import backbone_of
 
 
 @dataclass(frozen=True)

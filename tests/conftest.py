@@ -20,7 +20,7 @@ from diffusers import LCMScheduler
 from PIL import Image
 
 import rnri
-from rnri.adapter import lcm_steps
+from rnri.pipelines.adapter import lcm_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 

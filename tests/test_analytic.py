@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnri.analytic import FAMILIES, GaussianMixtureUNet, MixtureConfig
+from rnri_lab.analytic import FAMILIES, GaussianMixtureUNet, MixtureConfig
 
 
 def log_density(model: GaussianMixtureUNet, z: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ from conftest import noise_image
 from PIL import Image
 
 import rnri
-from rnri import adapter
-from rnri.loading import random_tiny_pipeline
+from rnri.pipelines import adapter
+from rnri.pipelines.loading import random_tiny_pipeline
 
 
 def test_image_in_same_size_image_out(pipe, image):
@@ -59,7 +59,7 @@ def test_regenerate_with_source_prompt_follows_the_inverted_chain(pipe):
     clean = rnri.regenerate(pipe, inv, "a cat", output_type="latent")
     eps_fn = adapter.unet_eps_fn(pipe, adapter.encode_prompt(pipe, "a cat"), adapter.guidance_embedding(pipe, 8.5))
     steps = adapter.lcm_steps(pipe.scheduler, 4)
-    from rnri.chain import sample
+    from rnri.core.chain import sample
 
     with torch.no_grad():
         trajectory = sample(eps_fn, steps, inv.latents, inv.noises)

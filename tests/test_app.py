@@ -13,6 +13,8 @@ import dataclasses
 import importlib
 import importlib.util
 import math
+import os
+import shutil
 import struct
 import sys
 import warnings
@@ -30,7 +32,10 @@ from PIL import Image
 
 import rnri
 import rnri.editor as ed
-import rnri.spaces_support
+import rnri.pipelines.spaces_support
+import rnri.server.handlers as server_handlers
+from rnri import cli
+from rnri.editor import uploads
 from rnri.shapes.analyze import analyze
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -369,12 +374,30 @@ def test_live_edit_inverts_when_nothing_is_cached_then_reuses_the_cache(app, han
     assert handlers.live_edit(photo, None, SOURCE, "a lion", request) == skipped  # what the page shows already
 
 
+def test_a_session_s_photo_is_decoded_once_for_its_live_edits(handlers, monkeypatch, tmp_path):
+    """Each pause in typing re-edits; the upload behind it is decoded, converted and hashed once per session (again
+    only when the file changes), and at most ``capacity`` sessions' photos are kept."""
+    decoded, load = [], uploads.load_photo
+    monkeypatch.setattr(uploads, "load_photo", lambda source, *a: decoded.append(source) or load(source, *a))
+    photo, request = shutil.copy(CAT, tmp_path / "cat.jpg"), gr.Request(session_hash="decoded-once")
+    for target in ("a tiger", "a lion", "a fox"):
+        assert handlers.live_edit(str(photo), None, SOURCE, target, request)[0] is not None
+    assert len(decoded) == 1
+    handlers.live_edit(str(photo), None, SOURCE, "a dog", gr.Request(session_hash="another"))
+    assert len(decoded) == 2  # another session's own
+    os.utime(photo, ns=(10**9, 10**9))  # the file changed: read again
+    assert handlers.live_edit(str(photo), None, SOURCE, "a wolf", request)[0] is not None and len(decoded) == 3
+    for n in range(handlers.photos.capacity + 3):
+        handlers.photos.load(str(photo), f"session {n}")
+    assert len(handlers.photos.kept) == handlers.photos.capacity
+
+
 def test_after_a_refused_edit_typing_the_target_edits_again(app, handlers):
     """A refusal clears the page: typing the same target as the last edit shown before it edits again (the page no
     longer shows that edit), from the cache."""
     request = gr.Request(session_hash="refused-then-typed")
     handlers.page_edit(str(CAT), None, SOURCE, TARGET, request)
-    assert handlers.page_edit(str(CAT), None, SOURCE, "  ", request)[2].startswith(app.REFUSED)
+    assert handlers.page_edit(str(CAT), None, SOURCE, "  ", request)[2].startswith(server_handlers.REFUSED)
     again = handlers.live_edit(str(CAT), None, SOURCE, TARGET, request)
     assert again[0].size == (451, 300) and again[4]["inversion_cached"]
 
@@ -388,8 +411,10 @@ def test_after_a_refused_edit_typing_the_target_edits_again(app, handlers):
     ],
 )
 def test_a_stale_refusal_is_taken_back_once_its_cause_is_fixed(app, photo, source, target, now):
-    stale = f"{app.REFUSED} The target prompt (what the photo should become) is empty."
-    assert app.recheck(photo, source, target, stale) == (app.READY if now is None else f"{app.REFUSED} {now}")
+    stale = f"{server_handlers.REFUSED} The target prompt (what the photo should become) is empty."
+    assert app.recheck(photo, source, target, stale) == (
+        server_handlers.READY if now is None else f"{server_handlers.REFUSED} {now}"
+    )
     assert app.recheck(str(CAT), SOURCE, "", "**Inversion** ...") == gr.skip()  # an edit's summary stays as it is
 
 
@@ -487,6 +512,35 @@ def test_options_default_to_local_and_follow_the_environment(app, monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     assert (app.parse_args([]).model, app.parse_args([]).host) == ("tiny", "0.0.0.0")
     assert app.parse_args(["--host", "::1", "--model", "/models/lcm"]).host == "::1"
+
+
+def test_the_app_and_the_cli_take_the_model_flags_of_one_description(app, monkeypatch, capsys):
+    """Each model and speed flag is in both front ends with the same help; the app also reads it from the
+    environment (a server's usual configuration), the CLI from its command line only."""
+    helps = []
+    for show in (lambda: app.parse_args(["--help"]), lambda: cli.main(["edit", "--help"])):
+        with pytest.raises(SystemExit):
+            show()
+        helps.append(" ".join(capsys.readouterr().out.split()))
+    for flag in ed.model_flags():
+        assert all(flag.name in shown and " ".join(flag.help.split()) in shown for shown in helps), flag.name
+        assert (flag.env in helps[0]) and (flag.env not in helps[1] or flag.env == "RNRI_MODEL"), flag.name
+    for name, value in {
+        "RNRI_COMPILE": "1",
+        "RNRI_OFFLOAD": "on",
+        "RNRI_LORA": "a/lora",
+        "RNRI_LOG_LEVEL": "info",
+    }.items():
+        monkeypatch.setenv(name, value)
+    args = app.parse_args([])
+    assert (args.compile, args.channels_last, args.offload, args.lora, args.log_level) == (
+        True,
+        False,
+        "on",
+        "a/lora",
+        "info",
+    )
+    assert app.parse_args(["--offload", "off"]).offload == "off"  # the command line over the environment
 
 
 def test_served_locally_without_share_link_with_bounded_queue_and_uploads(app, url):
@@ -676,7 +730,7 @@ def test_on_a_space_gpu_work_runs_under_spaces_gpu_and_examples_are_cached_lazil
 
             return run
 
-    monkeypatch.setattr(rnri.spaces_support, "spaces", FakeSpaces)
+    monkeypatch.setattr(rnri.pipelines.spaces_support, "spaces", FakeSpaces)
     monkeypatch.setenv("SPACE_ID", "someone/rnri")
     monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
     monkeypatch.setenv("RNRI_MODEL", "tiny")

@@ -12,8 +12,11 @@ from conftest import noise_image
 from diffusers.models.attention_processor import AttnProcessor
 
 import rnri
-from rnri import adapter
-from rnri.attention import (
+from rnri.core.chain import sample
+from rnri.core.counting import count_unet_calls
+from rnri.core.directions import Direction, Directions, combine, implicit_mask
+from rnri.pipelines import adapter
+from rnri.pipelines.attention import (
     AttentionControl,
     ControlState,
     attention_maps,
@@ -26,15 +29,12 @@ from rnri.attention import (
     replace,
     step_count,
 )
-from rnri.bench.ledits import SHAPEEDIT, ledits_invert, ledits_pipeline, ledits_words
-from rnri.bench.removal import removals, score
-from rnri.bench.shapes import CONTROL, phrases, run
-from rnri.chain import sample
-from rnri.control import LocalBlend, edit_chain, word_region
-from rnri.counting import count_unet_calls
-from rnri.directions import Direction, Directions, combine, implicit_mask
-from rnri.shapes.edits import shape_edit
+from rnri.pipelines.control import LocalBlend, edit_chain, word_region
 from rnri.shapes.render import render
+from rnri_lab.bench.ledits import SHAPEEDIT, ledits_invert, ledits_pipeline, ledits_words
+from rnri_lab.bench.removal import removals, score
+from rnri_lab.bench.shapes import CONTROL, phrases, run
+from rnri_lab.shapes.edits import shape_edit
 
 S, E = 100, 101  # start and end (= padding) tokens of the toy prompts
 

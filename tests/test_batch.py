@@ -17,10 +17,10 @@ from PIL import Image
 from test_cli import TINY, run
 
 import rnri
-from rnri.analytic import GaussianMixtureUNet, MixtureConfig
-from rnri.chain import step_map
-from rnri.counting import count_unet_calls
-from rnri.solvers import METHODS, StepProblem, get_method, make_config
+from rnri.core.chain import step_map
+from rnri.core.counting import count_unet_calls
+from rnri.core.solvers import METHODS, StepProblem, get_method, make_config
+from rnri_lab.analytic import GaussianMixtureUNet, MixtureConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a photo of a cat", "a red barn", "two dogs in the snow"]

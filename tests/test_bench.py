@@ -8,14 +8,14 @@ import pytest
 import torch
 from diffusers import LCMScheduler
 
-from rnri.bench import main, peer
-from rnri.bench.grid import PEER, QUICK, method_grid
-from rnri.bench.measure import measure
-from rnri.bench.models import chain_steps, make_model
-from rnri.bench.runner import run_cell
-from rnri.chain import sample
-from rnri.inversion import invert_chain
-from rnri.testbeds import run_testbed
+from rnri.core.chain import sample
+from rnri.core.inversion import invert_chain
+from rnri_lab.bench import main, peer
+from rnri_lab.bench.grid import PEER, QUICK, method_grid
+from rnri_lab.bench.measure import measure
+from rnri_lab.bench.models import chain_steps, make_model
+from rnri_lab.bench.runner import run_cell
+from rnri_lab.testbeds import run_testbed
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_quick_main_writes_json_markdown_and_plot(tmp_path):
 
 
 def test_edit_latency_times_every_piece_of_an_edit(tmp_path, capsys):
-    from rnri.bench import edit_latency
+    from rnri_lab.bench import edit_latency
 
     out = tmp_path / "latency.json"
     assert edit_latency.main(["--size", "tiny", "--device", "cpu", "--repeats", "1", "--json", str(out)]) == 0
@@ -121,9 +121,9 @@ def test_edit_latency_times_every_piece_of_an_edit(tmp_path, capsys):
 
 
 def test_batching_bench_makes_one_unet_call_per_iterate_whatever_the_batch(tmp_path):
-    """``python -m rnri.bench.batching --size tiny``: a default inversion of B latents (DDIM + noise correction) is
+    """``python -m rnri_lab.bench.batching --size tiny``: a default inversion of B latents (DDIM + noise correction) is
     7 UNet calls of B items for every B; its cost per image and images per second are measured."""
-    from rnri.bench import batching
+    from rnri_lab.bench import batching
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -141,10 +141,10 @@ def test_batching_bench_makes_one_unet_call_per_iterate_whatever_the_batch(tmp_p
 
 
 def test_family_costs_count_every_backbones_default_inversion(tmp_path):
-    """``python -m rnri.bench.families --size tiny``: the same measurement as at real size, on the tiny
+    """``python -m rnri_lab.bench.families --size tiny``: the same measurement as at real size, on the tiny
     architectures; counts do not depend on size (the default, DDIM: one call a step, and 3 more for noise
     correction where the chain injects noise: LCM, Euler ancestral)."""
-    from rnri.bench import families
+    from rnri_lab.bench import families
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -25,6 +25,7 @@ from PIL import Image
 from test_app import CAT, COFFEE
 
 import rnri.editor as ed
+from rnri.server import style
 from rnri.shapes.analyze import analyze, described
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -487,7 +488,7 @@ def test_a_new_user_s_path_keeps_the_result_in_view_and_says_what_is_wrong(app, 
         page.wait_for_function(  # the editor mounts its empty canvas a moment after the page
             "words => { const e = document.querySelector('#painter .empty.wrap');"
             " return e && getComputedStyle(e, '::after').content === words; }",
-            arg=json.dumps(app.NOTHING_TO_PAINT),
+            arg=json.dumps(style.NOTHING_TO_PAINT),
         )
         assert not page.get_by_text("select the draw tool").is_visible()
         step("start")

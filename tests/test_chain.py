@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import LCMScheduler
 
-from rnri.chain import sample, solve_frozen, step_map
+from rnri.core.chain import sample, solve_frozen, step_map
 
 
 def test_timesteps_are_lcm_four_step_schedule(steps):

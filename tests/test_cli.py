@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -20,6 +21,9 @@ from safetensors.torch import save_file
 from test_app import png_header
 
 import rnri
+import rnri.cli.batch as cli_batch
+import rnri.cli.commands as cli_commands
+import rnri.cli.files as cli_files
 from rnri import cli
 from rnri.serialize import load_inversion
 
@@ -94,7 +98,7 @@ def test_edit_default_output_and_options(capsys, photo, tmp_path, monkeypatch):
     code, stdout, _ = run(capsys, *argv, "--steps", "2", *TINY)
     assert code == 0 and (tmp_path / "cat-edit.png").is_file()
     assert "fixed-point, 6 UNet forwards" in stdout  # 2 steps x (DDIM guess + 1 iteration), + 1: noise correction,
-    # + 1: the guard's check (rnri/solvers/guard.py)
+    # + 1: the guard's check (rnri/core/solvers/guard.py)
 
 
 @pytest.mark.parametrize(
@@ -180,9 +184,9 @@ def test_a_file_that_appears_while_rnri_works_is_not_replaced(tmp_path):
         target.write_bytes(b"written meanwhile")
 
     with pytest.raises(cli.CliError, match="a file appeared there while rnri worked; not replaced"):
-        cli.save_atomically(target, write)
+        cli_files.save_atomically(target, write)
     assert target.read_bytes() == b"written meanwhile" and sorted(tmp_path.iterdir()) == [target]
-    cli.save_atomically(target, write, overwrite=True)
+    cli_files.save_atomically(target, write, overwrite=True)
     assert target.read_bytes() == b"rnri's output" and sorted(tmp_path.iterdir()) == [target]
 
 
@@ -203,7 +207,7 @@ def test_regenerate_loads_no_model_a_file_names_unasked(capsys, hub_file, tmp_pa
         loaded.append(model)
         raise cli.CliError("stopped before loading")
 
-    monkeypatch.setattr(cli, "load_model", load_model)
+    monkeypatch.setattr(cli_commands, "load_model", load_model)
     monkeypatch.delenv(cli.MODEL_ENV, raising=False)
     argv = ["regenerate", hub_file, "--prompt", "a fox", "-o", tmp_path / "fox.png", "--device", "cpu"]
     code, _, err = run(capsys, *argv)
@@ -409,34 +413,37 @@ def test_user_errors_are_one_clear_line(capsys, tmp_path, photo, argv, code, mes
 
 def test_bench_and_eval_get_the_remaining_arguments(capsys, monkeypatch):
     seen = []
-    fake = types.ModuleType("rnri.bench")
+    fake = types.ModuleType("rnri_lab.bench")
     fake.main = lambda argv: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "rnri.bench", fake)
+    monkeypatch.setitem(sys.modules, "rnri_lab.bench", fake)
     assert cli.main(["bench", "--quick", "--help"]) == 3 and seen == [["--quick", "--help"]]
 
 
 @pytest.mark.parametrize(
     "missing, message",
-    [("rnri.evaluation", "rnri.evaluation is not installed"), ("torchmetrics", "needs the module 'torchmetrics'")],
+    [
+        ("rnri_lab.evaluation", "the lab's (rnri_lab.evaluation), which is not installed with rnri"),
+        ("torchmetrics", "needs the module 'torchmetrics'"),
+    ],
 )
 def test_dispatch_to_a_missing_module_is_a_clear_error(capsys, monkeypatch, missing, message):
     def fail(name):
         raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
 
-    monkeypatch.setattr(cli.importlib, "import_module", fail)
+    monkeypatch.setattr(importlib, "import_module", fail)
     code, _, err = run(capsys, "eval", "--anything")
     assert code == 1 and message in err
 
 
 def test_options_are_read_in_the_one_syntax_typed_by_their_field_and_slug():
     newton = rnri.METHODS["rnri"].config_type
-    options = cli.read_options(newton, ["iterations=2,norm=l1", "prior_weight=0.5"], "--method rnri")
+    options = cli_commands.read_options(newton, ["iterations=2,norm=l1", "prior_weight=0.5"], "--method rnri")
     assert options == {"iterations": 2, "norm": "l1", "prior_weight": 0.5}
     with pytest.raises(cli.CliError, match="KEY=VALUE"):
-        cli.read_options(newton, ["iterations"], "--method rnri")
+        cli_commands.read_options(newton, ["iterations"], "--method rnri")
     with pytest.raises(cli.CliError, match="Residual norm must be one of l2, l1, got 'l3'"):
-        cli.read_options(newton, ["norm=l3"], "--method rnri")
-    assert cli.slug("A fox, in the snow!") == "a-fox-in-the-snow" and cli.slug("???") == "prompt"
+        cli_commands.read_options(newton, ["norm=l3"], "--method rnri")
+    assert cli_batch.slug("A fox, in the snow!") == "a-fox-in-the-snow" and cli_batch.slug("???") == "prompt"
 
 
 @pytest.mark.parametrize(

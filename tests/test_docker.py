@@ -127,7 +127,7 @@ def test_dockerignore_keeps_what_the_app_needs_and_drops_the_rest():
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [p.strip() for p in lines if p.strip() and not p.startswith("#")]
     weights = "rnri/shapes/weights/lcm/unet/diffusion_pytorch_model.safetensors"  # the tiny model, shipped
-    for needed in ("app.py", "requirements.txt", "rnri/__init__.py", "rnri/cli.py", "assets/cat.jpg", weights):
+    for needed in ("app.py", "requirements.txt", "rnri/__init__.py", "rnri/cli/parser.py", "assets/cat.jpg", weights):
         assert not ignored(needed, patterns), needed
     for dropped in (".git/HEAD", ".venv/bin/python", "tests/test_cli.py", "rnri/__pycache__/x.pyc", "inv.safetensors"):
         assert ignored(dropped, patterns), dropped

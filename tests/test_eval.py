@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, ViTConfig, ViTModel
 
-from rnri.evaluation import main, mask_decode, mask_encode, parse_method
-from rnri.evaluation.datasets import strip_brackets
-from rnri.evaluation.metrics import load_dino, pixel_metrics, structure_distance, to_tensor
-from rnri.loading import tiny_tokenizer
+from rnri.pipelines.loading import tiny_tokenizer
+from rnri_lab.evaluation import main, mask_decode, mask_encode, parse_method
+from rnri_lab.evaluation.datasets import strip_brackets
+from rnri_lab.evaluation.metrics import load_dino, pixel_metrics, structure_distance, to_tensor
 
 
 def smooth_image(seed: int, size=(48, 40)) -> Image.Image:

@@ -19,9 +19,9 @@ from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
 import rnri
-from rnri import adapter
-from rnri.chain import sample
-from rnri.loading import RANDOM_MODELS, build_random
+from rnri.core.chain import sample
+from rnri.pipelines import adapter
+from rnri.pipelines.loading import RANDOM_MODELS, build_random
 from rnri.serialize import load_inversion, save_inversion
 
 FAMILIES = {  # load_pipeline name -> (backbone, stock chain, steps, inversion guidance)

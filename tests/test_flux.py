@@ -21,13 +21,13 @@ from PIL import Image
 from test_app import edit
 
 import rnri
-from rnri import adapter, flux
-from rnri.attention import AttentionControl
-from rnri.chain import correct_noise, sample, solve_frozen, step_map
-from rnri.counting import count_unet_calls
-from rnri.loading import FLUX_MODELS, build_flux, default_dtype, flow_scheduler, is_flux_model
-from rnri.priors import clean_prior, forward_prior
-from rnri.samplers import flow
+from rnri.core.chain import correct_noise, sample, solve_frozen, step_map
+from rnri.core.counting import count_unet_calls
+from rnri.core.priors import clean_prior, forward_prior
+from rnri.core.samplers import flow
+from rnri.pipelines import adapter, flux
+from rnri.pipelines.attention import AttentionControl
+from rnri.pipelines.loading import FLUX_MODELS, build_flux, default_dtype, flow_scheduler, is_flux_model
 from rnri.serialize import load_inversion, save_inversion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-# --- the math: rnri.samplers.flow against FlowMatchEulerDiscreteScheduler -----------------------------------------
+# --- the math: rnri.core.samplers.flow against FlowMatchEulerDiscreteScheduler ---------------------------------------
 
 SCHEDULES = {  # label -> (scheduler, steps, latent size): schnell's 4 steps; dev's shifted schedules at two sizes
     "schnell-4": (flow_scheduler(), 4, SIZE),
@@ -364,7 +364,7 @@ def test_the_editor_edits_with_flux_and_says_which_settings_do_not_apply(flux_ap
 def test_the_real_architecture_is_counted_on_the_meta_device():
     """FLUX.1's published sizes: a 12-billion-parameter transformer (11.90 B), T5-XXL's encoder (4.76 B), CLIP-L's
     text model (123 M), the VAE (84 M); nothing is allocated."""
-    from rnri.bench import families
+    from rnri_lab.bench import families
 
     counted = families.flux_parameters(families.FLUX_SIZES["real"])
     assert counted["transformer"] == pytest.approx(11.90e9, rel=2e-3)
@@ -374,10 +374,10 @@ def test_the_real_architecture_is_counted_on_the_meta_device():
 
 
 def test_the_cost_bench_builds_flux_from_its_parts(tmp_path):
-    """``python -m rnri.bench.families --families flux-schnell`` at tiny size: the parts it times add up to its
+    """``python -m rnri_lab.bench.families --families flux-schnell`` at tiny size: the parts it times add up to its
     forward estimate, and the default inversion's transformer calls are counted (4: the default, DDIM
     inversion, one a step; the flow chain injects no noise, so no correction)."""
-    from rnri.bench import families
+    from rnri_lab.bench import families
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

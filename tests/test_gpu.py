@@ -10,8 +10,8 @@ from conftest import noise_image
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
 import rnri
-from rnri import gpu, spaces_support
-from rnri.bench import knobs, timing
+from rnri.pipelines import gpu, spaces_support
+from rnri_lab.bench import knobs, timing
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,8 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_compile_warms_up_and_keeps_counting(reference, monkeypatch):
-    """torch.compile itself is stubbed (tracing a UNet takes a minute on 2 cores); python -m rnri.gpu runs it."""
+    """torch.compile itself is stubbed (tracing a UNet takes a minute on 2 cores); rnri.pipelines.gpu's main runs
+    it."""
     compiled_calls = []
 
     def fake_compile(fn, *, mode, backend):

@@ -36,8 +36,10 @@ from PIL import Image
 from test_app import CAT, edit, still_serving
 
 import rnri.editor as ed
-from rnri.bench.measure import status_mib
-from rnri.editor import scratch
+import rnri.server as srv
+import rnri.server.launch as serving
+from rnri.server import gradio_guards, scratch
+from rnri_lab.bench.measure import status_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,12 +89,12 @@ def test_a_huge_layer_index_is_refused_without_growing_memory(app, url, client):
 
 def test_strokes_nobody_reads_are_bounded_in_number(app, url):
     painter = painter_of(app)
-    for n in range(app.PainterGuard.MAX_PENDING + 8):
+    for n in range(gradio_guards.PainterGuard.MAX_PENDING + 8):
         assert blob(url, app, 0, ident=f"never-read-{n}") == 200
-    assert len(painter.blob_storage) <= app.PainterGuard.MAX_PENDING
+    assert len(painter.blob_storage) <= gradio_guards.PainterGuard.MAX_PENDING
     assert (
         "never-read-0" not in painter.blob_storage
-        and f"never-read-{app.PainterGuard.MAX_PENDING + 7}" in painter.blob_storage
+        and f"never-read-{gradio_guards.PainterGuard.MAX_PENDING + 7}" in painter.blob_storage
     )
 
 
@@ -103,13 +105,13 @@ def test_a_blob_that_decodes_large_is_refused_from_its_header(app, url):
 
 
 def test_a_request_body_over_the_limit_is_refused_before_it_is_read(app, url):
-    huge = b"x" * (app.MAX_BODY_BYTES + 1)
+    huge = b"x" * (serving.MAX_BODY_BYTES + 1)
     response = httpx.post(url + "gradio_api/component_server", content=huge, headers={"content-type": "text/plain"})
     assert response.status_code == 413
 
     def chunks():  # no declared length: counted as it streams (FastAPI would hold a JSON body whole)
         yield b'{"data": ["'
-        for _ in range(app.MAX_BODY_BYTES // 2**20 + 1):
+        for _ in range(serving.MAX_BODY_BYTES // 2**20 + 1):
             yield b"y" * 2**20
 
     for route in ("gradio_api/run/predict", "gradio_api/queue/join"):
@@ -203,7 +205,7 @@ class Job:
 
 
 def test_a_job_whose_client_never_listens_is_dropped_at_once(app, pipe):
-    listeners = ed.Listeners(grace_s=1.0)  # 0.3 s was too short on a loaded 2-core machine for the timer below
+    listeners = srv.Listeners(grace_s=1.0)  # 0.3 s was too short on a loaded 2-core machine for the timer below
     handlers = app.Handlers(ed.Editor(pipe, ed.InversionCache(), "tiny"), listeners)
     listeners.joined("gone")
     time.sleep(1.0)
@@ -226,9 +228,9 @@ def test_jobs_beyond_the_limit_per_client_are_refused_with_429():
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    policy = ed.policy_for("127.0.0.1", 1000, on_space=False)
+    policy = srv.policy_for("127.0.0.1", 1000, on_space=False)
     busy = {"10.0.0.1": policy.max_jobs_per_client}
-    guard = ed.WebGuard(app, policy, ed.Listeners(), lambda client: busy.get(client, 0))
+    guard = srv.WebGuard(app, policy, srv.Listeners(), lambda client: busy.get(client, 0))
 
     async def statuses(client: str) -> list[int]:
         transport = httpx.ASGITransport(app=guard, client=(client, 5000))
@@ -242,7 +244,7 @@ def test_jobs_beyond_the_limit_per_client_are_refused_with_429():
 
 
 def test_the_served_app_counts_each_client_s_queued_edits(app):
-    policy = ed.policy_for("127.0.0.1", 1000, on_space=False)
+    policy = srv.policy_for("127.0.0.1", 1000, on_space=False)
     request = SimpleNamespace(headers={}, client=SimpleNamespace(host="10.0.0.9"))
     event = SimpleNamespace(concurrency_id="gpu", request=request)
     pause = SimpleNamespace(concurrency_id="pause", request=request)
@@ -252,7 +254,10 @@ def test_the_served_app_counts_each_client_s_queued_edits(app):
         pytest.fail("the served app has no event queue yet")
     line.queue.extend([event, event, pause])
     try:
-        assert app.queued_jobs(app.demo, policy)("10.0.0.9") == 2 and app.queued_jobs(app.demo, policy)("x") == 0
+        assert (
+            gradio_guards.queued_jobs(app.demo, policy)("10.0.0.9") == 2
+            and gradio_guards.queued_jobs(app.demo, policy)("x") == 0
+        )
     finally:
         del line.queue[-3:]
 
@@ -274,9 +279,9 @@ def test_the_server_answers_only_its_own_host_and_same_site_posts(url, client):
 
 
 def test_on_a_space_hugging_face_may_frame_the_page_and_any_host_is_answered():
-    policy = ed.policy_for("0.0.0.0", 1000, on_space=True)
+    policy = srv.policy_for("0.0.0.0", 1000, on_space=True)
     assert policy.allowed_hosts is None and "https://huggingface.co" in policy.frame_ancestors
-    assert ed.client_of({"x-forwarded-for": "6.6.6.6, 1.2.3.4"}, "10.0.0.1", policy.behind_proxy) == "1.2.3.4"
+    assert srv.client_of({"x-forwarded-for": "6.6.6.6, 1.2.3.4"}, "10.0.0.1", policy.behind_proxy) == "1.2.3.4"
 
 
 def test_a_password_is_asked_when_set(app, pipe):
@@ -297,7 +302,7 @@ def test_a_password_is_asked_when_set(app, pipe):
 
 
 def test_the_run_folders_of_dead_servers_are_deleted_at_the_next_start(tmp_path):
-    start = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from rnri.editor import scratch; from pathlib import Path"
+    start = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from rnri.server import scratch; from pathlib import Path"
     dead = subprocess.run(
         [sys.executable, "-c", f"{start}; import os; f = scratch.start_run(Path({str(tmp_path)!r})); "
          "(f / 'upload.png').write_bytes(b'x'); print(f); os._exit(9)"],  # as kill -9: no clean-up runs
@@ -522,8 +527,8 @@ def test_the_cap_per_client_holds_for_posts_that_arrive_together():
     """16 posts at once from one address were all accepted: each was counted before any had reached the queue."""
     queued: Counter[str] = Counter()
     app = fake_app(delay_s=0.05, on_job=lambda scope: queued.update([scope["client"][0]]))
-    policy = ed.policy_for("127.0.0.1", 2**20, on_space=False)
-    guard = ed.WebGuard(app, policy, ed.Listeners(), lambda client: queued[client])
+    policy = srv.policy_for("127.0.0.1", 2**20, on_space=False)
+    guard = srv.WebGuard(app, policy, srv.Listeners(), lambda client: queued[client])
     answers = asyncio.run(posts(guard, "/gradio_api/queue/join", [{"session_hash": f"s{i}"} for i in range(16)]))
     assert [a.status_code for a in answers].count(200) == policy.max_jobs_per_client
     assert queued["10.0.0.1"] == policy.max_jobs_per_client
@@ -535,8 +540,8 @@ def test_logins_are_rate_limited_per_client_and_a_locked_out_user_recovers():
     def login(body: bytes) -> int:
         return 200 if b"password=secret" in body else 400
 
-    policy = dataclasses.replace(ed.policy_for("127.0.0.1", 2**20, on_space=False), login_lockout_s=0.3)
-    guard = ed.WebGuard(fake_app({"/login": login}), policy, ed.Listeners(), lambda client: 0)
+    policy = dataclasses.replace(srv.policy_for("127.0.0.1", 2**20, on_space=False), login_lockout_s=0.3)
+    guard = srv.WebGuard(fake_app({"/login": login}), policy, srv.Listeners(), lambda client: 0)
     wrong, right = {"username": "ann", "password": "guess"}, {"username": "ann", "password": "secret"}
 
     async def attempts(bodies, client="10.0.0.1"):
@@ -708,9 +713,9 @@ def upload_app(folder: Path):
 def test_uploads_are_bounded_per_client_and_in_all(tmp_path):
     """40 uploads of 30 MB were written in 6 s and kept for up to an hour: no quota."""
     mb = 2**20
-    policy = dataclasses.replace(ed.policy_for("127.0.0.1", 8 * mb, on_space=False), upload_quota_per_client=3 * mb,
+    policy = dataclasses.replace(srv.policy_for("127.0.0.1", 8 * mb, on_space=False), upload_quota_per_client=3 * mb,
                                  upload_quota=5 * mb)  # fmt: skip
-    guard = ed.WebGuard(upload_app(tmp_path), policy, ed.Listeners(), lambda client: 0)
+    guard = srv.WebGuard(upload_app(tmp_path), policy, srv.Listeners(), lambda client: 0)
 
     def send(client: str) -> int:
         transport = httpx.ASGITransport(app=guard, client=(client, 5000))
@@ -737,10 +742,10 @@ def test_an_upload_read_by_an_edit_counts_as_fresh(tmp_path):
     photo = folder / "photo.png"
     Image.new("RGB", (32, 32)).save(photo)
     os.utime(photo, (time.time() - 3600, time.time() - 3600))
-    assert ed.sent_file({"path": str(photo)}, "photo", folder) == str(photo.resolve())
+    assert srv.sent_file({"path": str(photo)}, "photo", folder) == str(photo.resolve())
     assert time.time() - photo.stat().st_mtime < 60
     with pytest.raises(ed.InputError, match="The photo could not be read; please send it again."):
-        ed.sent_file({"path": str(CAT)}, "photo", folder)
+        srv.sent_file({"path": str(CAT)}, "photo", folder)
 
 
 def test_one_client_s_edits_cannot_evict_every_other_session_s_inversion():
@@ -775,8 +780,8 @@ def test_every_refusal_carries_the_security_headers(url):
 def test_bound_to_every_address_the_origin_is_checked_against_allowed_origins_not_the_host():
     """Bound to 0.0.0.0 any Host was answered, and a page was same-site when its Origin matched the Host it sent:
     a page that rebinds its own name to the server's address matched both."""
-    policy = ed.policy_for("0.0.0.0", 2**20, on_space=False, allowed_origins=("https://editor.example",))
-    guard = ed.WebGuard(fake_app(), policy, ed.Listeners(), lambda client: 0)
+    policy = srv.policy_for("0.0.0.0", 2**20, on_space=False, allowed_origins=("https://editor.example",))
+    guard = srv.WebGuard(fake_app(), policy, srv.Listeners(), lambda client: 0)
 
     async def status(host: str, origin: str | None) -> int:
         transport = httpx.ASGITransport(app=guard, client=("10.0.0.1", 5000))
@@ -797,7 +802,7 @@ def test_the_run_folder_cannot_shadow_the_package(tmp_path):
     ``rnri`` (module 'rnri' has no attribute 'load_pipeline')."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"GRADIO_TEMP_DIR": str(tmp_path)}
     start = (
-        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from rnri.editor import scratch; print(scratch.start_run())"
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from rnri.server import scratch; print(scratch.start_run())"
     )
     made = subprocess.run([sys.executable, "-c", start], env=env, capture_output=True, text=True, check=True)
     assert Path(made.stdout.strip()).parent.parent == tmp_path

@@ -9,8 +9,8 @@ import torch
 from conftest import noise_image
 
 import rnri
-from rnri.bench.ledits import LEditsConfig, ledits_edit
-from rnri.loading import RANDOM_MODELS, build_random
+from rnri.pipelines.loading import RANDOM_MODELS, build_random
+from rnri_lab.bench.ledits import LEditsConfig, ledits_edit
 
 CONFIG = LEditsConfig(num_inversion_steps=6, resolution=128)  # 128 px: LEdits++'s attention masks need 1/4 maps
 

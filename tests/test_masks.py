@@ -11,8 +11,8 @@ from conftest import noise_image
 from PIL import Image
 
 import rnri
-from rnri.images import mask_tensor, psnr
-from rnri.masks import BlendConfig, dilate, fit_mask
+from rnri.core.masks import BlendConfig, dilate, fit_mask
+from rnri.pipelines.images import mask_tensor, psnr
 
 SIZE = (64, 48)  # width, height of the test photo
 
@@ -125,7 +125,7 @@ def test_psnr_over_a_region():
 def test_one_large_speck_does_not_empty_the_automatic_mask():
     """A region that differs, and one pixel that differs 8 times more: normalised before smoothing, the speck set
     the scale (the region 1/8 of it, the smoothed speck 1/9) and nothing reached the threshold."""
-    from rnri.masks import threshold_mask
+    from rnri.core.masks import threshold_mask
 
     difference = torch.zeros(20, 20)
     difference[4:10, 4:10] = 1.0

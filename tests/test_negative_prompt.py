@@ -9,7 +9,7 @@ import torch
 from test_families import latents, replays
 
 import rnri
-from rnri import adapter
+from rnri.pipelines import adapter
 
 STEPS = 8  # the chain's length is not what these tests are about
 

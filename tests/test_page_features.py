@@ -16,6 +16,7 @@ import rnri.editor as ed
 from rnri.shapes.analyze import analyze, described
 
 from test_app import ROOT  # isort: skip
+import rnri.server.handlers as server_handlers
 
 CIRCLE = ROOT / "assets" / "shapes-red-circle.png"
 CIRCLE_SAYS, HEART_SAYS = "a large red circle on a blue background", "a large pink heart on a blue background"
@@ -37,7 +38,7 @@ def test_an_empty_source_prompt_is_filled_with_the_analyzer_s_caption_and_typed_
     update = handlers.suggest_caption(str(CIRCLE), "")
     with Image.open(CIRCLE) as image:
         assert update["value"] == described(image.convert("RGB")) == CIRCLE_SAYS
-    assert update["info"].startswith(app.SUGGESTED)
+    assert update["info"].startswith(server_handlers.SUGGESTED)
     assert handlers.suggest_caption(str(CIRCLE), "my own words") == gr.skip()  # never replaced
     assert handlers.suggest_caption(None, "") == gr.skip()
     assert handlers.caption_event(str(CIRCLE), "")[0] == CIRCLE_SAYS  # the page fills the field if still empty
@@ -65,19 +66,19 @@ def test_the_caption_flag_is_offered_and_follows_the_environment(app, monkeypatc
 def test_the_history_keeps_each_edit_bounded_and_restores_photo_prompts_and_settings(app, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # the run's folder: the only files a page may name
     history = []
-    for n in range(app.HISTORY + 3):
+    for n in range(server_handlers.HISTORY + 3):
         photo, edited = tmp_path / f"photo{n}.png", tmp_path / f"edited{n}.png"
         Image.new("RGB", (8, 8)).save(photo)
         Image.new("RGB", (8, 8)).save(edited)
         history, gallery = app.remember(
             history, {"path": str(photo)}, {"path": str(edited)}, "src", f"target {n}", seed=n
         )
-    assert len(history) == len(gallery) == app.HISTORY  # the oldest dropped
-    assert gallery[0][1] == f"src → target {app.HISTORY + 2}"  # the newest first
+    assert len(history) == len(gallery) == server_handlers.HISTORY  # the oldest dropped
+    assert gallery[0][1] == f"src → target {server_handlers.HISTORY + 2}"  # the newest first
     selected = gr.SelectData(None, {"index": 1, "value": None})
     photo, source, target, seed, method = app.restore(history, ["seed", "method"], selected)
-    assert (source, target, seed) == ("src", f"target {app.HISTORY + 1}", app.HISTORY + 1)
-    assert photo.endswith(f"photo{app.HISTORY + 1}.png") and method == gr.skip()  # not recorded: left as it is
+    assert (source, target, seed) == ("src", f"target {server_handlers.HISTORY + 1}", server_handlers.HISTORY + 1)
+    assert photo.endswith(f"photo{server_handlers.HISTORY + 1}.png") and method == gr.skip()  # not recorded
     assert app.remember(history, {"path": str(photo)}, None, "src", "refused") == (gr.skip(), gr.skip())
     outside = app.remember(history, {"path": str(CIRCLE)}, {"path": str(CIRCLE)}, "src", "x")
     assert outside == (gr.skip(), gr.skip())  # a file outside the run's folder is never kept
@@ -95,7 +96,11 @@ def test_before_after_pairs_the_photo_as_edited_with_its_edit(app, tmp_path, mon
     assert app.before_after({"path": str(photo)}, {"path": str(edited)}) is None  # an edit of another photo
     assert app.before_after(None, {"path": str(edited)}) is None
     image, source, line = app.edit_this_result({"path": str(edited)}, HEART_SAYS)
-    assert Image.open(image).size == (32, 32) and image.endswith(".png") and (source, line) == (HEART_SAYS, app.NEXT)
+    assert (
+        Image.open(image).size == (32, 32)
+        and image.endswith(".png")
+        and (source, line) == (HEART_SAYS, server_handlers.NEXT)
+    )
     with pytest.raises(gr.Error, match="press Edit first"):
         app.edit_this_result(None, HEART_SAYS)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnri.bench.paired_edits import paired_bootstrap
-from rnri.bench.shapes import paired_markdown, run, source_attribute, twins
-from rnri.shapes.edits import shape_edit
+from rnri_lab.bench.paired_edits import paired_bootstrap
+from rnri_lab.bench.shapes import paired_markdown, run, source_attribute, twins
+from rnri_lab.shapes.edits import shape_edit
 
 
 def test_a_constant_difference_has_no_spread_and_a_null_one_is_zero():

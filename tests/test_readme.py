@@ -69,7 +69,7 @@ def test_the_docs_show_every_subcommand():
 def test_documented_rnri_commands_parse(where, command):
     argv = rnri_argv(command)
     if argv and argv[0] in cli.DISPATCH:
-        return  # its arguments belong to rnri.bench / rnri.evaluation
+        return  # its arguments belong to rnri_lab.bench / rnri_lab.evaluation
     try:
         cli.build_parser().parse_args(argv)
     except SystemExit as error:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler
 
-from rnri import adapter
-from rnri.chain import correct_noise, sample, solve_frozen, step_map
-from rnri.priors import clean_prior, forward_prior
-from rnri.samplers import euler, vp
-from rnri.samplers.euler import EulerStep
+from rnri.core.chain import correct_noise, sample, solve_frozen, step_map
+from rnri.core.priors import clean_prior, forward_prior
+from rnri.core.samplers import euler, vp
+from rnri.core.samplers.euler import EulerStep
+from rnri.pipelines import adapter
 
 SD = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 SHAPE = (1, 4, 8, 8)

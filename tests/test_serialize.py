@@ -126,7 +126,7 @@ def good_file(pipe, tmp_path_factory):
         (_set_field("future_field", 1), "unknown field"),
         (_set_field("timesteps", [999, 759]), "noises must be a list of 2"),
         (_set_field("chain", "heun"), "chain must be one of"),  # "euler" is a chain now
-        # values out of the range a front end accepts (rnri.settings), each named
+        # values out of the range a front end accepts (rnri.core.settings), each named
         (_set_field("guidance_scale", 1e308), "guidance_scale must be a number from 0 to 15, got 1e+308"),
         (_set_field("guidance_scale", None, raw="NaN"), "guidance_scale must be a number from 0 to 15, got nan"),
         (_set_field("guidance_scale", "8"), "guidance_scale must be a number from 0 to 15, got '8'"),

@@ -6,19 +6,21 @@ import dataclasses
 
 import pytest
 import torch
+from PIL import Image
 
 import rnri
-import rnri.solvers
-from rnri.options import settings_of
-from rnri.settings import InversionSettings, with_method
-from rnri.solvers import NewtonConfig
+import rnri.core.solvers
+import rnri.editor as ed
+from rnri.core.options import settings_of
+from rnri.core.settings import InversionSettings, with_method
+from rnri.core.solvers import NewtonConfig
 
 
 @pytest.fixture
 def counted(monkeypatch) -> list[str]:
     """One entry per config of a method built, however it is built: the method's name where ``make_config`` (the one
     builder) was asked, "NewtonConfig" for each ``NewtonConfig`` made (by make_config, by hand or by a replace)."""
-    calls, build, check = [], rnri.solvers.make_config, NewtonConfig.__post_init__
+    calls, build, check = [], rnri.core.solvers.make_config, NewtonConfig.__post_init__
 
     def counting(name, options):
         calls.append(name)
@@ -28,7 +30,7 @@ def counted(monkeypatch) -> list[str]:
         calls.append("NewtonConfig")
         check(config)
 
-    monkeypatch.setattr(rnri.solvers, "make_config", counting)
+    monkeypatch.setattr(rnri.core.solvers, "make_config", counting)
     monkeypatch.setattr(NewtonConfig, "__post_init__", made)
     return calls
 
@@ -49,10 +51,20 @@ def test_settings_given_whole_build_nothing_again_and_invert_as_the_keywords(pip
     assert whole.solver_options == dataclasses.asdict(settings.solver)
 
 
+def test_the_editor_service_passes_the_settings_whole(pipe, counted):
+    """A front end builds the settings once (the page's form, the CLI's flags); the editor inverts with them as they
+    are, building no config again."""
+    settings = with_method(InversionSettings(seed=3, num_inference_steps=2), "rnri", {"iterations": 2})
+    image = Image.new("RGB", (64, 64), "red")
+    photo = ed.Photo(image, "red square")
+    cached = ed.Editor(pipe).invert_photo(photo, "a red square", settings)
+    assert counted == ["rnri", "NewtonConfig"] and cached.inversion.solver_options["iterations"] == 2
+
+
 def test_settings_without_options_take_the_method_defaults(pipe, counted):
     inv = rnri.invert(pipe, "a cat", latents=torch.randn(1, 4, 8, 8), settings=InversionSettings(method="gnri"))
     assert inv.method == "gnri" and counted == ["gnri"]
-    assert inv.solver_options == dataclasses.asdict(rnri.solvers.GuidedNewtonConfig())
+    assert inv.solver_options == dataclasses.asdict(rnri.core.solvers.GuidedNewtonConfig())
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionPipeline
 
-from rnri.shapes import train
-from rnri.shapes.train import Stage, TrainConfig
+from rnri_lab.shapes import train
+from rnri_lab.shapes.train import Stage, TrainConfig
 
 
 def toy_stage(steps: int) -> tuple[Stage, torch.nn.Module]:

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from rnri.shapes.analyze import analyze, match
-from rnri.shapes.edits import KINDS, shape_edit
 from rnri.shapes.render import render
-from rnri.shapes.score import edited_region, score_edit
 from rnri.shapes.tokenizer import shapes_tokenizer
 from rnri.shapes.world import BACKGROUNDS, COLOURS, HELD_OUT, SHAPES, SIZES, Scene, Thing, scenes, vocabulary
+from rnri_lab.shapes.edits import KINDS, shape_edit
+from rnri_lab.shapes.score import edited_region, score_edit
 
 
 def test_scenes_are_seeded():

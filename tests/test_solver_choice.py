@@ -1,4 +1,4 @@
-"""The pre-registered comparison's machinery (rnri.bench.solver_choice, rnri.bench.paired) on made-up rows: the
+"""The pre-registered comparison's machinery (rnri_lab.bench.solver_choice, rnri_lab.bench.paired) on made-up rows: the
 intervals, the choice of iteration counts, the decision rule, and resuming from finished rows. No model runs."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from dataclasses import asdict
 import numpy as np
 from tqdm import tqdm
 
-from rnri.bench.paired import PerPhoto, difference, mean_interval, resamples
-from rnri.bench.shapes import EditRow, PhotoRow
-from rnri.bench.solver_choice import QUICK, Runner, Summary, choose, decide, label, slug, variant
+from rnri_lab.bench.paired import PerPhoto, difference, mean_interval, resamples
+from rnri_lab.bench.shapes import EditRow, PhotoRow
+from rnri_lab.bench.solver_choice import QUICK, Runner, Summary, choose, decide, label, slug, variant
 
 
 def per_photo(values: list[float]) -> PerPhoto:
@@ -81,7 +81,7 @@ def test_row_labels_say_method_iterations_correction_strength_and_guidance():
 
 def test_costs_are_not_capped_like_psnr():
     """A PSNR of an identical picture (inf) counts as 60 dB; a cost of 200 forward-equivalents stays 200."""
-    from rnri.bench.solver_choice import per_photo as sums
+    from rnri_lab.bench.solver_choice import per_photo as sums
 
     row = PhotoRow("gnri x2", float("inf"), 34.7, 1.0, 0.5, 100, 50, 1.0, photo=0)
     assert sums([row], "fwd_eq", 1).mean() == 200.0

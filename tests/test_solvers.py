@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from rnri.analytic import FAMILIES, GaussianMixtureUNet, MixtureConfig
-from rnri.chain import step_map
-from rnri.solvers import METHODS, NewtonConfig, StepProblem, get_method, make_config
-from rnri.solvers.newton import newton_update
-from rnri.solvers.problem import InversionError
-from rnri.testbeds import run_testbed
+from rnri.core.chain import step_map
+from rnri.core.solvers import METHODS, NewtonConfig, StepProblem, get_method, make_config
+from rnri.core.solvers.newton import newton_update
+from rnri.core.solvers.problem import InversionError
+from rnri_lab.analytic import FAMILIES, GaussianMixtureUNet, MixtureConfig
+from rnri_lab.testbeds import run_testbed
 
 
 def exact_problem(family: str, step, seed: int = 0) -> tuple[StepProblem, torch.Tensor]:
@@ -174,7 +174,7 @@ def test_nan_from_unet_is_an_error_not_a_result(method, steps):
     def eps_fn(z, t):
         return torch.full_like(z, float("nan"))
 
-    from rnri.inversion import invert_chain
+    from rnri.core.inversion import invert_chain
 
     with pytest.raises(InversionError):
         invert_chain(eps_fn, steps, torch.randn(1, 4, 8, 8), [None] * 4, method, make_config(method, {}))
@@ -195,9 +195,9 @@ def test_config_validation():
 def test_gnri_is_the_papers_equation_10(steps):
     """One iteration from z_{t-1} = y: F = ||z - f(z)||_1 + lambda / beta_t ||z - mu_t||_2 (Eq. 9), its gradient by
     autograd, and the element-wise step z - (F / D) / (g + eta) (Eq. 10), computed here by hand."""
-    from rnri.chain import solve_frozen
-    from rnri.priors import forward_prior
-    from rnri.solvers import GuidedNewtonConfig
+    from rnri.core.chain import solve_frozen
+    from rnri.core.priors import forward_prior
+    from rnri.core.solvers import GuidedNewtonConfig
 
     problem, _ = exact_problem("diagonal", steps[1])
     config = GuidedNewtonConfig(iterations=1, guidance_weight=0.3, eta=1e-3)
@@ -214,7 +214,7 @@ def test_gnri_is_the_papers_equation_10(steps):
 
 
 def test_gnri_defaults_are_the_papers_setting():
-    from rnri.solvers import GuidedNewtonConfig
+    from rnri.core.solvers import GuidedNewtonConfig
 
     config = GuidedNewtonConfig()
     assert (config.iterations, config.guidance_weight) == (2, 0.1)
@@ -263,7 +263,7 @@ class Wild:
 
     @staticmethod
     def solve(problem, config):
-        from rnri.solvers import StepSolution
+        from rnri.core.solvers import StepSolution
 
         z = torch.full_like(problem.y, 1e6)
         z[0] = float("nan")
@@ -271,9 +271,9 @@ class Wild:
 
 
 def test_the_guard_takes_ddims_guess_for_a_non_finite_or_worse_answer_and_says_so(steps, monkeypatch):
-    from rnri import solvers
-    from rnri.chain import sample
-    from rnri.inversion import invert_chain
+    from rnri.core import solvers
+    from rnri.core.chain import sample
+    from rnri.core.inversion import invert_chain
 
     model = GaussianMixtureUNet(MixtureConfig(family="isotropic"))
 
@@ -299,7 +299,7 @@ def test_the_guard_takes_ddims_guess_for_a_non_finite_or_worse_answer_and_says_s
 def test_every_method_is_never_worse_than_ddim_step_by_step(method, steps):
     """On data latents of a narrow mixture (ill-conditioned, several basins), each step's residual is at most DDIM
     inversion's guess's for that step: the guard sees to it whatever the solver does."""
-    from rnri.inversion import invert_chain
+    from rnri.core.inversion import invert_chain
 
     model = GaussianMixtureUNet(MixtureConfig(family="narrow", components=32, seed=2))
 

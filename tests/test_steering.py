@@ -11,8 +11,8 @@ import torch
 
 import rnri
 import rnri.editor as ed
-from rnri.attention import AttentionControl, inject_keys_values, replace
-from rnri.directions import Direction, Directions
+from rnri.core.directions import Direction, Directions
+from rnri.pipelines.attention import AttentionControl, inject_keys_values, replace
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "assets" / "shapes-red-circle.png"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rnri.lazy import attach
+from rnri.core.lazy import attach
 
 _WHERE = {
     "Concept": "rnri.editor.steering",
@@ -43,9 +43,9 @@ _WHERE = {
     "LEVELS": "rnri.editor.process",
     "configure_logging": "rnri.editor.process",
     "share_cpu_politely": "rnri.editor.process",
-    "FastPath": "rnri.gpu",
-    "FastPathError": "rnri.gpu",
-    "OFFLOAD_CHOICES": "rnri.gpu",
+    "FastPath": "rnri.pipelines.gpu",
+    "FastPathError": "rnri.pipelines.gpu",
+    "OFFLOAD_CHOICES": "rnri.pipelines.gpu",
     "Resident": "rnri.editor.models",
     "hub_reachable": "rnri.editor.models",
     "load_failure": "rnri.editor.models",
@@ -55,28 +55,22 @@ _WHERE = {
     "painted_region": "rnri.editor.regions",
     "read_region": "rnri.editor.regions",
     "MAX_LAYERS": "rnri.editor.regions",
-    "use_run_folder": "rnri.editor.scratch",
-    "sent_file": "rnri.editor.scratch",
-    "trust_forwarded_for": "rnri.editor.web",
-    "Listeners": "rnri.editor.web",
-    "WebGuard": "rnri.editor.web",
-    "client_of": "rnri.editor.web",
-    "policy_for": "rnri.editor.web",
-    "LOOPBACK": "rnri.editor.web",
-    "WebPolicy": "rnri.editor.web",
     "Report": "rnri.editor.report",
     "EditRequest": "rnri.editor.service",
     "EditResult": "rnri.editor.service",
     "Editor": "rnri.editor.service",
-    "example_caching": "rnri.spaces_support",
-    "guidance_defaults": "rnri.backbones",
-    "steps_defaults": "rnri.backbones",
-    "add_arguments": "rnri.options",
-    "describe_options": "rnri.options:describe",
-    "explain_option": "rnri.options:explain",
-    "read_options": "rnri.options:read",
-    "settings_of": "rnri.options",
-    "with_method": "rnri.settings",
+    "example_caching": "rnri.pipelines.spaces_support",
+    "guidance_defaults": "rnri.pipelines.backbones",
+    "steps_defaults": "rnri.pipelines.backbones",
+    "add_arguments": "rnri.core.options",
+    "add_model_flags": "rnri.editor.flags",
+    "model_flags": "rnri.editor.flags",
+    "describe_options": "rnri.core.options:describe",
+    "explain_option": "rnri.core.options:explain",
+    "read_options": "rnri.core.options:read",
+    "settings_of": "rnri.core.options",
+    "with_method": "rnri.core.settings",
+    "CheckedUploads": "rnri.editor.uploads",
     "InputError": "rnri.editor.uploads",
     "Photo": "rnri.editor.uploads",
     "clean_prompt": "rnri.editor.uploads",
@@ -90,7 +84,6 @@ __all__ = [
     "CAPTION_MODEL",
     "EDITOR_METHODS",
     "LEVELS",
-    "LOOPBACK",
     "MAX_CONCEPTS",
     "MAX_LAYERS",
     "MAX_PIXELS",
@@ -99,6 +92,7 @@ __all__ = [
     "BoundedDict",
     "CachedInversion",
     "CaptionOptions",
+    "CheckedUploads",
     "Captioning",
     "Choices",
     "Concept",
@@ -112,7 +106,6 @@ __all__ = [
     "InversionCache",
     "InversionKey",
     "LatestRequest",
-    "Listeners",
     "LocalEdit",
     "Photo",
     "Report",
@@ -121,12 +114,10 @@ __all__ = [
     "SteeringOptions",
     "Suggestion",
     "Support",
-    "WebGuard",
-    "WebPolicy",
     "add_arguments",
+    "add_model_flags",
     "brush_layer",
     "clean_prompt",
-    "client_of",
     "concept_columns",
     "configure_logging",
     "controls",
@@ -140,32 +131,34 @@ __all__ = [
     "load_layer",
     "load_photo",
     "not_applicable",
+    "model_flags",
     "model_limits",
     "open_captioning",
     "open_model",
     "painted_region",
-    "policy_for",
     "read_concepts",
     "read_form",
     "read_options",
     "read_region",
     "read_steering",
     "settings_of",
-    "sent_file",
     "share_cpu_politely",
     "solver_settings",
     "steering_not_applicable",
     "steering_controls",
     "steps_defaults",
-    "trust_forwarded_for",
-    "use_run_folder",
     "with_method",
 ]
 
 if TYPE_CHECKING:
-    from rnri.backbones import guidance_defaults, steps_defaults
+    from rnri.core.options import add_arguments, settings_of
+    from rnri.core.options import describe as describe_options
+    from rnri.core.options import explain as explain_option
+    from rnri.core.options import read as read_options
+    from rnri.core.settings import with_method
     from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey, LatestRequest
     from rnri.editor.caption import CAPTION_MODEL, Captioning, CaptionOptions, Suggestion, open_captioning
+    from rnri.editor.flags import add_model_flags, model_flags
     from rnri.editor.form import (
         EDITOR_METHODS,
         Choices,
@@ -180,7 +173,6 @@ if TYPE_CHECKING:
     from rnri.editor.process import LEVELS, configure_logging, share_cpu_politely
     from rnri.editor.regions import MAX_LAYERS, brush_layer, painted_region, read_region
     from rnri.editor.report import Report
-    from rnri.editor.scratch import sent_file, use_run_folder
     from rnri.editor.service import Editor, EditRequest, EditResult
     from rnri.editor.steering import (
         MAX_CONCEPTS,
@@ -196,6 +188,7 @@ if TYPE_CHECKING:
     from rnri.editor.uploads import (
         MAX_PIXELS,
         MAX_SIDE,
+        CheckedUploads,
         InputError,
         Photo,
         clean_prompt,
@@ -203,14 +196,9 @@ if TYPE_CHECKING:
         load_layer,
         load_photo,
     )
-    from rnri.editor.web import LOOPBACK, Listeners, WebGuard, WebPolicy, client_of, policy_for, trust_forwarded_for
-    from rnri.gpu import OFFLOAD_CHOICES, FastPath, FastPathError
-    from rnri.options import add_arguments, settings_of
-    from rnri.options import describe as describe_options
-    from rnri.options import explain as explain_option
-    from rnri.options import read as read_options
-    from rnri.settings import with_method
-    from rnri.spaces_support import example_caching
+    from rnri.pipelines.backbones import guidance_defaults, steps_defaults
+    from rnri.pipelines.gpu import OFFLOAD_CHOICES, FastPath, FastPathError
+    from rnri.pipelines.spaces_support import example_caching
     from rnri.support import Support
 
 __getattr__, __dir__ = attach(__name__, _WHERE)

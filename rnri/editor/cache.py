@@ -13,8 +13,8 @@ from typing import Any
 from PIL import Image
 
 from rnri.api import Inversion
-from rnri.counting import Measured
-from rnri.settings import InversionSettings
+from rnri.core.counting import Measured
+from rnri.core.settings import InversionSettings
 
 MAX_AUTO_MASKS = 8  # automatic masks kept per cached inversion (one per target prompt and guidance)
 

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from PIL import Image
 
+from rnri.core.options import option
 from rnri.editor.models import load_reason, no_loading_bars
 from rnri.editor.uploads import Photo, clean_prompt
-from rnri.loading import TINY, TINY_TEACHER
-from rnri.options import option
+from rnri.pipelines.loading import TINY, TINY_TEACHER
+from rnri.pipelines.spaces_support import gpu_task
 from rnri.shapes.analyze import described
-from rnri.spaces_support import gpu_task
 
 log = logging.getLogger(__name__)
 CAPTION_MODEL = "Salesforce/blip-image-captioning-base"  # what "auto" loads for every model but the shapes ones

@@ -1,8 +1,8 @@
 """The editor's form: which settings it offers and how raw values (from a page or any API client) are read back.
 
-Every control is a field described once (``rnri.options``): the inversion's settings (``rnri.settings``), the
-methods' own options (``rnri.solvers``), the mask's blending (``rnri.masks``) and the edit's own settings below. Only
-the choice of what the editor shows is made here.
+Every control is a field described once (``rnri.core.options``): the inversion's settings (``rnri.core.settings``), the
+methods' own options (``rnri.core.solvers``), the mask's blending (``rnri.core.masks``) and the edit's own settings
+below. Only the choice of what the editor shows is made here.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rnri.backbones import backbone_of, default_guidance
+from rnri.core.masks import BlendConfig
+from rnri.core.options import Setting, check, option, settings_of
+from rnri.core.settings import InversionSettings, with_method
 from rnri.editor.uploads import InputError
-from rnri.masks import BlendConfig
-from rnri.options import Setting, check, option, settings_of
-from rnri.settings import InversionSettings, with_method
+from rnri.pipelines.backbones import backbone_of, default_guidance
 
 EDITOR_METHODS = ("ddim", "quasi-newton", "rnri", "gnri", "fixed-point")  # the default first (docs/solver-choice.md)
 INVERSION_FIELDS = ("method", "num_inference_steps", "guidance_scale", "seed", "strength")  # of InversionSettings
@@ -83,7 +83,7 @@ def not_applicable(pipe: Any) -> dict[str, str]:
 
 def solver_settings(method: str) -> dict[str, Setting]:
     """The options ``method`` takes that the editor offers (an empty dict for ddim)."""
-    from rnri.solvers import get_method
+    from rnri.core.solvers import get_method
 
     config_type = get_method(method).config_type
     offered = settings_of(config_type) if config_type else {}

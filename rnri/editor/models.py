@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rnri.gpu import FastPath, FastPathError, apply_fast_path
-from rnri.loading import BUILTIN_MODELS, RANDOM_MODELS, TINY, TINY_TEACHER, ModelLoadError, load_pipeline
+from rnri.pipelines.gpu import FastPath, FastPathError, apply_fast_path
+from rnri.pipelines.loading import BUILTIN_MODELS, RANDOM_MODELS, TINY, TINY_TEACHER, ModelLoadError, load_pipeline
 
 log = logging.getLogger(__name__)
 WAYS_OUT = (
@@ -50,7 +50,7 @@ LIMITS = {TINY: SHAPES, TINY_TEACHER: SHAPES} | dict.fromkeys(RANDOM_MODELS, NOI
 class Resident:
     """The pipeline a front end runs on; ``failure`` says why it is not the one asked for (None when it is)."""
 
-    pipe: Any  # a stock diffusers pipeline of a backbone rnri runs on (rnri.backbones)
+    pipe: Any  # a stock diffusers pipeline of a backbone rnri runs on (rnri.pipelines.backbones)
     model: str  # what runs: the model asked for (with its LoRA: "MODEL + LORA"), or "tiny"
     asked: str  # the model asked for
     failure: str | None = None  # why ``asked`` could not be loaded, and the ways out

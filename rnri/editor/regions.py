@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from rnri.core.masks import BlendConfig, blend_masks, fit_mask
 from rnri.editor.uploads import MAX_PIXELS, InputError, Source, load_layer
-from rnri.images import mask_tensor, psnr
-from rnri.masks import BlendConfig, blend_masks, fit_mask
+from rnri.pipelines.images import mask_tensor, psnr
 
 TINT = (255, 0, 200)  # magenta, the brush's colour: rare in photos, so the region stands out
 OVERLAY_OPACITY = 0.6  # of the tint where the edit acts fully

@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
-from rnri.counting import Measured
+from rnri.core.counting import Measured
+from rnri.core.masks import BlendConfig
 from rnri.editor.cache import CachedInversion
-from rnri.masks import BlendConfig
 
 GOOD_PSNR_DB = 25.0  # a reconstruction above this is hard to tell from the photo at a glance
 # Below this the reconstruction differs from the photo at a glance, so edits will not look like it either. On the tiny
 # shapes model every held-out shapes photo reconstructs above it and every off-world example photo (cat, coffee, ...)
-# far below it (python -m rnri.edit_testbeds, docs/app.md "What the reconstruction PSNR means").
+# far below it (python -m rnri_lab.edit_testbeds, docs/app.md "What the reconstruction PSNR means").
 POOR_PSNR_DB = 20.0
 STD_TOLERANCE = 0.2  # z_T std within 1 +- this is in distribution; outside it edits degrade
 

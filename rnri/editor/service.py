@@ -20,20 +20,20 @@ from typing import Any
 import torch
 from PIL import Image
 
-from rnri.adapter import denoiser, embeds_guidance
 from rnri.api import Inversion, auto_mask, invert, regenerate
-from rnri.backbones import backbone_of, default_guidance
-from rnri.counting import Measured, measure
+from rnri.core.counting import Measured, measure
+from rnri.core.settings import InversionSettings
 from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey
 from rnri.editor.form import Choices, LocalEdit
 from rnri.editor.regions import background_psnr, overlay, region_of
 from rnri.editor.report import Report, report_of
 from rnri.editor.steering import Steering, refuse_unsupported
 from rnri.editor.uploads import InputError, Photo
-from rnri.flux import is_flux
-from rnri.images import psnr
-from rnri.settings import InversionSettings
-from rnri.spaces_support import gpu_task
+from rnri.pipelines.adapter import denoiser, embeds_guidance
+from rnri.pipelines.backbones import backbone_of, default_guidance
+from rnri.pipelines.flux import is_flux
+from rnri.pipelines.images import psnr
+from rnri.pipelines.spaces_support import gpu_task
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all) of the inversion
 PLAIN = Steering()  # an edit steered by its target prompt alone
@@ -176,7 +176,7 @@ class Editor:
                 progress(done, total)
 
         with self._lock, caught(notices, "Source prompt"), measure(denoiser(self.pipe)) as cost:
-            inv = invert(self.pipe, source, image=photo.image, callback=on_step, **settings.invert_kwargs())
+            inv = invert(self.pipe, source, image=photo.image, callback=on_step, settings=settings)
         with self._lock, caught([], "Source prompt"), measure(denoiser(self.pipe)) as rebuild:
             reconstruction = regenerate(self.pipe, inv, source)
         return CachedInversion(inv, reconstruction, psnr(photo.image, reconstruction), cost, rebuild, tuple(notices))

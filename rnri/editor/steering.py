@@ -3,10 +3,10 @@
 - **Negative prompt**: what the edit steers away from, in classifier-free guidance's unconditional branch (Stable
   Diffusion, SDXL, the shapes teacher: ``rnri.regenerate(..., negative_prompt=)``).
 - **Concepts** (LEdits++'s panel): rows of a phrase, a strength and add or remove, each a direction of
-  ``rnri.directions`` (weight +strength to add, -strength to remove) inside its implicit mask.
-- **Attention control** (Prompt-to-Prompt, ``rnri.attention``): the edit reuses the photo's attention.
+  ``rnri.core.directions`` (weight +strength to add, -strength to remove) inside its implicit mask.
+- **Attention control** (Prompt-to-Prompt, ``rnri.pipelines.attention``): the edit reuses the photo's attention.
 
-Every setting is described once (``rnri.options``): the attention control's and the concepts' own on their config
+Every setting is described once (``rnri.core.options``): the attention control's and the concepts' own on their config
 dataclasses, the rest below; :func:`steering_controls` lists them by the ``/edit`` parameter names a page and the
 API show, :func:`read_steering` reads raw values back into a checked :class:`Steering`, and
 :func:`steering_not_applicable` names the controls the pipeline has no place for, each with the reason (a page
@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rnri.attention import AttentionControl, inject_keys_values, inject_maps, refine, replace
-from rnri.directions import Direction, Directions
+from rnri.core.directions import Direction, Directions
+from rnri.core.options import Setting, check, option, settings_of
 from rnri.editor.uploads import InputError, clean_prompt
-from rnri.options import Setting, check, option, settings_of
+from rnri.pipelines.attention import AttentionControl, inject_keys_values, inject_maps, refine, replace
 from rnri.support import negative_prompt_support, steering_support
 
 ADD, REMOVE = "add", "remove"
@@ -92,7 +92,7 @@ class Steering:
     @property
     def branches(self) -> int:
         """Items of each UNet call of the edit: the edit's, the photo's under control, each concept's and the
-        reference prompt's with concepts (``rnri.control``)."""
+        reference prompt's with concepts (``rnri.pipelines.control``)."""
         return 1 + (self.control is not None) + (len(self.concepts) + 1 if self.concepts else 0)
 
 

@@ -6,7 +6,7 @@
    the pixels at least half covered by that colour.
 4. Shape and size: the rendered template (every shape, both sizes) that best overlaps the component (IoU), placed
    at the component's centroid.
-Validated on renders and on the VAE's reconstructions of renders (``python -m rnri.shapes.evaluate``).
+Validated on renders and on the VAE's reconstructions of renders (``python -m rnri_lab.shapes.evaluate``).
 """
 
 from __future__ import annotations

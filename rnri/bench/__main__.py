@@ -1,5 +1,0 @@
-"""``python -m rnri.bench``."""
-
-from rnri.bench import main
-
-raise SystemExit(main())

@@ -1,5 +1,0 @@
-"""``python -m rnri.evaluation``."""
-
-from rnri.evaluation import main
-
-raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m rnri_lab.bench``."""
+
+from rnri_lab.bench import main
+
+raise SystemExit(main())
