@@ -24,6 +24,7 @@ from pathlib import Path
 import gradio as gr
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import noise_image, serve
 from gradio_client import Client, handle_file
@@ -437,8 +438,22 @@ def test_a_refused_edit_on_the_page_shows_one_consistent_state(app, handlers):
     edited, reconstruction, summary, residuals, details, overlay = handlers.page_edit(
         str(CAT), None, SOURCE, "   ", request
     )
-    assert edited is None and reconstruction is None and overlay is None and details is None and residuals.empty
+    assert edited is None and reconstruction is None and overlay is None and details is None
+    assert residuals["value"].empty and residuals["label"] == server_handlers.PLOT_LABEL
     assert summary.startswith("**Not edited.**") and "target prompt (what the photo should become) is empty" in summary
+
+
+def test_the_residual_plot_says_when_the_method_has_nothing_to_plot(handlers):
+    """DDIM (the default) inverts each step in one pass: the page's plot says so rather than showing an empty chart,
+    and a Newton-Raphson method's residuals come back under the plot's usual label; the API returns the rows only."""
+    request = gr.Request(session_hash="residual-plot")
+    ddim = handlers.page_edit(str(CAT), None, SOURCE, TARGET, request)[3]
+    assert ddim["value"].empty and ddim["label"].startswith(server_handlers.NO_ITERATES) and "ddim" in ddim["label"]
+    newton = handlers.page_edit(str(CAT), None, SOURCE, TARGET, request, method="rnri")[3]
+    assert not newton["value"].empty and newton["label"] == server_handlers.PLOT_LABEL
+    assert set(newton["value"]["iterate"]) >= {"iterate 0", "iterate 1"}
+    rows = handlers.api_edit(str(CAT), SOURCE, TARGET, request=request)[3]
+    assert isinstance(rows, pd.DataFrame) and rows.empty and list(rows.columns) == list(server_handlers.RESIDUALS)
 
 
 def test_model_that_cannot_load_falls_back_to_tiny_with_a_short_banner(app, pipe, tmp_path):
@@ -477,17 +492,21 @@ def test_solver_detail_is_in_the_details_in_words_not_warnings_in_the_summary(ha
     try."""
     photo, source = str(ROOT / "assets" / "shapes-red-circle.png"), "a large red circle on a blue background"
     request = gr.Request(session_hash="solver-notes")
-    _, _, summary, residuals, details, _ = handlers.page_edit(photo, None, source, "a large pink heart", request)
+    edit = handlers.page_edit(photo, None, source, "a large pink heart", request, method="rnri", iterations=3)
+    _, _, summary, residuals, details, _ = edit  # a Newton-Raphson method: DDIM, the default, has no iterates
     assert "⚠️" not in summary and "residual rose" not in summary
+    plotted = residuals["value"]
     rises = [
-        step for step, rows in residuals.groupby("step", sort=False) if (rows["residual"].diff().dropna() > 0).any()
+        step for step, rows in plotted.groupby("step", sort=False) if (rows["residual"].diff().dropna() > 0).any()
     ]
-    assert [note.split()[2] for note in details["solver_notes"]] == rises  # "At step t=999 ..."
+    assert rises and [note.split()[2] for note in details["solver_notes"]] == rises  # "At step t=999 ..."
     assert all("rnri kept the better one, so nothing was lost" in note for note in details["solver_notes"])
     from rnri.editor.report import solver_notes
 
     (kept,) = solver_notes("rnri", [[0.2, 0.3]], [999])
     assert kept.startswith("At step t=999 iterate 1 fitted worse") and "try 2 Newton iterations" in kept
+    (after_two,) = solver_notes("rnri", [[0.2, 0.1, 0.3]], [999])  # two iterations ran: more is three, not two
+    assert after_two.startswith("At step t=999 iterate 2 fitted worse") and "try 3 Newton iterations" in after_two
     (last,) = solver_notes("fixed-point", [[0.2, 0.1, 0.3]], [999])
     assert "t=999" in last and "keeps its last iterate" in last and "try fewer iterations or 'ddim'" in last
 

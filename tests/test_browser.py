@@ -11,10 +11,12 @@ through, each element's box inside the window where it must be seen.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -69,12 +71,26 @@ def open_page(browser, url: str, height: int = 1500):
 def page(browser, url):
     page = open_page(browser, url)
     yield page
-    page.close()
+    close(page)
 
 
 def shot(page, name: str, full_page: bool = True) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / name), full_page=full_page)
+
+
+def close(page) -> None:
+    """Close ``page``; called while a test fails (from its ``finally``), first keep what the page showed and said
+    (``failed-<test>.png``, the summary on stderr): a flake seen only in CI can then be looked at."""
+    if sys.exc_info()[0] is not None:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "test").split("::")[-1].split(" ")[0]
+        with contextlib.suppress(Exception):
+            shot(page, "failed-" + re.sub(r"[^\w.-]", "_", test) + ".png")
+            print(
+                f"{test} failed; the summary read: {page.locator('#summary').inner_text(timeout=2000)!r}",
+                file=sys.stderr,
+            )
+    page.close()
 
 
 def edited_src(page) -> str:
@@ -225,7 +241,7 @@ def test_edit_sends_no_canvas_so_a_first_edit_is_not_slowed_by_the_browser(brows
         edit(page)
         assert sent and "queue/join" in sent[0], f"Edit waited for {sent[:3]}"  # the event first, no upload before
     finally:
-        page.close()
+        close(page)
 
 
 def test_typing_in_the_target_prompt_re_edits_live_from_the_cache(page):
@@ -271,7 +287,7 @@ def test_with_the_settings_open_pressing_edit_shows_the_progress_and_the_result(
         page.locator("#residual-plot").wait_for(state="visible")  # ddim, the default, has no iterates to plot
         shot(page, "editor-all-open-after-edit.png")
     finally:
-        page.close()
+        close(page)
 
 
 def scroll_to_the_end_of_the_settings(page) -> None:
@@ -329,7 +345,7 @@ def test_an_example_clicked_during_a_live_edit_keeps_photo_prompts_and_result_in
         assert set(widths[cleared:]) <= {0, 512}, "the live edit the click cancelled still showed its result"
         assert page.locator("#target textarea").input_value() == "a marble statue of an astronaut"
     finally:
-        page.close()
+        close(page)
         demo.close()
 
 
@@ -389,7 +405,7 @@ def test_a_model_that_cannot_load_starts_on_tiny_with_a_short_visible_banner(app
         for noise in ("stacktrace", "local_files_only", "model='tiny'"):
             assert noise not in text
     finally:
-        page.close()
+        close(page)
         demo.close()
 
 
@@ -466,7 +482,7 @@ def test_paint_a_stroke_and_only_the_painted_part_changes(browser, url):
         whole = np.abs(fetched(page, edited_src(page)) - photo).max(axis=-1)
         assert whole[~near].mean() > 20 and "4 UNet forwards + 0 backwards" in page.locator("body").inner_text()
     finally:
-        page.close()
+        close(page)
 
 
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}  # a laptop's window and a phone's
@@ -538,7 +554,7 @@ def test_a_new_user_s_path_keeps_the_result_in_view_and_says_what_is_wrong(app, 
         assert inside(page, "#edited") and inside(page, "#edit-button")
         step("edit-from-the-settings")
     finally:
-        page.close()
+        close(page)
 
 
 def small_results_are_scaled_up_under_their_label(page) -> None:
@@ -607,7 +623,7 @@ def test_a_new_photo_gets_its_source_prompt_suggested_and_typed_words_are_kept(b
         quiet(page)
         assert source.input_value() == "my own words"
     finally:
-        page.close()
+        close(page)
 
 
 SLIDER_BEFORE = "document.querySelector('#before-after img')"
@@ -685,7 +701,7 @@ def test_before_after_edit_this_result_and_the_history_restore(browser, url):
         assert inside(page, "#edited") and inside(page, "#before-after") and inside(page, "#edit-button")
         shot(page, "flow-edit-phone.png", full_page=False)
     finally:
-        page.close()
+        close(page)
 
 
 def test_steering_in_the_advanced_settings_a_concept_turns_the_heart_green(browser, url):
@@ -725,4 +741,4 @@ def test_steering_in_the_advanced_settings_a_concept_turns_the_heart_green(brows
         assert "green" in greens, reading
         flow_shots(page, "steering-result")
     finally:
-        page.close()
+        close(page)

@@ -465,8 +465,9 @@ def test_edit_on_stable_diffusion_edits_at_the_edit_guidance(
     invert, regenerate = service.invert, service.regenerate
 
     def inverting(pipe, prompt, **kwargs):
-        seen["invert"].append(kwargs["guidance_scale"])
-        return invert(pipe, prompt, **kwargs)
+        inv = invert(pipe, prompt, **kwargs)
+        seen["invert"].append(inv.guidance_scale)  # as it ran: the settings' own, else the backbone's
+        return inv
 
     def regenerating(pipe, inv, prompt, **kwargs):
         if "guidance_scale" in kwargs:  # the edit's (the reconstruction replays the inversion's)

@@ -159,10 +159,9 @@ def solver_notes(method: str, residuals: list[list[float]], timesteps: list[int]
         j, a, b = rises[0]
         what = f"At step t={t} iterate {j} fitted worse than the one before (residual {a:.3g} -> {b:.3g}); "
         if keeps_best:
-            what += (
-                f"{method} kept the better one, so nothing was lost; if the reconstruction looks off, try 2 Newton "
-            )
-            what += "iterations or the 'ddim' method."
+            more = len(step)  # one iteration more than this step ran (its guess is iterate 0)
+            what += f"{method} kept the better one, so nothing was lost; if the reconstruction looks off, try {more} "
+            what += "Newton iterations or the 'ddim' method."
         else:
             what += f"{method} keeps its last iterate, so this step is less exact: try fewer iterations or 'ddim'."
         notes.append(what)

@@ -14,7 +14,7 @@ import gradio as gr
 
 import rnri.editor as ed
 from rnri.server.gradio_guards import PainterGuard
-from rnri.server.handlers import OUTPUTS, WELCOME
+from rnri.server.handlers import OUTPUTS, PLOT_LABEL, WELCOME
 
 LOCAL = ("auto_mask", "dilation", "feather", "paste_back")  # controls in the Local edit accordion; the rest: Advanced
 
@@ -158,7 +158,7 @@ def outputs_column() -> tuple[list[gr.components.Component], dict[str, gr.compon
     with gr.Accordion("Details: the solver, step by step", open=False, elem_id="details-accordion"):
         residuals = gr.LinePlot(
             x="step", y="residual", color="iterate", sort="-x", elem_id="residual-plot",
-            label="Solver residual per step (iterate 0: the initial guess; lower is better)",
+            label=PLOT_LABEL,
             x_title="step (chain order)", y_title="||S(z) - y|| / ||y||", color_title="iterate",
         )  # fmt: skip
         details = gr.JSON(label="Details (solver_notes: what the solver did, in words)", max_height=360)

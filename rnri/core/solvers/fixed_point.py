@@ -42,13 +42,15 @@ def anderson_mix(zs: list[torch.Tensor], ts: list[torch.Tensor]) -> torch.Tensor
 
 def anderson_mix_one(zs: list[torch.Tensor], ts: list[torch.Tensor]) -> torch.Tensor:
     """Anderson step of one item (1, C, H, W): the least-squares mix of its residuals."""
-    g = torch.stack([(t - z).flatten() for z, t in zip(zs, ts)], dim=1)  # (D, m) residuals
+    # In float64: the residuals of late iterates nearly coincide, so the Gram matrix is close to singular and in
+    # float32 its solve amplified rounding (the reduction order of the matmul) into weights that differed run to run.
+    g = torch.stack([(t - z).flatten().double() for z, t in zip(zs, ts)], dim=1)  # (D, m) residuals
     m = g.shape[1]
     # Minimise ||g alpha|| subject to sum(alpha) = 1 via the normal equations, regularised for safety.
     gram = g.T @ g
     gram = gram + 1e-6 * gram.diagonal().mean().clamp_min(1e-30) * torch.eye(m, dtype=g.dtype, device=g.device)
     alpha = torch.linalg.lstsq(gram, torch.ones(m, 1, dtype=g.dtype, device=g.device)).solution.squeeze(1)
-    alpha = alpha / alpha.sum()
+    alpha = (alpha / alpha.sum()).to(ts[-1].dtype)
     if not torch.isfinite(alpha).all():
         return ts[-1]
     return sum(a * t for a, t in zip(alpha, ts))
