@@ -42,8 +42,8 @@ def anderson_mix(zs: list[torch.Tensor], ts: list[torch.Tensor]) -> torch.Tensor
 
 def anderson_mix_one(zs: list[torch.Tensor], ts: list[torch.Tensor]) -> torch.Tensor:
     """Anderson step of one item (1, C, H, W): the least-squares mix of its residuals."""
-    # In float64: the residuals of late iterates nearly coincide, so the Gram matrix is close to singular and in
-    # float32 its solve amplified rounding (the reduction order of the matmul) into weights that differed run to run.
+    # In float64: the residuals of late iterates nearly coincide, so the Gram matrix is close to singular; solved in
+    # float32 its weights differed between two runs of the same inversion (python -m rnri_lab.testbeds).
     g = torch.stack([(t - z).flatten().double() for z, t in zip(zs, ts)], dim=1)  # (D, m) residuals
     m = g.shape[1]
     # Minimise ||g alpha|| subject to sum(alpha) = 1 via the normal equations, regularised for safety.
