@@ -114,8 +114,7 @@ def parser_flags() -> set[str]:
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_flags_named_in_the_command_line_section_exist(path):
-    if not path.exists():
-        pytest.skip(f"{path.name} is missing")
+    assert path.exists(), f"{path.name} is missing"
     unknown = cli_section_flags(path) - parser_flags()
     assert not unknown, f"{path.name} names flags the CLI does not have: {sorted(unknown)}"
 
