@@ -28,9 +28,12 @@ DEBOUNCE_S = 0.4  # live edits wait for this long a pause in typing
 OUTPUTS = ("edited", "reconstruction", "summary", "residuals", "details", "overlay")  # what /edit returns, in order
 
 RESIDUALS = ("step", "residual", "iterate")
-PLOT_LABEL = "Solver residual per step (iterate 0: the initial guess; lower is better)"
-NO_ITERATES = "Solver residual per step: none to plot"
-TRY_NEWTON = "the Newton-Raphson methods under Advanced plot theirs"
+# Static: Gradio 6.31 cannot send a LinePlot a new label from a cached example (AttributeError: 'LinePlot' object
+# has no attribute 'info'), so the label says once why the plot is empty under the default.
+PLOT_LABEL = (
+    "Solver residual per step (iterate 0: the initial guess; lower is better). Empty under ddim, the default: it "
+    "inverts each step in one pass; the Newton-Raphson methods under Advanced plot their iterations"
+)
 
 WELCOME = "Upload a photo, describe it, say what it should become, and press **Edit**."
 
@@ -79,39 +82,25 @@ def file_of(value: Any, what: str) -> str | None:
     return value if value is None or isinstance(value, str) else srv.sent_file(value, what)
 
 
-def shown(result: ed.EditResult | None, limits: str | None = None, page: bool = False) -> tuple:
+def shown(result: ed.EditResult | None, limits: str | None = None) -> tuple:
     """An edit as the outputs show it, in ``OUTPUTS`` order; nothing (None) as a cleared page. ``limits``: what the
-    model cannot draw (``ed.model_limits``), for the summary's words; ``page``: for the page, whose residual plot
-    also says when the method has no iterations to plot (the API returns the plot's data only)."""
+    model cannot draw (``ed.model_limits``), for the summary's words."""
     report = result.report if result else None
     values = {
         "edited": result.image if result else None,
         "reconstruction": result.reconstruction if result else None,
         "summary": report.summary(limits) if report else WELCOME,
-        "residuals": residual_plot(report, page),
+        "residuals": pd.DataFrame(report.residual_rows() if report else [], columns=RESIDUALS),
         "details": report.details if report else None,
         "overlay": result.overlay if result else None,
     }
     return tuple(values[name] for name in OUTPUTS)
 
 
-def residual_plot(report: ed.Report | None, page: bool) -> Any:
-    """The residual plot's rows; for the page, with a label that says why it is empty when the method (DDIM, the
-    default) records no solver iterations, instead of an empty chart that looks broken."""
-    rows = pd.DataFrame(report.residual_rows() if report else [], columns=RESIDUALS)
-    if not page:
-        return rows
-    if report is not None and rows.empty:
-        method = report.details["method"]
-        return gr.update(value=rows, label=f"{NO_ITERATES} ({method} inverts each step in one pass; {TRY_NEWTON})")
-    return gr.update(value=rows, label=PLOT_LABEL)
-
-
 def refused(message: str) -> tuple:
     """A refused edit as one consistent page: no images, the summary saying why (and a toast)."""
     gr.Warning(message)
-    cleared = shown(None, page=True)
-    return tuple(f"{REFUSED} {message}" if name == "summary" else value for name, value in zip(OUTPUTS, cleared))
+    return tuple(f"{REFUSED} {message}" if name == "summary" else value for name, value in zip(OUTPUTS, shown(None)))
 
 
 class Handlers:
@@ -202,7 +191,7 @@ class Handlers:
             return refused(message_of(error))
         for notice in [] if result.report.details["inversion_cached"] else result.report.details["notices"]:
             gr.Warning(notice)
-        return shown(result, self.limits, page=True)
+        return shown(result, self.limits)
 
     def live_edit(self, photo, painted, source, target, request: gr.Request, **values) -> tuple:
         """Edit as the target prompt is typed or the mask painted: from the cached inversion, or inverting first when
@@ -214,7 +203,7 @@ class Handlers:
             result = self.editor.re_edit(edit, invert=True)
         except Exception:  # half-typed input is normal here; Edit reports errors, and `recheck` a stale refusal
             result = None
-        return shown(result, self.limits, page=True) if result else tuple(gr.skip() for _ in OUTPUTS)
+        return shown(result, self.limits) if result else tuple(gr.skip() for _ in OUTPUTS)
 
     @property
     def limits(self) -> str | None:
