@@ -35,7 +35,7 @@ import rnri.editor as ed
 import rnri.pipelines.spaces_support
 import rnri.server.handlers as server_handlers
 from rnri import cli
-from rnri.editor import uploads
+from rnri.editor import cache as editor_cache
 from rnri.shapes.analyze import analyze
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -377,8 +377,8 @@ def test_live_edit_inverts_when_nothing_is_cached_then_reuses_the_cache(app, han
 def test_a_session_s_photo_is_decoded_once_for_its_live_edits(handlers, monkeypatch, tmp_path):
     """Each pause in typing re-edits; the upload behind it is decoded, converted and hashed once per session (again
     only when the file changes), and at most ``capacity`` sessions' photos are kept."""
-    decoded, load = [], uploads.load_photo
-    monkeypatch.setattr(uploads, "load_photo", lambda source, *a: decoded.append(source) or load(source, *a))
+    decoded, load = [], editor_cache.load_photo
+    monkeypatch.setattr(editor_cache, "load_photo", lambda source, *a: decoded.append(source) or load(source, *a))
     photo, request = shutil.copy(CAT, tmp_path / "cat.jpg"), gr.Request(session_hash="decoded-once")
     for target in ("a tiger", "a lion", "a fox"):
         assert handlers.live_edit(str(photo), None, SOURCE, target, request)[0] is not None

@@ -70,7 +70,7 @@ _WHERE = {
     "read_options": "rnri.core.options:read",
     "settings_of": "rnri.core.options",
     "with_method": "rnri.core.settings",
-    "CheckedUploads": "rnri.editor.uploads",
+    "CheckedUploads": "rnri.editor.cache",
     "InputError": "rnri.editor.uploads",
     "Photo": "rnri.editor.uploads",
     "clean_prompt": "rnri.editor.uploads",
@@ -156,7 +156,14 @@ if TYPE_CHECKING:
     from rnri.core.options import explain as explain_option
     from rnri.core.options import read as read_options
     from rnri.core.settings import with_method
-    from rnri.editor.cache import BoundedDict, CachedInversion, InversionCache, InversionKey, LatestRequest
+    from rnri.editor.cache import (
+        BoundedDict,
+        CachedInversion,
+        CheckedUploads,
+        InversionCache,
+        InversionKey,
+        LatestRequest,
+    )
     from rnri.editor.caption import CAPTION_MODEL, Captioning, CaptionOptions, Suggestion, open_captioning
     from rnri.editor.flags import add_model_flags, model_flags
     from rnri.editor.form import (
@@ -188,7 +195,6 @@ if TYPE_CHECKING:
     from rnri.editor.uploads import (
         MAX_PIXELS,
         MAX_SIDE,
-        CheckedUploads,
         InputError,
         Photo,
         clean_prompt,

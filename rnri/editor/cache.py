@@ -4,10 +4,12 @@ used dropped) and the tickets that let only the last of a burst of live edits th
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -15,6 +17,7 @@ from PIL import Image
 from rnri.api import Inversion
 from rnri.core.counting import Measured
 from rnri.core.settings import InversionSettings
+from rnri.editor.uploads import MAX_SIDE, Photo, Source, load_photo
 
 MAX_AUTO_MASKS = 8  # automatic masks kept per cached inversion (one per target prompt and guidance)
 
@@ -43,6 +46,35 @@ class BoundedDict(OrderedDict):
                 return None
             self.move_to_end(key)
             return self[key]
+
+
+class CheckedUploads:
+    """The photo each session last had checked, kept decoded (at most ``capacity`` sessions, the least recently used
+    dropped): a live re-edit, made at every pause in typing, reads its upload once instead of decoding, converting
+    and hashing it again. A file is the same while its path, size and modification time are; anything else (bytes,
+    an image object, a file that changed or is gone) is loaded afresh, with the same checks."""
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.kept = BoundedDict(capacity)
+
+    @property
+    def capacity(self) -> int:
+        return self.kept.capacity
+
+    def load(self, source: Source | None, session: str, max_side: int | None = MAX_SIDE) -> Photo:
+        if not isinstance(source, str | Path):
+            return load_photo(source, max_side)
+        try:
+            stat = os.stat(source)
+        except OSError:
+            return load_photo(source, max_side)  # says why in words
+        seen = (str(source), stat.st_size, stat.st_mtime_ns, max_side)
+        kept = self.kept.touch(session)
+        if kept is not None and kept[0] == seen:
+            return kept[1]
+        photo = load_photo(source, max_side)
+        self.kept[session] = (seen, photo)
+        return photo
 
 
 @dataclass(frozen=True)

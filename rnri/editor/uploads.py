@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,37 +88,6 @@ def load_photo(source: Source | None, max_side: int | None = MAX_SIDE) -> Photo:
     if mode != "RGB":
         notices.append(MODE_NOTES.get(mode, f"The image is in colour mode {mode}; it was converted to RGB."))
     return Photo(rgb, digest(rgb), tuple(notices + resized))
-
-
-class CheckedUploads:
-    """The photo each session last had checked, kept decoded (at most ``capacity`` sessions, the least recently used
-    dropped): a live re-edit, made at every pause in typing, reads its upload once instead of decoding, converting
-    and hashing it again. A file is the same while its path, size and modification time are; anything else (bytes,
-    an image object, a file that changed or is gone) is loaded afresh, with the same checks."""
-
-    def __init__(self, capacity: int = 16) -> None:
-        self.capacity, self.kept, self.lock = capacity, OrderedDict(), threading.Lock()
-
-    def load(self, source: Source | None, session: str, max_side: int | None = MAX_SIDE) -> Photo:
-        if not isinstance(source, str | Path):
-            return load_photo(source, max_side)
-        try:
-            stat = os.stat(source)
-        except OSError:
-            return load_photo(source, max_side)  # says why in words
-        seen = (str(source), stat.st_size, stat.st_mtime_ns, max_side)
-        with self.lock:
-            kept = self.kept.get(session)
-            if kept is not None and kept[0] == seen:
-                self.kept.move_to_end(session)
-                return kept[1]
-        photo = load_photo(source, max_side)
-        with self.lock:
-            self.kept[session] = (seen, photo)
-            self.kept.move_to_end(session)
-            while len(self.kept) > self.capacity:
-                self.kept.popitem(last=False)
-        return photo
 
 
 def load_layer(source: Source, what: str = "mask", max_pixels: int = MAX_PIXELS) -> Image.Image:
